@@ -1,0 +1,1 @@
+"""The running system: app, settings, connections, auth, CLI and the embedded dev stack."""

@@ -1,0 +1,65 @@
+"""The `/graphql` endpoint: Loom's schema behind Strawberry's ASGI view.
+
+HTTP requests authenticate with `Authorization: Bearer <key>`; WebSockets
+(graphql-transport-ws) with the same value, or `apiKey`, in the `connection_init` payload —
+a connection with a missing or bad key is closed with 4403 before any operation runs.
+"""
+
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types import ExecutionContext
+
+from gateway import query_limits
+from gateway.context import Context, bearer_key
+from gateway.graphql_errors import ErrorCodes
+from gateway.request_ids import new_request_id
+from gateway.settings import Settings
+from resolvers.errors import Unauthenticated
+from schema.root import Mutation, Query
+
+
+class LoomSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Errors are logged by ErrorCodes (only the unexpected ones), not all of them here."""
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    return LoomSchema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[*query_limits.extensions(settings.limits), ErrorCodes],
+    )
+
+
+class GraphQLEndpoint(GraphQL):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(build_schema(settings), graphql_ide="graphiql")
+        self.settings = settings
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
+        request_id = request.scope.get("state", {}).get("request_id") or new_request_id()
+        api_key = bearer_key(request.headers) if isinstance(request, Request) else None
+        return Context(request.app.state.connections, self.settings, request_id, api_key)
+
+    async def on_ws_connect(self, context: Context) -> dict[str, Any] | None:
+        params = context.connection_params or {}
+        key = bearer_key(params) or params.get("apiKey")
+        if not isinstance(key, str):
+            raise ConnectionRejectionError({"message": "Send an API key in connection_init"})
+        context.api_key = key
+        try:
+            access = await context.access()
+        except Unauthenticated as exc:
+            raise ConnectionRejectionError({"message": exc.message}) from exc
+        return {"userId": str(access.user_id)}

@@ -1,0 +1,34 @@
+"""Every MongoDB index Loom relies on, in one place, created idempotently at start-up."""
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+INDEXES: dict[str, list[IndexModel]] = {
+    "users": [IndexModel([("email", ASCENDING)], unique=True)],
+    "organizations": [IndexModel([("name", ASCENDING)], unique=True)],
+    "org_members": [
+        IndexModel([("orgId", ASCENDING), ("userId", ASCENDING)], unique=True),
+        IndexModel([("userId", ASCENDING)]),
+        IndexModel([("orgId", ASCENDING), ("_id", ASCENDING)]),
+    ],
+    "projects": [
+        IndexModel([("orgId", ASCENDING), ("name", ASCENDING)], unique=True),
+        IndexModel([("name", ASCENDING), ("_id", ASCENDING)]),
+    ],
+    "project_members": [
+        IndexModel([("projectId", ASCENDING), ("userId", ASCENDING)], unique=True),
+        IndexModel([("userId", ASCENDING), ("orgId", ASCENDING)]),
+        IndexModel([("orgId", ASCENDING), ("userId", ASCENDING)]),
+    ],
+    "api_keys": [
+        IndexModel([("hash", ASCENDING)], unique=True),
+        IndexModel([("userId", ASCENDING), ("_id", ASCENDING)]),
+    ],
+    "workers": [IndexModel([("lastSeenAt", ASCENDING)], expireAfterSeconds=120)],
+}
+
+
+async def ensure_indexes(db: AsyncDatabase) -> None:
+    """Create what is missing; existing indexes with the same spec are left as they are."""
+    for collection, models in INDEXES.items():
+        await db[collection].create_indexes(models)

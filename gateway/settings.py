@@ -1,0 +1,40 @@
+"""Loom's configuration, read from `LOOM_*` environment variables (and `.env`).
+
+Unset database URLs are not an error: they mean "use the embedded stack" — a real mongod and a
+real Valkey that Loom starts itself under `LOOM_HOME`.
+"""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Limits(BaseSettings):
+    """Bounds on what one GraphQL request may ask for; each refusal names its limit."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOM_LIMIT_")
+
+    max_depth: int = Field(12, ge=1)
+    max_aliases: int = Field(30, ge=0)
+    max_tokens: int = Field(5000, ge=10)
+    max_page_size: int = Field(500, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOOM_", env_file=".env", extra="ignore")
+
+    mongodb_url: str | None = None
+    redis_url: str | None = None
+    db_name: str = "loom"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    home: Path = Path(".loom")
+    log_level: str = "INFO"
+    mongodb_timeout_ms: int = Field(5000, ge=100)
+    readiness_timeout_s: float = Field(2.0, gt=0)
+    limits: Limits = Field(default_factory=Limits)
+
+    @property
+    def uses_embedded_stack(self) -> bool:
+        return self.mongodb_url is None or self.redis_url is None

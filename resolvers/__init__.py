@@ -1,0 +1,1 @@
+"""Domain logic over MongoDB, one module per entity. No Strawberry imports here."""

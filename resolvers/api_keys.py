@@ -1,0 +1,107 @@
+"""API keys: how callers authenticate.
+
+A key is shown once, when created; only its SHA-256 is stored (keys are 256-bit random
+strings, so a fast hash is enough — there is nothing to brute-force). A key acts as its user,
+limited to one organization when it was created for one. Revoked keys fail at once: nothing
+about a key is cached between requests.
+"""
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from resolvers.access import Access, Principal
+from resolvers.errors import NotFound, Unauthenticated
+from resolvers.inputs import Input, Name, object_id, parse
+from resolvers.pagination import Page, PageRequest, paginate
+from resolvers.timestamps import new_document, now
+
+PREFIX = "loom_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+"""`lastUsedAt` is rewritten at most this often per key, so reads do not become writes."""
+
+
+class ApiKeyInput(Input):
+    name: Name
+    organization_id: str | None = None
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def issue_key(
+    db: AsyncDatabase, user_id: ObjectId, name: str, org_scope: ObjectId | None
+) -> tuple[str, dict[str, Any]]:
+    """Create a key for a user; returns the clear key (never stored) and its document."""
+    key = PREFIX + secrets.token_urlsafe(32)
+    doc = new_document(
+        user_id,
+        userId=user_id,
+        orgId=org_scope,
+        name=name,
+        hint=key[: len(PREFIX) + 6],
+        hash=_digest(key),
+        lastUsedAt=None,
+        revokedAt=None,
+    )
+    await db.api_keys.insert_one(doc)
+    return key, doc
+
+
+async def create_key(access: Access, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A new key for the caller, optionally limited to one of its organizations."""
+    key_input = parse(ApiKeyInput, data)
+    org_scope = access.principal.org_scope
+    if key_input.organization_id is not None:
+        org_scope = object_id(key_input.organization_id, "organizationId")
+        access.org_role(org_scope)
+    return await issue_key(access.db, access.user_id, key_input.name, org_scope)
+
+
+async def revoke_key(access: Access, key_id: ObjectId) -> dict[str, Any]:
+    """Revoke one of the caller's own keys (revoking twice is harmless)."""
+    doc = await access.db.api_keys.find_one_and_update(
+        {"_id": key_id, "userId": access.user_id},
+        [{"$set": {"revokedAt": {"$ifNull": ["$revokedAt", now()]}}}],
+        return_document=True,
+    )
+    if doc is None:
+        raise NotFound("API key not found", id=str(key_id))
+    return doc
+
+
+async def list_keys(access: Access, page: PageRequest) -> Page:
+    return await paginate(access.db.api_keys, {"userId": access.user_id}, page)
+
+
+async def authenticate(db: AsyncDatabase, key: str) -> Access:
+    """The caller behind a bearer key, with its memberships, in one MongoDB round trip."""
+    if not key.startswith(PREFIX):
+        raise Unauthenticated("Invalid API key")
+    pipeline = [
+        {"$match": {"hash": _digest(key), "revokedAt": None}},
+        {"$limit": 1},
+        {
+            "$lookup": {
+                "from": "org_members",
+                "localField": "userId",
+                "foreignField": "userId",
+                "as": "memberships",
+                "pipeline": [{"$project": {"orgId": 1, "role": 1}}],
+            }
+        },
+    ]
+    found = await (await db.api_keys.aggregate(pipeline)).to_list()
+    if not found:
+        raise Unauthenticated("Invalid or revoked API key")
+    doc = found[0]
+    moment = now()
+    if doc["lastUsedAt"] is None or moment - doc["lastUsedAt"] > LAST_USED_RESOLUTION:
+        await db.api_keys.update_one({"_id": doc["_id"]}, {"$set": {"lastUsedAt": moment}})
+    principal = Principal(user_id=doc["userId"], key_id=doc["_id"], org_scope=doc["orgId"])
+    return Access.from_memberships(db, principal, doc["memberships"])

@@ -1,0 +1,50 @@
+"""Field types shared by the pydantic input models of every entity module, and the one place
+that turns a pydantic failure into BAD_USER_INPUT."""
+
+from typing import Annotated, Any, TypeVar
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic.alias_generators import to_camel
+
+from resolvers.errors import BadUserInput
+
+
+def _printable(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_printable),
+]
+Description = Annotated[str, StringConstraints(max_length=2000)]
+
+
+class Input(BaseModel):
+    """Base of every mutation input: camelCase as on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, validate_by_name=True
+    )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadUserInput.from_validation(exc) from exc
+
+
+def object_id(value: str, field: str = "id") -> ObjectId:
+    try:
+        return ObjectId(value)
+    except (InvalidId, TypeError) as exc:
+        raise BadUserInput(f"{field} is not a valid id: {value!r}", field=field) from exc

@@ -1,0 +1,104 @@
+"""Keyset pagination: opaque cursors over a sort that always ends with `_id`.
+
+A cursor holds the sort-key values of the last node returned; the next page is a range query
+from there, so a page costs one indexed read however deep it is, and ties on the sort keys are
+broken by `_id`, which keeps pages disjoint and complete.
+"""
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bson import json_util
+from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+
+from resolvers.errors import BadUserInput, LimitExceeded
+
+Sort = list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    first: int
+    after: str | None = None
+
+    def check(self, max_page_size: int) -> None:
+        if self.first < 0:
+            raise BadUserInput("first must not be negative", field="first")
+        if self.first > max_page_size:
+            raise LimitExceeded("maxPageSize", max_page_size, f"first={self.first} is too large")
+
+
+@dataclass
+class Page:
+    docs: list[dict[str, Any]]
+    cursors: list[str]
+    has_next_page: bool
+    has_previous_page: bool
+    count: Callable[[], Awaitable[int]]
+
+
+def _value(doc: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        doc = doc.get(part) if isinstance(doc, dict) else None
+    return doc
+
+
+def encode_cursor(doc: dict[str, Any], sort: Sort) -> str:
+    values = [_value(doc, key) for key, _ in sort]
+    return base64.urlsafe_b64encode(json_util.dumps(values).encode()).decode()
+
+
+def decode_cursor(cursor: str, sort: Sort) -> list[Any]:
+    try:
+        values = json_util.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, binascii.Error, TypeError) as exc:
+        raise BadUserInput("Invalid cursor", field="after") from exc
+    if not isinstance(values, list) or len(values) != len(sort):
+        raise BadUserInput("Invalid cursor", field="after")
+    return values
+
+
+def after_filter(values: list[Any], sort: Sort) -> dict[str, Any]:
+    """Documents strictly after `values` in `sort` order: (a > x) or (a = x and b > y) or …"""
+    branches = []
+    for i, (key, direction) in enumerate(sort):
+        branch = {k: v for (k, _), v in zip(sort[:i], values[:i], strict=True)}
+        branch[key] = {"$gt" if direction == ASCENDING else "$lt": values[i]}
+        branches.append(branch)
+    return {"$or": branches}
+
+
+def with_tiebreak(sort: Sort) -> Sort:
+    return sort if sort and sort[-1][0] == "_id" else [*sort, ("_id", ASCENDING)]
+
+
+async def paginate(
+    collection: AsyncCollection,
+    query: dict[str, Any],
+    request: PageRequest,
+    sort: Sort | None = None,
+    projection: dict[str, Any] | None = None,
+) -> Page:
+    """One page of `query` in `sort` order, after `request.after`; one MongoDB round trip."""
+    order = with_tiebreak(sort or [])
+    scoped = query
+    if request.after is not None:
+        scoped = {"$and": [query, after_filter(decode_cursor(request.after, order), order)]}
+    docs = await collection.find(scoped, projection).sort(order).limit(request.first + 1).to_list()
+    has_next = len(docs) > request.first
+    docs = docs[: request.first]
+
+    async def count() -> int:
+        return await collection.count_documents(query)
+
+    return Page(
+        docs=docs,
+        cursors=[encode_cursor(d, order) for d in docs],
+        has_next_page=has_next,
+        has_previous_page=request.after is not None,
+        count=count,
+    )

@@ -1,0 +1,171 @@
+"""Projects, their members, and the queries and mutations over them."""
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+
+from resolvers import organizations, projects
+from resolvers.inputs import object_id
+from schema.enums import ProjectRoleEnum
+from schema.inputs import as_input
+from schema.organizations import Organization
+from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
+from schema.users import User, load_user
+
+
+@strawberry.type(description="A member of a project and its role there.")
+class ProjectMember:
+    user_id: strawberry.Private[Any]
+    role: ProjectRoleEnum
+    created_at: datetime
+
+    @strawberry.field
+    async def user(self, info: strawberry.Info) -> User:
+        return await load_user(info, self.user_id)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "ProjectMember":
+        return cls(
+            user_id=doc["userId"], role=ProjectRoleEnum(doc["role"]), created_at=doc["createdAt"]
+        )
+
+
+@strawberry.type(description="A workspace of an organization: datasets, models, services.")
+class Project(Node):
+    org_id: strawberry.Private[Any]
+    name: str
+    description: str
+    archived: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @strawberry.field
+    async def organization(self, info: strawberry.Info) -> Organization:
+        access = await info.context.access()
+        return Organization.from_doc(await organizations.get_organization(access, self.org_id))
+
+    @strawberry.field
+    async def members(
+        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Connection[ProjectMember]:
+        access = await info.context.access()
+        page = await projects.list_members(
+            access, object_id(self.id), page_request(info, first, after)
+        )
+        return Connection.of(page, ProjectMember.from_doc)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "Project":
+        return cls(
+            id=strawberry.ID(str(doc["_id"])),
+            org_id=doc["orgId"],
+            name=doc["name"],
+            description=doc["description"],
+            archived=doc["archived"],
+            created_at=doc["createdAt"],
+            updated_at=doc["updatedAt"],
+        )
+
+
+@strawberry.input
+class ProjectInput:
+    name: str
+    description: str | None = strawberry.UNSET
+
+
+@strawberry.input
+class ProjectChangesInput:
+    name: str | None = strawberry.UNSET
+    description: str | None = strawberry.UNSET
+    archived: bool | None = strawberry.UNSET
+
+
+@strawberry.type
+class ProjectQueries:
+    @strawberry.field(description="The projects the caller can see, across its organizations.")
+    async def projects(
+        self,
+        info: strawberry.Info,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+        organization_id: strawberry.ID | None = None,
+        archived: bool | None = None,
+    ) -> Connection[Project]:
+        access = await info.context.access()
+        org_id = object_id(organization_id, "organizationId") if organization_id else None
+        page = await projects.list_projects(
+            access, page_request(info, first, after), org_id, archived
+        )
+        return Connection.of(page, Project.from_doc)
+
+    @strawberry.field
+    async def project(self, info: strawberry.Info, id: strawberry.ID) -> Project:
+        access = await info.context.access()
+        return Project.from_doc(await projects.get_project(access, object_id(id)))
+
+
+@strawberry.type
+class ProjectMutations:
+    @strawberry.mutation(description="Create a project; the caller becomes its owner.")
+    async def create_project(
+        self, info: strawberry.Info, organization_id: strawberry.ID, input: ProjectInput
+    ) -> Project:
+        access = await info.context.access()
+        doc = await projects.create_project(
+            access, object_id(organization_id, "organizationId"), as_input(input)
+        )
+        return Project.from_doc(doc)
+
+    @strawberry.mutation(description="Rename, describe, archive or unarchive a project.")
+    async def update_project(
+        self, info: strawberry.Info, id: strawberry.ID, input: ProjectChangesInput
+    ) -> Project:
+        access = await info.context.access()
+        return Project.from_doc(
+            await projects.update_project(access, object_id(id), as_input(input))
+        )
+
+    @strawberry.mutation(description="Add a member of the organization to a project.")
+    async def add_project_member(
+        self,
+        info: strawberry.Info,
+        project_id: strawberry.ID,
+        user_id: strawberry.ID,
+        role: ProjectRoleEnum,
+    ) -> ProjectMember:
+        access = await info.context.access()
+        doc = await projects.add_member(
+            access,
+            object_id(project_id, "projectId"),
+            object_id(user_id, "userId"),
+            {"role": role.value},
+        )
+        return ProjectMember.from_doc(doc)
+
+    @strawberry.mutation
+    async def update_project_member(
+        self,
+        info: strawberry.Info,
+        project_id: strawberry.ID,
+        user_id: strawberry.ID,
+        role: ProjectRoleEnum,
+    ) -> ProjectMember:
+        access = await info.context.access()
+        doc = await projects.update_member(
+            access,
+            object_id(project_id, "projectId"),
+            object_id(user_id, "userId"),
+            {"role": role.value},
+        )
+        return ProjectMember.from_doc(doc)
+
+    @strawberry.mutation
+    async def remove_project_member(
+        self, info: strawberry.Info, project_id: strawberry.ID, user_id: strawberry.ID
+    ) -> bool:
+        access = await info.context.access()
+        await projects.remove_member(
+            access, object_id(project_id, "projectId"), object_id(user_id, "userId")
+        )
+        return True

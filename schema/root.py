@@ -1,0 +1,52 @@
+"""The root Query and Mutation types: every entity module contributes its fields here."""
+
+from collections.abc import Callable
+from typing import Any
+
+import strawberry
+from bson import ObjectId
+
+from resolvers.access import Access
+from resolvers.inputs import object_id
+from schema.api_keys import ApiKeyMutations, MeQueries
+from schema.organizations import Organization, OrganizationMutations, OrganizationQueries
+from schema.projects import Project, ProjectMutations, ProjectQueries
+from schema.relay import Node
+
+NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Node]]] = {
+    "organizations": ({"project_field": None, "org_field": "_id"}, Organization.from_doc),
+    "projects": ({"project_field": "_id"}, Project.from_doc),
+}
+"""Collection → (where its access scope finds org and project ids, its GraphQL type)."""
+
+
+async def find_node(access: Access, node_id: ObjectId) -> Node | None:
+    """The visible node with this id, searched in every node collection in one round trip."""
+    branches = []
+    for collection, (fields, _) in NODE_COLLECTIONS.items():
+        scope = {"_id": node_id, **await access.scope(**fields)}
+        branches.append((collection, [{"$match": scope}, {"$set": {"_collection": collection}}]))
+    (first_collection, first_pipeline), *others = branches
+    pipeline = [
+        *first_pipeline,
+        *({"$unionWith": {"coll": coll, "pipeline": stages}} for coll, stages in others),
+        {"$limit": 1},
+    ]
+    found = await (await access.db[first_collection].aggregate(pipeline)).to_list()
+    if not found:
+        return None
+    _, to_node = NODE_COLLECTIONS[found[0]["_collection"]]
+    return to_node(found[0])
+
+
+@strawberry.type
+class Query(MeQueries, OrganizationQueries, ProjectQueries):
+    @strawberry.field(description="Any object by its id, if the caller may see it.")
+    async def node(self, info: strawberry.Info, id: strawberry.ID) -> Node | None:
+        access = await info.context.access()
+        return await find_node(access, object_id(id))
+
+
+@strawberry.type
+class Mutation(ApiKeyMutations, OrganizationMutations, ProjectMutations):
+    pass

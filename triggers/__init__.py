@@ -1,0 +1,1 @@
+"""The event side: the arq worker, and (to come) relay, triggers, cron and webhooks."""

@@ -1,0 +1,68 @@
+"""The arq worker process.
+
+Each worker registers itself in MongoDB's `workers` collection and renews a heartbeat, so
+operators (and, later, the execution reaper) know which workers are alive; a worker that stops
+cleanly removes its entry, one that is killed expires by TTL. The `ping` job answers with the
+worker's id: the cheapest proof that the queue path gateway → Redis → worker works.
+"""
+
+import asyncio
+import contextlib
+import os
+import socket
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.worker import Worker
+
+from gateway.connections import mongo_client
+from gateway.settings import Settings
+from resolvers.timestamps import now
+
+HEARTBEAT_INTERVAL_S = 10.0
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def ping(ctx: dict[str, Any]) -> str:
+    return ctx["worker_id"]
+
+
+async def _heartbeat_forever(ctx: dict[str, Any]) -> None:
+    started = now()
+    while True:
+        await ctx["db"].workers.update_one(
+            {"_id": ctx["worker_id"]},
+            {"$set": {"lastSeenAt": now(), "pid": os.getpid(), "startedAt": started}},
+            upsert=True,
+        )
+        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+
+def build_worker(settings: Settings, **overrides: Any) -> Worker:
+    if settings.mongodb_url is None or settings.redis_url is None:
+        raise ValueError("resolve the embedded stack's URLs before building a worker")
+    mongodb_url = settings.mongodb_url
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["mongo"] = mongo_client(mongodb_url, settings)
+        ctx["db"] = ctx["mongo"][settings.db_name]
+        ctx["worker_id"] = worker_id()
+        ctx["heartbeat"] = asyncio.create_task(_heartbeat_forever(ctx))
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        ctx["heartbeat"].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ctx["heartbeat"]
+        await ctx["db"].workers.delete_one({"_id": ctx["worker_id"]})
+        await ctx["mongo"].close()
+
+    return Worker(
+        functions=[ping],
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        on_startup=startup,
+        on_shutdown=shutdown,
+        **{"handle_signals": True, **overrides},
+    )
