@@ -23,6 +23,7 @@ from gateway.connections import Connections, mongo_client
 from gateway.embedded import EmbeddedStack
 from gateway.indexes import ensure_indexes
 from gateway.settings import Settings
+from resolvers.api_keys import issue_key
 from resolvers.access import OrgRole
 from tests.graphql_client import GraphQLClient
 from tests.servers import running_uvicorn
@@ -98,11 +99,20 @@ def gql(http: httpx.AsyncClient):
 
 @pytest.fixture
 def member(db: AsyncDatabase, gql):
-    """`await member("acme", "admin")` — a new user with that org role and a client for it."""
+    """`await member("acme", "admin")` — a user with that org role and a client for it.
 
-    async def make(org: str, role: str, email: str | None = None) -> tuple[GraphQLClient, Any]:
+    The key is limited to that organization, unless `scoped=False`: then it acts in all of the
+    user's organizations (and may create new ones).
+    """
+
+    async def make(
+        org: str, role: str, email: str | None = None, scoped: bool = True
+    ) -> tuple[GraphQLClient, Any]:
         address = email or f"{role}-{uuid.uuid4().hex[:8]}@{org.lower()}.io"
         key, doc = await create_key(db, org, OrgRole(role), address, "test")
+        if not scoped:
+            key, unscoped = await issue_key(db, doc["userId"], "unscoped", None)
+            doc = {**unscoped, "orgId": doc["orgId"]}
         return gql(key), doc
 
     return make
