@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -121,8 +122,15 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    """Ctrl-C and SIGTERM unwind normally, so the stack and worker we own are stopped."""
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_cleanly)
     overrides = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
     settings = Settings().model_copy(update=overrides)
     logs.configure(settings.log_level)

@@ -173,7 +173,7 @@ class Access:
     ) -> dict[str, Any]:
         """Fetch one document by id if the caller may see it; NOT_FOUND otherwise."""
         scope = await self.scope(project_field=project_field, org_field=org_field)
-        query = {"_id": doc_id, **scope}
+        query = {"$and": [{"_id": doc_id}, scope]}
         doc = await self.db[collection].find_one(query)
         if doc is None:
             raise NotFound(f"{entity} not found", id=str(doc_id))

@@ -24,7 +24,7 @@ async def find_node(access: Access, node_id: ObjectId) -> Node | None:
     """The visible node with this id, searched in every node collection in one round trip."""
     branches = []
     for collection, (fields, _) in NODE_COLLECTIONS.items():
-        scope = {"_id": node_id, **await access.scope(**fields)}
+        scope = {"$and": [{"_id": node_id}, await access.scope(**fields)]}
         branches.append((collection, [{"$match": scope}, {"$set": {"_collection": collection}}]))
     (first_collection, first_pipeline), *others = branches
     pipeline = [

@@ -33,8 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    mongodb_url, redis_url = os.environ.get("LOOM_TEST_MONGODB_URL"), os.environ.get(
-        "LOOM_TEST_REDIS_URL"
+    mongodb_url, redis_url = (
+        os.environ.get("LOOM_TEST_MONGODB_URL"),
+        os.environ.get("LOOM_TEST_REDIS_URL"),
     )
     if mongodb_url and redis_url:
         yield {"mongodb_url": mongodb_url, "redis_url": redis_url}

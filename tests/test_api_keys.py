@@ -27,8 +27,9 @@ async def test_key_listing_never_shows_the_secret(member):
     body = await client.execute("{ me { apiKeys { edges { node { name hint } } } } }")
     names = [e["node"]["name"] for e in body["data"]["me"]["apiKeys"]["edges"]]
     assert sorted(names) == ["ci", "test"]
-    assert "secret" not in str(body) and all(len(e["node"]["hint"]) == 11 for e in
-                                             body["data"]["me"]["apiKeys"]["edges"])
+    assert "secret" not in str(body) and all(
+        len(e["node"]["hint"]) == 11 for e in body["data"]["me"]["apiKeys"]["edges"]
+    )
 
 
 async def test_revoked_key_fails_at_once(member, gql):
@@ -72,7 +73,12 @@ async def test_key_limited_to_an_org_cannot_create_organizations(member):
 
 async def test_unscoped_key_creates_an_org_and_owns_it(member):
     client, _ = await member("acme", "owner", scoped=False)
-    created = await client.data('mutation { createOrganization(input: {name: "Beta"}) { id role } }')
+    created = await client.data(
+        'mutation { createOrganization(input: {name: "Beta"}) { id role } }'
+    )
     assert created["createOrganization"]["role"] == "OWNER"
     names = await client.data("{ organizations { nodes { name } totalCount } }")
-    assert names["organizations"] == {"nodes": [{"name": "Beta"}, {"name": "acme"}], "totalCount": 2}
+    assert names["organizations"] == {
+        "nodes": [{"name": "Beta"}, {"name": "acme"}],
+        "totalCount": 2,
+    }

@@ -13,7 +13,9 @@ ADD_MEMBER = """mutation($org: ID!, $email: String!, $role: OrgRole!) {
 
 
 @pytest.mark.parametrize(
-    "name", ["", "   ", "x" * 101, "tab\tinside", "bell\x07"], ids=["empty", "blank", "long", "tab", "bell"]
+    "name",
+    ["", "   ", "x" * 101, "tab\tinside", "bell\x07"],
+    ids=["empty", "blank", "long", "tab", "bell"],
 )
 async def test_bad_organization_name_is_refused_and_nothing_is_written(member, db, name):
     client, _ = await member("acme", "owner", scoped=False)

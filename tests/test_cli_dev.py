@@ -1,0 +1,116 @@
+"""`loom dev` end to end, as a user runs it: ready, keys, `me`, data kept, nothing left over."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+from tests.servers import free_port
+from tests.waiting import eventually
+
+
+@pytest.fixture
+def dev_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOM_")}
+    return {**env, "LOOM_HOME": str(tmp_path / ".loom"), "LOOM_PORT": str(free_port())}
+
+
+def _loom(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+class DevServer:
+    def __init__(self, env: dict[str, str], tmp_home: str) -> None:
+        env = {**env, "LOOM_HOME": tmp_home}
+        self.env = env
+        self.base = f"http://127.0.0.1:{env['LOOM_PORT']}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "dev"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    async def ready(self, http: httpx.AsyncClient) -> None:
+        async def probe() -> int:
+            try:
+                return (await http.get(f"{self.base}/readyz")).status_code
+            except httpx.TransportError:
+                assert self.process.poll() is None, self.process.stdout.read()
+                return 0
+
+        await eventually(probe, lambda status: status == 200, within_s=90)
+
+    def children(self, home: str) -> list[int]:
+        stack = json.loads(open(os.path.join(home, "dev", "children.json")).read())
+        return list(stack.values())
+
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=60)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+async def test_loom_dev_serves_keeps_data_and_leaves_no_process(dev_env):
+    home = dev_env["LOOM_HOME"]
+    me = {"query": "{ me { email } organizations { nodes { name } } }"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        dev = DevServer(dev_env, home)
+        try:
+            await dev.ready(http)
+            graphiql = await http.get(f"{dev.base}/graphql", headers={"Accept": "text/html"})
+            assert "graphiql" in graphiql.text.lower()
+            key = _loom(
+                dev_env,
+                "keys",
+                "create",
+                "--org",
+                "acme",
+                "--role",
+                "owner",
+                "--email",
+                "ops@acme.io",
+            ).stdout.strip()
+            headers = {"Authorization": f"Bearer {key}"}
+            answer = (await http.post(f"{dev.base}/graphql", json=me, headers=headers)).json()
+            assert answer == {
+                "data": {
+                    "me": {"email": "ops@acme.io"},
+                    "organizations": {"nodes": [{"name": "acme"}]},
+                }
+            }
+            servers = dev.children(home)
+        finally:
+            assert dev.stop() == 0
+        assert not [pid for pid in servers if _alive(pid)]
+
+        again = DevServer(dev_env, home)
+        try:
+            await again.ready(http)
+            answer = (await http.post(f"{again.base}/graphql", json=me, headers=headers)).json()
+            assert answer["data"]["me"]["email"] == "ops@acme.io"
+            servers = again.children(home)
+        finally:
+            assert again.stop(signal.SIGTERM) == 0
+        assert not [pid for pid in servers if _alive(pid)]
