@@ -23,8 +23,8 @@ from gateway.connections import Connections, mongo_client
 from gateway.embedded import EmbeddedStack
 from gateway.indexes import ensure_indexes
 from gateway.settings import Settings
-from resolvers.api_keys import issue_key
 from resolvers.access import OrgRole
+from resolvers.api_keys import issue_key
 from tests.graphql_client import GraphQLClient
 from tests.servers import running_uvicorn
 

