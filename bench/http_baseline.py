@@ -5,9 +5,9 @@
 Starts a throw-away embedded stack (real mongod + valkey) unless LOOM_MONGODB_URL and
 LOOM_REDIS_URL are set, creates an organization and an owner key on a fresh database, then runs
 two uvicorn servers, each in its own process: Loom's app, and a bare Starlette app whose single
-route answers the same JSON a `{ me { id email } }` query does. One httpx.AsyncClient with 16
-worker coroutines drives each server in turn (warm-up, then a fixed duration) and the script
-prints requests/s, p50 and p99 latency, and the ratio loom_rps / bare_rps against the target.
+route answers the same JSON a `{ me { id email } }` query does. 16 keep-alive connections, each
+driven by a lean HTTP/1.1 client coroutine, load each server in turn (warm-up, then a fixed
+duration) and the script prints requests/s, p50 and p99 latency, and the ratio loom_rps / bare_rps against the target.
 
 The load generator runs on the same machine as the servers and the databases, so they share
 its cores; the figures are a relative baseline, not an absolute capacity.
@@ -16,6 +16,7 @@ its cores; the figures are a relative baseline, not an absolute capacity.
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import socket
@@ -270,49 +271,89 @@ class BadResponse(RuntimeError):
     pass
 
 
-def check(response: httpx.Response, user_id: str) -> None:
+def check(status: int, body: bytes, user_id: str) -> None:
     """Every response, Loom's or the bare one, must be a 200 with data.me and no errors."""
-    if response.status_code != 200:
-        raise BadResponse(f"HTTP {response.status_code}: {response.text[:500]}")
-    body = response.json()
-    me = (body.get("data") or {}).get("me")
-    if body.get("errors") or not me or me.get("id") != user_id or me.get("email") != EMAIL:
-        raise BadResponse(f"unexpected body: {str(body)[:500]}")
+    if status != 200:
+        raise BadResponse(f"HTTP {status}: {body[:500]!r}")
+    parsed = json.loads(body)
+    me = (parsed.get("data") or {}).get("me")
+    if parsed.get("errors") or not me or me.get("id") != user_id or me.get("email") != EMAIL:
+        raise BadResponse(f"unexpected body: {str(parsed)[:500]}")
+
+
+class KeepAliveConnection:
+    """A minimal HTTP/1.1 client on one keep-alive connection.
+
+    A full client (httpx) spends more CPU per request than the bare server it measures, which
+    would make the baseline a measure of the load generator; this one spends a fraction.
+    """
+
+    def __init__(self, port: int, request: bytes) -> None:
+        self.port = port
+        self.request = request
+
+    async def __aenter__(self) -> "KeepAliveConnection":
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+    async def send(self) -> tuple[int, bytes]:
+        self.writer.write(self.request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in lines[1:]
+            if line.lower().startswith(b"content-length:")
+        )
+        return status, await self.reader.readexactly(length)
+
+
+def http_request(key: str) -> bytes:
+    body = json.dumps({"query": QUERY}).encode()
+    head = (
+        "POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 async def drive(
     name: str, server: "Server", key: str, user_id: str, warmup: int, seconds: float
 ) -> Result:
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
-    payload = {"query": QUERY}
-    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30.0) as client:
+    request = http_request(key)
+    latencies: list[float] = []
+    clock = time.perf_counter
+    remaining = [warmup]
+    warm = [0]
+    warmed, started = asyncio.Event(), asyncio.Event()
+    deadline = 0.0
 
-        async def one() -> None:
-            check(await client.post("/graphql", json=payload, headers=headers), user_id)
-
-        remaining = [warmup]
-
-        async def warm() -> None:
+    async def worker() -> None:
+        async with KeepAliveConnection(server.port, request) as connection:
             while remaining[0] > 0:
                 remaining[0] -= 1
-                await one()
-
-        await asyncio.gather(*(warm() for _ in range(CONCURRENCY)))
-
-        latencies: list[float] = []
-        clock = time.perf_counter
-
-        async def worker() -> None:
+                check(*await connection.send(), user_id)
+            warm[0] += 1
+            if warm[0] == CONCURRENCY:
+                warmed.set()
+            await started.wait()
             while (begun := clock()) < deadline:
-                await one()
+                check(*await connection.send(), user_id)
                 latencies.append((clock() - begun) * 1000)
 
-        with CpuMeter(server.process.pid) as cpu:
-            start = clock()
-            deadline = start + seconds
-            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-            elapsed = clock() - start
+    workers = [asyncio.create_task(worker()) for _ in range(CONCURRENCY)]
+    await warmed.wait()
+    with CpuMeter(server.process.pid) as cpu:
+        start = clock()
+        deadline = start + seconds
+        started.set()
+        await asyncio.gather(*workers)
+        elapsed = clock() - start
     return Result(name, len(latencies), elapsed, latencies, cpu)
 
 
@@ -333,7 +374,7 @@ def machine_info() -> str:
     return (
         f"cpu_count={os.cpu_count()} usable={affinity} {platform.machine()} "
         f"{platform.system()} {platform.release()}; python {platform.python_version()}; "
-        f"uvicorn http={HTTP_IMPL} loop={LOOP_IMPL}; httpx {httpx.__version__}; "
+        f"uvicorn http={HTTP_IMPL} loop={LOOP_IMPL}; "
         f"concurrency={CONCURRENCY} (load generator shares the cores with servers and databases)"
     )
 

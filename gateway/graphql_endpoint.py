@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.extensions import ValidationCache
 from strawberry.types import ExecutionContext
 
 from gateway import query_limits
@@ -33,10 +34,17 @@ class LoomSchema(strawberry.Schema):
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
+    """The schema with its limits, a cache of validated documents (clients send the same few
+    queries again and again, and validation is the largest per-request cost), and error
+    classification."""
     return LoomSchema(
         query=Query,
         mutation=Mutation,
-        extensions=[*query_limits.extensions(settings.limits), ErrorCodes],
+        extensions=[
+            *query_limits.extensions(settings.limits),
+            lambda: ValidationCache(maxsize=256),
+            ErrorCodes,
+        ],
     )
 
 

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -57,7 +58,7 @@ class DevServer:
         await eventually(probe, lambda status: status == 200, within_s=90)
 
     def children(self, home: str) -> list[int]:
-        stack = json.loads(open(os.path.join(home, "dev", "children.json")).read())
+        stack = json.loads((Path(home) / "dev" / "children.json").read_text())
         return list(stack.values())
 
     def stop(self, signum: int = signal.SIGINT) -> int:

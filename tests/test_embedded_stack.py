@@ -55,7 +55,8 @@ async def test_children_die_when_loom_is_killed_with_sigkill(tmp_path):
     )
     assert parent.stdout.readline().strip() == b"ready"
     pids = list(json.loads((tmp_path / "s" / "children.json").read_text()).values())
-    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    assert len(pids) == 2
+    assert all(_alive(p) for p in pids)
     parent.kill()
     parent.wait()
     await _gone(pids)

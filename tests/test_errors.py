@@ -17,8 +17,7 @@ async def test_request_with_an_unknown_key_is_unauthenticated(gql):
     assert await gql("not-even-a-loom-key").code(ME) == "UNAUTHENTICATED"
 
 
-async def test_response_carries_the_request_id_header_and_honours_a_given_one(http, member):
-    client, _ = await member("acme", "owner")
+async def test_response_carries_the_request_id_header_and_honours_a_given_one(http):
     response = await http.post("/graphql", json={"query": ME})
     generated = response.headers["x-request-id"]
     assert len(generated) == 32

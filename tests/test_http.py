@@ -38,8 +38,7 @@ async def test_queries_work_over_get_and_post(server, member):
     assert got.json() == posted.json() == {"data": {"me": {"id": str(doc["userId"])}}}
 
 
-async def test_metrics_count_requests_and_errors_by_code(server, member):
-    client, _ = await member("acme", "owner")
+async def test_metrics_count_requests_and_errors_by_code(server):
     async with httpx.AsyncClient(base_url=server) as http:
         await http.post("/graphql", json={"query": "{ me { id } }"})
         text = (await http.get("/metrics")).text

@@ -26,19 +26,22 @@ async def test_readyz_names_mongodb_while_it_is_down_and_recovers_without_restar
         readiness_timeout_s=1.0,
     )
     app = create_app(settings)
-    async with app.router.lifespan_context(app), running_uvicorn(app) as base_url:
-        async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-            assert (await http.get("/readyz")).status_code == 200
+    async with (
+        app.router.lifespan_context(app),
+        running_uvicorn(app) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=10) as http,
+    ):
+        assert (await http.get("/readyz")).status_code == 200
 
-            own_stack.kill_mongod()
-            down = await http.get("/readyz")
-            assert down.status_code == 503
-            assert set(down.json()["failing"]) == {"mongodb"}
-            assert (await http.get("/healthz")).status_code == 200
+        own_stack.kill_mongod()
+        down = await http.get("/readyz")
+        assert down.status_code == 503
+        assert set(down.json()["failing"]) == {"mongodb"}
+        assert (await http.get("/healthz")).status_code == 200
 
-            own_stack.restart_mongod()
-            back = await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200)
-            assert back.json() == {"status": "ready"}
+        own_stack.restart_mongod()
+        back = await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200)
+        assert back.json() == {"status": "ready"}
 
 
 async def test_readyz_names_redis_when_it_is_unreachable(stack):
