@@ -7,7 +7,8 @@ LOOM_REDIS_URL are set, creates an organization and an owner key on a fresh data
 two uvicorn servers, each in its own process: Loom's app, and a bare Starlette app whose single
 route answers the same JSON a `{ me { id email } }` query does. 16 keep-alive connections, each
 driven by a lean HTTP/1.1 client coroutine, load each server in turn (warm-up, then a fixed
-duration) and the script prints requests/s, p50 and p99 latency, and the ratio loom_rps / bare_rps against the target.
+duration) and the script prints requests/s, p50 and p99 latency, and the ratio
+loom_rps / bare_rps against the target.
 
 The load generator runs on the same machine as the servers and the databases, so they share
 its cores; the figures are a relative baseline, not an absolute capacity.
