@@ -70,7 +70,7 @@ async def seed_demo(db: AsyncDatabase) -> tuple[str, dict[str, Any]]:
     """A small demo organization with one project; returns a fresh owner key for it."""
     key, doc = await create_key(db, DEMO_ORG, OrgRole.OWNER, DEMO_EMAIL, "demo")
     if await db.projects.find_one({"orgId": doc["orgId"], "name": DEMO_PROJECT}) is None:
-        access = await authenticate(db, key)
+        access, _ = await authenticate(db, key)
         await projects.create_project(
             access, doc["orgId"], {"name": DEMO_PROJECT, "description": "Demo data"}
         )

@@ -68,4 +68,6 @@ class Context:
     async def _authenticate(self) -> Access:
         if self.api_key is None:
             raise Unauthenticated("Send an API key: 'Authorization: Bearer <key>'")
-        return await authenticate(self.connections.db, self.api_key)
+        access, user = await authenticate(self.connections.db, self.api_key)
+        self.loaders.users.prime(user["_id"], user)
+        return access

@@ -9,7 +9,7 @@ about a key is cached between requests.
 import hashlib
 import secrets
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
@@ -79,8 +79,13 @@ async def list_keys(access: Access, page: PageRequest) -> Page:
     return await paginate(access.db.api_keys, {"userId": access.user_id}, page)
 
 
-async def authenticate(db: AsyncDatabase, key: str) -> Access:
-    """The caller behind a bearer key, with its memberships, in one MongoDB round trip."""
+class Authenticated(NamedTuple):
+    access: Access
+    user: dict[str, Any]
+
+
+async def authenticate(db: AsyncDatabase, key: str) -> Authenticated:
+    """The caller behind a bearer key — its user and memberships — in one MongoDB round trip."""
     if not key.startswith(PREFIX):
         raise Unauthenticated("Invalid API key")
     pipeline = [
@@ -95,13 +100,15 @@ async def authenticate(db: AsyncDatabase, key: str) -> Access:
                 "pipeline": [{"$project": {"orgId": 1, "role": 1}}],
             }
         },
+        {"$lookup": {"from": "users", "localField": "userId", "foreignField": "_id", "as": "user"}},
     ]
     found = await (await db.api_keys.aggregate(pipeline)).to_list()
-    if not found:
+    if not found or not found[0]["user"]:
         raise Unauthenticated("Invalid or revoked API key")
     doc = found[0]
     moment = now()
     if doc["lastUsedAt"] is None or moment - doc["lastUsedAt"] > LAST_USED_RESOLUTION:
         await db.api_keys.update_one({"_id": doc["_id"]}, {"$set": {"lastUsedAt": moment}})
     principal = Principal(user_id=doc["userId"], key_id=doc["_id"], org_scope=doc["orgId"])
-    return Access.from_memberships(db, principal, doc["memberships"])
+    access = Access.from_memberships(db, principal, doc["memberships"])
+    return Authenticated(access, doc["user"][0])

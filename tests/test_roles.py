@@ -276,8 +276,10 @@ CONCRETE = [
     pytest.param(Case(OrgRole.MEMBER), UPDATE_ORG, "org", "FORBIDDEN", id="member-updateOrg"),
     pytest.param(Case(OrgRole.ADMIN), UPDATE_ORG, "org", None, id="admin-updateOrg"),
     pytest.param(Case(OrgRole.WORKER), ORG_MEMBERS, "org", "FORBIDDEN", id="worker-orgMembers"),
-    pytest.param(Case(OrgRole.MEMBER), UPDATE_PROJECT, "project", "NOT_FOUND", id="member-upd"),
-    pytest.param(Case(OrgRole.ADMIN), UPDATE_PROJECT, "project", None, id="admin-updProject"),
+    pytest.param(
+        Case(OrgRole.MEMBER), UPDATE_PROJECT, "project", "NOT_FOUND", id="member-updateProject"
+    ),
+    pytest.param(Case(OrgRole.ADMIN), UPDATE_PROJECT, "project", None, id="admin-updateProject"),
     pytest.param(
         Case(OrgRole.MEMBER, ProjectRole.DEVELOPER),
         UPDATE_PROJECT,
