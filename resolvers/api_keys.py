@@ -63,10 +63,18 @@ async def create_key(access: Access, data: dict[str, Any]) -> tuple[str, dict[st
     return await issue_key(access.db, access.user_id, key_input.name, org_scope)
 
 
+def _own_keys(access: Access) -> dict[str, Any]:
+    """The caller's keys; a key limited to one organization sees only the keys limited to it."""
+    query: dict[str, Any] = {"userId": access.user_id}
+    if access.principal.org_scope is not None:
+        query["orgId"] = access.principal.org_scope
+    return query
+
+
 async def revoke_key(access: Access, key_id: ObjectId) -> dict[str, Any]:
     """Revoke one of the caller's own keys (revoking twice is harmless)."""
     doc = await access.db.api_keys.find_one_and_update(
-        {"_id": key_id, "userId": access.user_id},
+        {"_id": key_id, **_own_keys(access)},
         [{"$set": {"revokedAt": {"$ifNull": ["$revokedAt", now()]}}}],
         return_document=True,
     )
@@ -76,7 +84,7 @@ async def revoke_key(access: Access, key_id: ObjectId) -> dict[str, Any]:
 
 
 async def list_keys(access: Access, page: PageRequest) -> Page:
-    return await paginate(access.db.api_keys, {"userId": access.user_id}, page)
+    return await paginate(access.db.api_keys, _own_keys(access), page)
 
 
 class Authenticated(NamedTuple):

@@ -78,6 +78,18 @@ async def _ensure_an_owner_remains(
         raise Conflict(f"A {members.kind} must keep at least one owner")
 
 
+async def _leave_projects(
+    db: AsyncDatabase, query: dict[str, ObjectId], session: AsyncClientSession
+) -> None:
+    owned = await db[PROJECT_MEMBERS.collection].distinct(
+        "projectId", {**query, "role": str(PROJECT_MEMBERS.owner)}, session=session
+    )
+    await db[PROJECT_MEMBERS.collection].delete_many(query, session=session)
+    for project_id in owned:
+        await _lock_parent(db, PROJECT_MEMBERS, project_id, session)
+        await _ensure_an_owner_remains(db, PROJECT_MEMBERS, project_id, session)
+
+
 async def get_member(
     db: AsyncDatabase, members: MemberList, parent_id: ObjectId, user_id: ObjectId
 ) -> dict[str, Any]:
@@ -126,7 +138,8 @@ async def set_role(
 async def remove_member(
     db: AsyncDatabase, members: MemberList, parent_id: ObjectId, user_id: ObjectId
 ) -> None:
-    """Remove a member; leaving an organization also ends its project memberships there."""
+    """Remove a member; leaving an organization also ends its project memberships there —
+    refused while the user is the last owner of one of those projects."""
 
     async def work(session: AsyncClientSession) -> None:
         await _lock_parent(db, members, parent_id, session)
@@ -135,7 +148,7 @@ async def remove_member(
         if removed.deleted_count == 0:
             raise NotFound(f"No such member of this {members.kind}", userId=str(user_id))
         if members is ORG_MEMBERS:
-            await db[PROJECT_MEMBERS.collection].delete_many(query, session=session)
+            await _leave_projects(db, query, session)
         await _ensure_an_owner_remains(db, members, parent_id, session)
 
     await in_transaction(db, work)

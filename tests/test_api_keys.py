@@ -81,3 +81,21 @@ async def test_unscoped_key_creates_an_org_and_owns_it(member):
         "nodes": [{"name": "Beta"}, {"name": "acme"}],
         "totalCount": 2,
     }
+
+
+async def test_key_limited_to_one_org_neither_sees_nor_revokes_the_users_other_keys(member, db):
+    email = "dana@two.io"
+    acme, acme_key = await member("acme", "owner", email=email)
+    beta, beta_key = await member("beta", "owner", email=email)
+    unscoped, _ = await member("acme", "owner", email=email, scoped=False)
+    listed = await acme.data("{ me { apiKeys { nodes { id organizationId } } } }")
+    acme_keys = await db.api_keys.find({"orgId": acme_key["orgId"]}).sort("_id").to_list()
+    assert listed["me"]["apiKeys"]["nodes"] == [
+        {"id": str(k["_id"]), "organizationId": str(acme_key["orgId"])} for k in acme_keys
+    ]
+    assert str(beta_key["orgId"]) not in str(listed)
+    assert await acme.code(REVOKE_KEY, id=str(beta_key["_id"])) == "NOT_FOUND"
+    assert (await db.api_keys.find_one({"_id": beta_key["_id"]}))["revokedAt"] is None
+    assert (await beta.data("{ me { id } }"))["me"]["id"]
+    everything = await unscoped.data("{ me { apiKeys { totalCount } } }")
+    assert everything["me"]["apiKeys"]["totalCount"] == len(acme_keys) + 2

@@ -13,6 +13,7 @@ from bson import ObjectId
 
 from resolvers.access import ORG_GRANTS, PROJECT_GRANTS, Action, OrgRole, ProjectRole
 from tests.graphql_client import GraphQLClient
+from tests.snapshots import snapshot
 
 ORG_MEMBERS = "query($id: ID!) { organization(id: $id) { members { totalCount } } }"
 PROJECTS_OF = "query($org: ID!) { projects(organizationId: $org) { nodes { id } } }"
@@ -36,6 +37,8 @@ UPDATE_PROJECT = """mutation($id: ID!, $name: String!) {
   updateProject(id: $id, input: {name: $name}) { id name } }"""
 ADD_PROJECT_MEMBER = """mutation($project: ID!, $user: ID!, $role: ProjectRole!) {
   addProjectMember(projectId: $project, userId: $user, role: $role) { role } }"""
+REMOVE_PROJECT_MEMBER = """mutation($project: ID!, $user: ID!) {
+  removeProjectMember(projectId: $project, userId: $user) }"""
 
 
 @dataclass(frozen=True)
@@ -368,6 +371,11 @@ async def test_only_an_org_owner_may_demote_an_owner(member, db, role, expected)
 @pytest.mark.parametrize(("role", "expected"), [("owner", None), ("admin", "FORBIDDEN")])
 async def test_only_an_org_owner_may_remove_an_owner(member, db, role, expected):
     world = await _org(member, Case(OrgRole(role)))
+    # The founder's projects keep an owner after the founder leaves.
+    for project in (world.project, world.other):
+        await world.founder.data(
+            ADD_PROJECT_MEMBER, project=project, user=world.caller_id, role="OWNER"
+        )
     before = await _org_members(db, world.org)
     founder_projects = await db.project_members.count_documents(
         {"userId": ObjectId(world.founder_id)}
@@ -427,6 +435,10 @@ async def test_last_org_owner_cannot_be_removed_and_nothing_changes(member, db):
 
 async def test_one_of_two_org_owners_may_step_down(member, db):
     world = await _org(member, Case(OrgRole.OWNER))
+    for project in (world.project, world.other):
+        await world.founder.data(
+            ADD_PROJECT_MEMBER, project=project, user=world.caller_id, role="OWNER"
+        )
 
     await world.founder.data(UPDATE_ORG_MEMBER, org=world.org, user=world.founder_id, role="MEMBER")
     await world.caller.data(REMOVE_ORG_MEMBER, org=world.org, user=world.founder_id)
@@ -487,3 +499,16 @@ async def test_adding_a_non_member_of_the_org_to_a_project_is_bad_user_input(mem
 
     assert await _project_members(db, world.project) == before
     assert await db.project_members.count_documents({"userId": ObjectId(outsider)}) == 0
+
+
+async def test_last_owner_of_a_project_cannot_leave_the_org_and_nothing_changes(member, db):
+    world = await _org(member, Case(OrgRole.ADMIN))
+    await world.founder.data(
+        ADD_PROJECT_MEMBER, project=world.project, user=world.target_id, role="OWNER"
+    )
+    await world.founder.data(REMOVE_PROJECT_MEMBER, project=world.project, user=world.founder_id)
+    before = await snapshot(db)
+    error = await world.caller.error(REMOVE_ORG_MEMBER, org=world.org, user=world.target_id)
+    assert error["extensions"]["code"] == "CONFLICT"
+    assert "owner" in error["message"]
+    assert await snapshot(db) == before
