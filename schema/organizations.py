@@ -10,21 +10,15 @@ from resolvers.inputs import object_id
 from schema.enums import OrgRoleEnum
 from schema.inputs import as_input
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
-from schema.users import User, UserRefInput, load_user
+from schema.users import Membership, UserRefInput
 
 if TYPE_CHECKING:
     from schema.projects import Project
 
 
 @strawberry.type(description="A member of an organization and its role there.")
-class OrgMember:
-    user_id: strawberry.Private[Any]
+class OrgMember(Membership):
     role: OrgRoleEnum
-    created_at: datetime
-
-    @strawberry.field
-    async def user(self, info: strawberry.Info) -> User:
-        return await load_user(info, self.user_id)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "OrgMember":

@@ -11,18 +11,12 @@ from schema.enums import ProjectRoleEnum
 from schema.inputs import as_input
 from schema.organizations import Organization
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
-from schema.users import User, load_user
+from schema.users import Membership
 
 
 @strawberry.type(description="A member of a project and its role there.")
-class ProjectMember:
-    user_id: strawberry.Private[Any]
+class ProjectMember(Membership):
     role: ProjectRoleEnum
-    created_at: datetime
-
-    @strawberry.field
-    async def user(self, info: strawberry.Info) -> User:
-        return await load_user(info, self.user_id)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "ProjectMember":

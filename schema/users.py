@@ -27,6 +27,18 @@ async def load_user(info: strawberry.Info, user_id: Any) -> User:
     return User.from_doc(await info.context.loaders.users.load(user_id))
 
 
+@strawberry.type
+class Membership:
+    """What organization and project members share: the user, and since when."""
+
+    user_id: strawberry.Private[Any]
+    created_at: datetime
+
+    @strawberry.field
+    async def user(self, info: strawberry.Info) -> User:
+        return await load_user(info, self.user_id)
+
+
 @strawberry.input
 class UserRefInput:
     email: str
