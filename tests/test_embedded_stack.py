@@ -81,11 +81,15 @@ async def test_next_start_reaps_children_a_crashed_run_left_behind(tmp_path):
         start_new_session=True,
         stdout=subprocess.DEVNULL,
     )
-    async with Redis(port=port) as running:
-        await eventually(_pong(running), bool)
-    PidFile(root / "children.json").write({"valkey-server": orphan.pid})
-    with EmbeddedStack(root, persistent=False, lib_dir=LIB):
-        assert orphan.wait(timeout=10) == -signal.SIGKILL
+    try:
+        async with Redis(port=port) as running:
+            await eventually(_pong(running), bool)
+        PidFile(root / "children.json").write({"valkey-server": orphan.pid})
+        with EmbeddedStack(root, persistent=False, lib_dir=LIB):
+            assert orphan.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        orphan.kill()
+        orphan.wait()
 
 
 async def test_pidfile_never_kills_an_unrelated_process_that_reused_the_pid(tmp_path):
