@@ -4,11 +4,12 @@
 
 Starts a throw-away embedded stack (real mongod + valkey) unless LOOM_MONGODB_URL and
 LOOM_REDIS_URL are set, creates an organization and an owner key on a fresh database, then runs
-two uvicorn servers, each in its own process: Loom's app, and a bare Starlette app whose single
-route answers the same JSON a `{ me { id email } }` query does. 16 keep-alive connections, each
-driven by a lean HTTP/1.1 client coroutine, load each server in turn (warm-up, then a fixed
-duration) and the script prints requests/s, p50 and p99 latency, and the ratio
-loom_rps / bare_rps against the target.
+three uvicorn servers, each in its own process: Loom's app; a bare Starlette app whose single
+route answers the same JSON a `{ me { id email } }` query does; and a Starlette route doing
+Loom's authentication lookup without GraphQL (to show what the GraphQL layer costs). 16
+keep-alive connections, each driven by a lean HTTP/1.1 client coroutine, load each server in
+turn (warm-up, then a fixed duration) and the script prints requests/s, p50 and p99 latency,
+and the ratio loom_rps / bare_rps against the target.
 
 The load generator runs on the same machine as the servers and the databases, so they share
 its cores; the figures are a relative baseline, not an absolute capacity.
@@ -83,6 +84,28 @@ def _bare_app(user_id: str, email: str) -> Any:
     return Starlette(routes=[Route("/graphql", graphql, methods=["GET", "POST"])])
 
 
+def _authenticated_app() -> Any:
+    """Starlette doing Loom's authentication (the same one-aggregation lookup) without GraphQL:
+    the gap to Loom is what the GraphQL layer costs."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from gateway.connections import mongo_client
+    from gateway.settings import Settings
+    from resolvers.api_keys import authenticate
+
+    settings = Settings()
+    db = mongo_client(str(settings.mongodb_url), settings)[settings.db_name]
+
+    async def graphql(request: Request) -> JSONResponse:
+        _, user = await authenticate(db, request.headers["authorization"].split(" ", 1)[1])
+        return JSONResponse({"data": {"me": {"id": str(user["_id"]), "email": user["email"]}}})
+
+    return Starlette(routes=[Route("/graphql", graphql, methods=["POST"])])
+
+
 def _loom_app() -> Any:
     from gateway import logs
     from gateway.app import create_app
@@ -96,7 +119,8 @@ def serve(kind: str, port: int, parent: int, user_id: str, email: str) -> None:
     import uvicorn
 
     _exit_with_parent(parent)
-    app = _loom_app() if kind == "loom" else _bare_app(user_id, email)
+    apps = {"loom": _loom_app, "auth": _authenticated_app}
+    app = apps[kind]() if kind in apps else _bare_app(user_id, email)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -380,7 +404,7 @@ def machine_info() -> str:
     )
 
 
-def report(loom: Result, bare: Result) -> bool:
+def report(loom: Result, bare: Result, auth: Result) -> bool:
     ratio = loom.rps / bare.rps
 
     def cores(value: float | None) -> str:
@@ -398,7 +422,7 @@ def report(loom: Result, bare: Result) -> bool:
             "cpu:other",
         )
     ]
-    for r in (bare, loom):
+    for r in (bare, auth, loom):
         rows.append(
             (
                 r.name,
@@ -428,6 +452,10 @@ def report(loom: Result, bare: Result) -> bool:
         f"{'MET' if met else 'NOT MET'})"
     )
     print(
+        f"ratio loom_rps / auth_rps = {loom.rps / auth.rps:.3f} "
+        "(the GraphQL layer's cost over the same authentication in plain Starlette)"
+    )
+    print(
         "cpu columns: cores' worth of CPU during the measured window (of "
         f"{os.cpu_count()}); 'other' = mongod, valkey, the idle server, the OS"
     )
@@ -453,16 +481,23 @@ def benchmark(seconds: float, warmup: int) -> int:
             servers.append(loom)
             bare = Server("bare", env, user_id)
             servers.append(bare)
+            auth = Server("auth", env, user_id)
+            servers.append(auth)
             loom.wait_ready(httpx.Request("GET", f"{loom.url}/readyz"))
-            bare.wait_ready(httpx.Request("POST", f"{bare.url}/graphql", json={"query": QUERY}))
+            for other in (bare, auth):
+                probe = httpx.Request(
+                    "POST", f"{other.url}/graphql", headers={"authorization": f"Bearer {key}"}
+                )
+                other.wait_ready(probe)
             print(
-                f"servers ready: loom {loom.url} (pid {loom.process.pid}), "
-                f"bare {bare.url} (pid {bare.process.pid})",
+                "servers ready: "
+                + ", ".join(f"{s.kind} {s.url} (pid {s.process.pid})" for s in servers),
                 flush=True,
             )
             bare_result = run_load("bare", bare, key, user_id, warmup, seconds)
+            auth_result = run_load("auth", auth, key, user_id, warmup, seconds)
             loom_result = run_load("loom", loom, key, user_id, warmup, seconds)
-            report(loom_result, bare_result)
+            report(loom_result, bare_result, auth_result)
         finally:
             for server in servers:
                 server.stop()
@@ -475,7 +510,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured duration per server")
     parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per server")
-    parser.add_argument("--serve", choices=["loom", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["loom", "bare", "auth"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--user-id", default="", help=argparse.SUPPRESS)
