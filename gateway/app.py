@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
 from gateway.connections import Connections
+from gateway.downloads import item_file
 from gateway.graphql_endpoint import GraphQLEndpoint
 from gateway.health import healthz, readyz
 from gateway.indexes import ensure_indexes
@@ -60,6 +61,7 @@ def create_app(settings: Settings, connections: Connections | None = None) -> St
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            Route("/items/{item_id}/file", item_file),
         ],
         middleware=[Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware)],
         lifespan=lifespan,

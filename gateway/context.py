@@ -1,18 +1,21 @@
 """What every resolver receives: the caller, the connections and per-request DataLoaders."""
 
 import asyncio
-from collections.abc import Mapping
+import json
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any
 
-from bson import ObjectId
+from bson import ObjectId, json_util
 from pymongo.asynchronous.database import AsyncDatabase
 from strawberry.dataloader import DataLoader
 
 from gateway.connections import Connections
 from gateway.settings import Settings
+from resolvers import annotations, datasets, items, projects
 from resolvers.access import Access
 from resolvers.api_keys import authenticate
 from resolvers.errors import NotFound, Unauthenticated
+from resolvers.pagination import Page
 
 
 def by_id(db: AsyncDatabase, collection: str) -> DataLoader[ObjectId, dict[str, Any]]:
@@ -25,11 +28,83 @@ def by_id(db: AsyncDatabase, collection: str) -> DataLoader[ObjectId, dict[str, 
     return DataLoader(load_fn=load)
 
 
-class Loaders:
-    """One set per request: caches must never outlive it, or tenancy could leak through them."""
+AnnotationsKey = tuple[ObjectId, str]
+"""(item id, the canonical JSON of the MongoDB query the annotations must match)."""
 
-    def __init__(self, db: AsyncDatabase) -> None:
+
+def annotations_of_items(db: AsyncDatabase) -> DataLoader[AnnotationsKey, list[dict[str, Any]]]:
+    """Batch `item.annotations(filter)` fields: one query per distinct filter per tick."""
+
+    async def load(keys: list[AnnotationsKey]) -> list[list[dict[str, Any]]]:
+        by_query: dict[str, list[ObjectId]] = {}
+        for item_id, query in keys:
+            by_query.setdefault(query, []).append(item_id)
+        found: dict[AnnotationsKey, list[dict[str, Any]]] = {}
+        for query, item_ids in by_query.items():
+            grouped = await annotations.of_items(db, item_ids, json_util.loads(query))
+            found.update({(item_id, query): docs for item_id, docs in grouped.items()})
+        return [found.get(key, []) for key in keys]
+
+    return DataLoader(load_fn=load)
+
+
+ConnectionKey = tuple[ObjectId, Hashable]
+"""(parent id, the connection's arguments): parents asking with equal arguments share a query."""
+
+
+def connections_of(
+    fetch: Callable[[list[ObjectId], Any], Awaitable[dict[ObjectId, Page]]],
+) -> DataLoader[ConnectionKey, Page]:
+    """Batch a nested connection (`dataset.items`, `project.datasets`…) over its parents."""
+
+    async def load(keys: list[ConnectionKey]) -> list[Page]:
+        by_arguments: dict[Hashable, list[ObjectId]] = {}
+        for parent, arguments in keys:
+            by_arguments.setdefault(arguments, []).append(parent)
+        pages: dict[ConnectionKey, Page] = {}
+        for arguments, parents in by_arguments.items():
+            found = await fetch(parents, arguments)
+            pages.update({(parent, arguments): page for parent, page in found.items()})
+        return [pages[key] for key in keys]
+
+    return DataLoader(load_fn=load)
+
+
+class Loaders:
+    """One set per request: caches must never outlive it, or tenancy could leak through them.
+
+    The by-id loaders skip access checks: use them only for relations of documents that
+    already passed one (an item's dataset, a member's user), never for ids a client sent. The
+    connection loaders apply the caller's access scope to every page they read.
+    """
+
+    def __init__(self, db: AsyncDatabase, access: Callable[[], Awaitable[Access]]) -> None:
         self.users = by_id(db, "users")
+        self.datasets = by_id(db, "datasets")
+        self.items = by_id(db, "items")
+        self.annotations_of_item = annotations_of_items(db)
+
+        async def projects_of_orgs(org_ids: list[ObjectId], arguments: Any) -> dict:
+            page, archived = arguments
+            return await projects.projects_of_orgs(await access(), org_ids, page, archived)
+
+        async def datasets_of_projects(project_ids: list[ObjectId], page: Any) -> dict:
+            return await datasets.datasets_of_projects(await access(), project_ids, page)
+
+        async def items_of_datasets(dataset_ids: list[ObjectId], arguments: Any) -> dict:
+            dql_json, page, sort = arguments
+            dql_input = json.loads(dql_json) if dql_json is not None else None
+            found = await items.items_of_datasets(
+                await access(), dataset_ids, dql_input, page, list(sort) if sort else None
+            )
+            for item_page in found.values():
+                for doc in item_page.docs:
+                    self.items.prime(doc["_id"], doc)
+            return found
+
+        self.projects_of_org = connections_of(projects_of_orgs)
+        self.datasets_of_project = connections_of(datasets_of_projects)
+        self.items_of_dataset = connections_of(items_of_datasets)
 
 
 def bearer_key(headers: Mapping[str, Any]) -> str | None:
@@ -52,7 +127,7 @@ class Context:
         self.settings = settings
         self.request_id = request_id
         self.api_key = api_key
-        self.loaders = Loaders(connections.db)
+        self.loaders = Loaders(connections.db, self.access)
         self.connection_params: dict[str, Any] | None = None
         self._access: asyncio.Future[Access] | None = None
 

@@ -50,7 +50,11 @@ def build_schema(settings: Settings) -> strawberry.Schema:
 
 class GraphQLEndpoint(GraphQL):
     def __init__(self, settings: Settings) -> None:
-        super().__init__(build_schema(settings), graphql_ide="graphiql")
+        # Multipart uploads are safe to accept: requests authenticate with a bearer key, never
+        # with a cookie, so a cross-site form cannot act as the user.
+        super().__init__(
+            build_schema(settings), graphql_ide="graphiql", multipart_uploads_enabled=True
+        )
         self.settings = settings
 
     async def get_context(

@@ -24,6 +24,24 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("hash", ASCENDING)], unique=True),
         IndexModel([("userId", ASCENDING), ("_id", ASCENDING)]),
     ],
+    "datasets": [
+        IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True),
+    ],
+    "items": [
+        IndexModel([("datasetId", ASCENDING), ("filename", ASCENDING)], unique=True),
+        IndexModel([("datasetId", ASCENDING), ("filename", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("datasetId", ASCENDING), ("name", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("datasetId", ASCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("datasetId", ASCENDING), ("updatedAt", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("datasetId", ASCENDING), ("size", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("datasetId", ASCENDING), ("sha256", ASCENDING)]),
+        IndexModel([("projectId", ASCENDING)]),
+    ],
+    "annotations": [
+        IndexModel([("itemId", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("datasetId", ASCENDING), ("label", ASCENDING)]),
+        IndexModel([("projectId", ASCENDING)]),
+    ],
     "workers": [IndexModel([("lastSeenAt", ASCENDING)], expireAfterSeconds=120)],
 }
 

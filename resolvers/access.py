@@ -47,6 +47,9 @@ class Action(StrEnum):
     UPDATE_PROJECT = "update project"
     READ_PROJECT_MEMBERS = "list project members"
     MANAGE_PROJECT_MEMBERS = "manage project members"
+    MANAGE_DATASETS = "create, change or delete datasets"
+    WRITE_ITEMS = "upload, change or delete items"
+    WRITE_ANNOTATIONS = "create, change or delete annotations"
 
 
 _ALL_ORG_ROLES = frozenset(OrgRole)
@@ -64,6 +67,9 @@ ORG_GRANTS: dict[Action, frozenset[OrgRole]] = {
     Action.UPDATE_PROJECT: _ORG_MANAGERS,
     Action.READ_PROJECT_MEMBERS: _ORG_MANAGERS,
     Action.MANAGE_PROJECT_MEMBERS: _ORG_MANAGERS,
+    Action.MANAGE_DATASETS: _ORG_MANAGERS,
+    Action.WRITE_ITEMS: _ORG_MANAGERS,
+    Action.WRITE_ANNOTATIONS: _ORG_MANAGERS,
 }
 """Actions granted by an organization role, on the organization and all its projects."""
 
@@ -72,6 +78,11 @@ PROJECT_GRANTS: dict[Action, frozenset[ProjectRole]] = {
     Action.UPDATE_PROJECT: frozenset({ProjectRole.OWNER}),
     Action.READ_PROJECT_MEMBERS: _ALL_PROJECT_ROLES,
     Action.MANAGE_PROJECT_MEMBERS: frozenset({ProjectRole.OWNER}),
+    Action.MANAGE_DATASETS: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
+    Action.WRITE_ITEMS: frozenset(
+        {ProjectRole.OWNER, ProjectRole.DEVELOPER, ProjectRole.ANNOTATION_MANAGER}
+    ),
+    Action.WRITE_ANNOTATIONS: _ALL_PROJECT_ROLES,
 }
 """Actions granted by a project role, on that project only."""
 

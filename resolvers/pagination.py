@@ -102,3 +102,49 @@ async def paginate(
         has_previous_page=request.after is not None,
         count=count,
     )
+
+
+async def paginate_many(
+    collection: AsyncCollection,
+    parent_field: str,
+    parent_ids: list[Any],
+    query: dict[str, Any],
+    request: PageRequest,
+    sort: Sort | None = None,
+) -> dict[Any, Page]:
+    """The same page of `query` under each of many parents, in ONE round trip.
+
+    Each parent gets its own `$match → $sort → $limit` branch (each served by the parent's
+    index), joined with `$unionWith`: a nested connection costs one query per nesting level,
+    not one per parent.
+    """
+    order = with_tiebreak(sort or [])
+    position = [after_filter(decode_cursor(request.after, order), order)] if request.after else []
+
+    def branch(parent_id: Any) -> list[dict[str, Any]]:
+        scoped = {"$and": [{parent_field: parent_id}, query, *position]}
+        return [{"$match": scoped}, {"$sort": dict(order)}, {"$limit": request.first + 1}]
+
+    first, *others = parent_ids
+    pipeline = [
+        *branch(first),
+        *({"$unionWith": {"coll": collection.name, "pipeline": branch(p)}} for p in others),
+    ]
+    grouped: dict[Any, list[dict[str, Any]]] = {parent: [] for parent in parent_ids}
+    async for doc in await collection.aggregate(pipeline):
+        grouped[doc[parent_field]].append(doc)
+
+    def page(parent_id: Any, docs: list[dict[str, Any]]) -> Page:
+        async def count() -> int:
+            return await collection.count_documents({"$and": [{parent_field: parent_id}, query]})
+
+        shown = docs[: request.first]
+        return Page(
+            docs=shown,
+            cursors=[encode_cursor(d, order) for d in shown],
+            has_next_page=len(docs) > request.first,
+            has_previous_page=request.after is not None,
+            count=count,
+        )
+
+    return {parent: page(parent, docs) for parent, docs in grouped.items()}

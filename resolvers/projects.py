@@ -12,7 +12,7 @@ from resolvers.access import Access, Action, ProjectRole
 from resolvers.errors import BadUserInput, Conflict
 from resolvers.inputs import Description, Input, Name, parse
 from resolvers.memberships import ORG_MEMBERS, PROJECT_MEMBERS
-from resolvers.pagination import Page, PageRequest, paginate
+from resolvers.pagination import Page, PageRequest, paginate, paginate_many
 from resolvers.timestamps import new_document, now
 from resolvers.transactions import in_transaction
 
@@ -79,16 +79,26 @@ async def get_project(access: Access, project_id: ObjectId) -> dict[str, Any]:
     return await access.visible("projects", project_id, project_field="_id", entity="Project")
 
 
-async def list_projects(
-    access: Access, page: PageRequest, org_id: ObjectId | None = None, archived: bool | None = None
-) -> Page:
-    query = await access.scope(project_field="_id")
-    if org_id is not None:
-        access.require_org(org_id, Action.READ_ORG)
-        query = {**query, "orgId": org_id}
-    if archived is not None:
-        query = {**query, "archived": archived}
+def _project_query(archived: bool | None) -> dict[str, Any]:
+    return {} if archived is None else {"archived": archived}
+
+
+async def list_projects(access: Access, page: PageRequest, archived: bool | None = None) -> Page:
+    """The visible projects across the caller's organizations."""
+    query = {"$and": [await access.scope(project_field="_id"), _project_query(archived)]}
     return await paginate(access.db.projects, query, page, sort=[("name", 1)])
+
+
+async def projects_of_orgs(
+    access: Access, org_ids: list[ObjectId], page: PageRequest, archived: bool | None = None
+) -> dict[ObjectId, Page]:
+    """A page of visible projects for each of several organizations, in one round trip."""
+    for org_id in org_ids:
+        access.require_org(org_id, Action.READ_ORG)
+    query = {"$and": [await access.scope(project_field="_id"), _project_query(archived)]}
+    return await paginate_many(
+        access.db.projects, "orgId", org_ids, query, page, sort=[("name", 1)]
+    )
 
 
 async def update_project(

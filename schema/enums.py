@@ -1,10 +1,14 @@
-"""The role enums of resolvers/access.py, exposed as GraphQL enums."""
+"""The enums of resolvers/, exposed as GraphQL enums."""
 
 import strawberry
 
 from resolvers.access import OrgRole, ProjectRole
+from resolvers.annotation_shapes import AnnotationType
+from resolvers.annotations import AnnotationStatus
 
 OrgRoleEnum = strawberry.enum(OrgRole, name="OrgRole", description="A role in an organization.")
 ProjectRoleEnum = strawberry.enum(
     ProjectRole, name="ProjectRole", description="A role in a project."
 )
+AnnotationTypeEnum = strawberry.enum(AnnotationType, name="AnnotationType")
+AnnotationStatusEnum = strawberry.enum(AnnotationStatus, name="AnnotationStatus")

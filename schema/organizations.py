@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
-from resolvers import organizations, projects
+from resolvers import organizations
 from resolvers.inputs import object_id
 from schema.enums import OrgRoleEnum
 from schema.inputs import as_input
@@ -58,10 +58,8 @@ class Organization(Node):
     ) -> Connection[Annotated["Project", strawberry.lazy("schema.projects")]]:
         from schema.projects import Project
 
-        access = await info.context.access()
-        page = await projects.list_projects(
-            access, page_request(info, first, after), object_id(self.id), archived
-        )
+        arguments = (page_request(info, first, after), archived)
+        page = await info.context.loaders.projects_of_org.load((object_id(self.id), arguments))
         return Connection.of(page, Project.from_doc)
 
     @classmethod

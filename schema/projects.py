@@ -1,7 +1,7 @@
 """Projects, their members, and the queries and mutations over them."""
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
@@ -12,6 +12,9 @@ from schema.inputs import as_input
 from schema.organizations import Organization
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
 from schema.users import Membership
+
+if TYPE_CHECKING:
+    from schema.datasets import Dataset
 
 
 @strawberry.type(description="A member of a project and its role there.")
@@ -38,6 +41,14 @@ class Project(Node):
     async def organization(self, info: strawberry.Info) -> Organization:
         access = await info.context.access()
         return Organization.from_doc(await organizations.get_organization(access, self.org_id))
+
+    @strawberry.field(description="The project's datasets, by name.")
+    async def datasets(
+        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Connection[Annotated["Dataset", strawberry.lazy("schema.datasets")]]:
+        from schema.datasets import project_datasets
+
+        return await project_datasets(info, object_id(self.id), first, after)
 
     @strawberry.field
     async def members(
@@ -87,10 +98,12 @@ class ProjectQueries:
         archived: bool | None = None,
     ) -> Connection[Project]:
         access = await info.context.access()
-        org_id = object_id(organization_id, "organizationId") if organization_id else None
-        page = await projects.list_projects(
-            access, page_request(info, first, after), org_id, archived
-        )
+        request = page_request(info, first, after)
+        if organization_id is None:
+            page = await projects.list_projects(access, request, archived)
+        else:
+            org_id = object_id(organization_id, "organizationId")
+            page = (await projects.projects_of_orgs(access, [org_id], request, archived))[org_id]
         return Connection.of(page, Project.from_doc)
 
     @strawberry.field

@@ -8,7 +8,10 @@ from bson import ObjectId
 
 from resolvers.access import Access
 from resolvers.inputs import object_id
+from schema.annotations import Annotation, AnnotationMutations, AnnotationQueries
 from schema.api_keys import ApiKeyMutations, MeQueries
+from schema.datasets import Dataset, DatasetMutations, DatasetQueries
+from schema.items import Item, ItemMutations, ItemQueries
 from schema.organizations import Organization, OrganizationMutations, OrganizationQueries
 from schema.projects import Project, ProjectMutations, ProjectQueries
 from schema.relay import Node
@@ -16,6 +19,9 @@ from schema.relay import Node
 NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Node]]] = {
     "organizations": ({"project_field": None, "org_field": "_id"}, Organization.from_doc),
     "projects": ({"project_field": "_id"}, Project.from_doc),
+    "datasets": ({}, Dataset.from_doc),
+    "items": ({}, Item.from_doc),
+    "annotations": ({}, Annotation.from_doc),
 }
 """Collection → (where its access scope finds org and project ids, its GraphQL type)."""
 
@@ -40,7 +46,14 @@ async def find_node(access: Access, node_id: ObjectId) -> Node | None:
 
 
 @strawberry.type
-class Query(MeQueries, OrganizationQueries, ProjectQueries):
+class Query(
+    MeQueries,
+    OrganizationQueries,
+    ProjectQueries,
+    DatasetQueries,
+    ItemQueries,
+    AnnotationQueries,
+):
     @strawberry.field(description="Any object by its id, if the caller may see it.")
     async def node(self, info: strawberry.Info, id: strawberry.ID) -> Node | None:
         access = await info.context.access()
@@ -48,5 +61,12 @@ class Query(MeQueries, OrganizationQueries, ProjectQueries):
 
 
 @strawberry.type
-class Mutation(ApiKeyMutations, OrganizationMutations, ProjectMutations):
+class Mutation(
+    ApiKeyMutations,
+    OrganizationMutations,
+    ProjectMutations,
+    DatasetMutations,
+    ItemMutations,
+    AnnotationMutations,
+):
     pass

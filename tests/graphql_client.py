@@ -1,5 +1,6 @@
 """A small GraphQL client for tests: raw responses, or data with errors turned into failures."""
 
+import json
 from typing import Any
 
 import httpx
@@ -24,6 +25,23 @@ class GraphQLClient:
         headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
         response = await self.http.post(
             "/graphql", json={"query": query, "variables": variables}, headers=headers
+        )
+        assert response.status_code in (200, 400), response.text
+        return response.json()
+
+    async def upload(
+        self, query: str, files: dict[str, tuple[str, bytes, str]], **variables: Any
+    ) -> dict[str, Any]:
+        """A GraphQL multipart request: `files` maps variable names to (name, bytes, type)."""
+        operations = {"query": query, "variables": {**variables, **dict.fromkeys(files)}}
+        mapping = {str(i): [f"variables.{name}"] for i, name in enumerate(files)}
+        parts = {str(i): content for i, content in enumerate(files.values())}
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        response = await self.http.post(
+            "/graphql",
+            data={"operations": json.dumps(operations), "map": json.dumps(mapping)},
+            files=parts,
+            headers=headers,
         )
         assert response.status_code in (200, 400), response.text
         return response.json()

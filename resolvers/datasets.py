@@ -1,0 +1,199 @@
+"""Datasets in projects: ontology, directories, readonly mode, exact counters, deletion."""
+
+from collections import Counter
+from typing import Any
+
+from bson import ObjectId
+from pydantic import Field, model_validator
+from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
+
+from resolvers import directories, files, labels
+from resolvers.access import Access, Action
+from resolvers.errors import BadUserInput, Conflict, NotFound
+from resolvers.inputs import Description, Input, Name, parse
+from resolvers.labels import Label
+from resolvers.pagination import Page, PageRequest, paginate_many
+from resolvers.projects import get_project
+from resolvers.timestamps import new_document, now
+from resolvers.transactions import in_transaction
+
+LABEL_UPDATE_ATTEMPTS = 5
+
+
+class DatasetInput(Input):
+    name: Name
+    description: Description = ""
+    labels: list[Label] = Field(default_factory=list)
+
+
+class DatasetChanges(Input):
+    name: Name | None = None
+    description: Description | None = None
+    readonly: bool | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> "DatasetChanges":
+        if not self.model_dump(exclude_none=True):
+            raise ValueError("give at least one of name, description, readonly")
+        return self
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"A dataset named {name!r} already exists in this project", field="name")
+
+
+async def create_dataset(
+    access: Access, project_id: ObjectId, data: dict[str, Any]
+) -> dict[str, Any]:
+    project = await get_project(access, project_id)
+    await access.require_project(project, Action.MANAGE_DATASETS)
+    dataset_input = parse(DatasetInput, data)
+    doc = new_document(
+        access.user_id,
+        orgId=project["orgId"],
+        projectId=project["_id"],
+        name=dataset_input.name,
+        description=dataset_input.description,
+        readonly=False,
+        labels=labels.add([], dataset_input.labels),
+        labelsVersion=0,
+        directories=["/"],
+        itemsCount=0,
+        annotationsCount=0,
+        deleting=False,
+    )
+    try:
+        await access.db.datasets.insert_one(doc)
+    except DuplicateKeyError as exc:
+        raise _name_taken(dataset_input.name) from exc
+    return doc
+
+
+async def get_dataset(access: Access, dataset_id: ObjectId) -> dict[str, Any]:
+    doc = await access.visible("datasets", dataset_id, project_field="projectId", entity="Dataset")
+    if doc["deleting"]:
+        raise NotFound("Dataset not found", id=str(dataset_id))
+    return doc
+
+
+async def datasets_of_projects(
+    access: Access, project_ids: list[ObjectId], page: PageRequest
+) -> dict[ObjectId, Page]:
+    """A page of datasets, by name, for each of several visible projects, in one round trip."""
+    query = {"$and": [{"deleting": False}, await access.scope()]}
+    return await paginate_many(
+        access.db.datasets, "projectId", project_ids, query, page, sort=[("name", 1)]
+    )
+
+
+async def writable_dataset(access: Access, dataset_id: ObjectId, action: Action) -> dict[str, Any]:
+    """A dataset the caller may change with `action`; CONFLICT while it is readonly."""
+    dataset = await get_dataset(access, dataset_id)
+    await access.require_project(dataset, action)
+    if dataset["readonly"]:
+        raise Conflict(f"Dataset {dataset['name']!r} is readonly", id=str(dataset_id))
+    return dataset
+
+
+async def update_dataset(
+    access: Access, dataset_id: ObjectId, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Rename, describe, or switch readonly on and off (allowed while readonly)."""
+    dataset = await get_dataset(access, dataset_id)
+    await access.require_project(dataset, Action.MANAGE_DATASETS)
+    changes = parse(DatasetChanges, data).model_dump(exclude_none=True, by_alias=True)
+    if dataset["readonly"] and set(changes) - {"readonly"}:
+        raise Conflict(f"Dataset {dataset['name']!r} is readonly", id=str(dataset_id))
+    try:
+        return await access.db.datasets.find_one_and_update(
+            {"_id": dataset_id},
+            {"$set": {**changes, "updatedAt": now()}},
+            return_document=ReturnDocument.AFTER,
+        )
+    except DuplicateKeyError as exc:
+        raise _name_taken(changes["name"]) from exc
+
+
+async def delete_dataset(access: Access, dataset_id: ObjectId, confirm_name: str) -> None:
+    """Delete a dataset with its items, annotations and files no other item references.
+
+    The dataset is first marked `deleting` (it disappears at once); the cascade then runs
+    batch by batch, so a crash mid-way leaves a dataset that a retried delete finishes.
+    """
+    dataset = await access.visible(
+        "datasets", dataset_id, project_field="projectId", entity="Dataset"
+    )
+    await access.require_project(dataset, Action.MANAGE_DATASETS)
+    if confirm_name != dataset["name"]:
+        raise BadUserInput("Type the dataset's exact name to confirm", field="confirmName")
+    if dataset["readonly"]:
+        raise Conflict(f"Dataset {dataset['name']!r} is readonly", id=str(dataset_id))
+    db = access.db
+    await db.datasets.update_one({"_id": dataset_id}, {"$set": {"deleting": True}})
+    await db.annotations.delete_many({"datasetId": dataset_id})
+    while batch := await db.items.find({"datasetId": dataset_id}, {"sha256": 1}).to_list(1000):
+
+        async def work(session: AsyncClientSession, batch: list[dict[str, Any]] = batch) -> None:
+            ids = [item["_id"] for item in batch]
+            await db.items.delete_many({"_id": {"$in": ids}}, session=session)
+            await files.unreference(db, Counter(item["sha256"] for item in batch), session)
+
+        await in_transaction(db, work)
+        await files.collect(db, list({item["sha256"] for item in batch}))
+    await db.datasets.delete_one({"_id": dataset_id})
+
+
+async def _change_labels(access: Access, dataset_id: ObjectId, change: Any) -> dict[str, Any]:
+    """Apply `change(labels) -> labels` with optimistic concurrency on `labelsVersion`."""
+    for _ in range(LABEL_UPDATE_ATTEMPTS):
+        dataset = await writable_dataset(access, dataset_id, Action.MANAGE_DATASETS)
+        updated = await access.db.datasets.find_one_and_update(
+            {"_id": dataset_id, "labelsVersion": dataset["labelsVersion"]},
+            {
+                "$set": {"labels": change(dataset["labels"]), "updatedAt": now()},
+                "$inc": {"labelsVersion": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        if updated is not None:
+            return updated
+    raise Conflict("The ontology kept changing under this request; try again")
+
+
+async def add_labels(
+    access: Access, dataset_id: ObjectId, data: list[dict[str, Any]]
+) -> dict[str, Any]:
+    new = [parse(Label, label) for label in data]
+    return await _change_labels(access, dataset_id, lambda current: labels.add(current, new))
+
+
+async def update_label(
+    access: Access, dataset_id: ObjectId, path: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    changes = parse(labels.LabelChanges, data)
+    return await _change_labels(
+        access, dataset_id, lambda current: labels.update(current, path, changes)
+    )
+
+
+async def delete_labels(
+    access: Access, dataset_id: ObjectId, label_paths: list[str]
+) -> dict[str, Any]:
+    return await _change_labels(
+        access, dataset_id, lambda current: labels.delete(current, label_paths)
+    )
+
+
+async def create_directory(access: Access, dataset_id: ObjectId, path: str) -> dict[str, Any]:
+    directory = directories.normalise(path, "path")
+    await writable_dataset(access, dataset_id, Action.WRITE_ITEMS)
+    return await access.db.datasets.find_one_and_update(
+        {"_id": dataset_id},
+        {
+            "$addToSet": {"directories": {"$each": directories.with_ancestors(directory)}},
+            "$set": {"updatedAt": now()},
+        },
+        return_document=ReturnDocument.AFTER,
+    )

@@ -1,0 +1,605 @@
+"""DQL, Dataloop's JSON filter language: the one module that validates it, translates it into a
+MongoDB query (`to_mongo`, `parse`) and evaluates it against one document in memory (`matches`,
+for trigger matching).
+
+Both interpret the same validated tree, and `matches` mirrors MongoDB's own matcher for every
+construct the validation lets through; a property test holds the two together against a real
+mongod. What MongoDB does too oddly to mirror simply, or what could not be stored the way it was
+sent, is refused with BAD_USER_INPUT instead, so the two never disagree:
+
+- comparisons (`$gt $gte $lt $lte`) with null: MongoDB lets `$gte: null` match missing fields;
+- equality with an array or an object (bare values, `$eq`, `$ne`, `$in` members): it would
+  depend on element and key order; use `$in` for "one of", a dotted path for a sub-field;
+- NaN, ±Infinity, integers beyond 64 bits, strings that are not valid Unicode;
+- every other operator: `$regex` (use `$glob`), `$where`, `$expr`, `$function`, `$elemMatch`,
+  `$size`, `$type`, `$nor`, and `$not` inside a field (write `{"$not": {field: ...}}`);
+- `$glob` on ids and dates, which are never strings.
+
+Semantics kept from MongoDB: dotted paths reach into sub-documents, into the documents inside
+arrays, and through numeric segments to array positions; a condition on a field holding an array
+holds if it holds for one element (or for the array); `$ne`, `$nin` and `$exists: false` are
+negations, so they match documents lacking the field; null matches a missing field; numbers
+compare with numbers (ints and floats exactly; NaN equals nothing we accept), strings with strings
+(code point order, which is MongoDB's UTF-8 byte order), booleans, dates and ids each only with
+their own kind. Other BSON types (binary, Decimal128, …) never satisfy a comparison in memory;
+Loom stores none in the fields DQL reaches.
+
+`$glob`: `*` is any run of characters, `?` exactly one, everything else literal (there is no
+escape), case-sensitive, over the whole value. It becomes `{"$regex": "^…\\z", "$options": "s"}`:
+`\\z` because `$` would also match before a final newline, `s` so wildcards cross newlines. In
+memory it is matched without regular expressions, in O(len(pattern) * len(value)), so a pattern
+full of `*` cannot stall trigger matching.
+"""
+
+import json
+import math
+import operator
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from bson import ObjectId
+
+from resolvers.errors import BadUserInput, LimitExceeded
+from resolvers.inputs import object_id
+
+MAX_DEPTH = 8
+"""Nesting of filter objects; `{"a": 1}` has depth 1, `{"$not": {"a": 1}}` depth 2."""
+MAX_CONDITIONS = 200
+"""Field conditions in one filter: `{"a": 1}` is one, `{"a": {"$gt": 1, "$lt": 5}}` two."""
+MAX_IN_VALUES = 1000
+MAX_STRING_LENGTH = 1000
+MAX_BYTES = 64 * 1024
+"""Of the JSON text of a filter or a whole query."""
+MAX_PATH_SEGMENTS = 8
+"""Below `metadata.` or `attributes.`."""
+MAX_PAGE_SIZE = 1000
+MAX_SORT_KEYS = 8
+
+RESOURCE_FIELDS: dict[str, dict[str, str]] = {
+    "items": {
+        "id": "_id",
+        "datasetId": "datasetId",
+        "name": "name",
+        "filename": "filename",
+        "dir": "dir",
+        "mimetype": "mimetype",
+        "size": "size",
+        "width": "width",
+        "height": "height",
+        "hash": "sha256",
+        "tags": "tags",
+        "hidden": "hidden",
+        "description": "description",
+        "annotated": "annotated",
+        "createdAt": "createdAt",
+        "updatedAt": "updatedAt",
+        "creator": "creator",
+    },
+    "annotations": {
+        "id": "_id",
+        "itemId": "itemId",
+        "datasetId": "datasetId",
+        "type": "type",
+        "label": "label",
+        "status": "status",
+        "automated": "automated",
+        "parentId": "parentId",
+        "objectId": "objectId",
+        "createdAt": "createdAt",
+        "updatedAt": "updatedAt",
+        "creator": "creator",
+        "modelInfo.name": "modelInfo.name",
+        "modelInfo.modelId": "modelInfo.modelId",
+        "modelInfo.confidence": "modelInfo.confidence",
+    },
+}
+"""Per resource, each wire field name and the MongoDB field it reads."""
+
+_OPEN_PREFIXES = {"items": ("metadata",), "annotations": ("attributes", "metadata")}
+"""Free-form sub-documents: any `prefix.<path>` may be filtered on."""
+_ID_FIELDS = frozenset({"id", "datasetId", "itemId", "parentId", "creator", "modelInfo.modelId"})
+_DATE_FIELDS = frozenset({"createdAt", "updatedAt"})
+_SEGMENT = re.compile(r"[A-Za-z0-9_\-]+")
+
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
+_NEGATIONS = {"$ne": "$eq", "$nin": "$in"}
+_FIELD_OPERATORS = ("$eq", "$ne", *_COMPARISONS, "$in", "$nin", "$exists", "$glob")
+_ENVELOPE_KEYS = ("resource", "filter", "join", "sort", "page", "pageSize")
+_DIRECTIONS = {"ascending": 1, "descending": -1, 1: 1, -1: -1}
+_INT64 = 2**63
+
+
+class DqlJoin(NamedTuple):
+    """The joined resource, the MongoDB filter on its collection, its field holding the key
+    (`local`) and this resource's field the key refers to (`foreign`)."""
+
+    resource: str
+    filter: dict[str, Any]
+    local: str
+    foreign: str
+
+
+@dataclass(frozen=True)
+class DqlQuery:
+    """A validated DQL query. A join is executed by the caller: the distinct `local` values of
+    the joined documents matching `join.filter` restrict this resource's `foreign` field."""
+
+    resource: str
+    filter: dict[str, Any]
+    join: DqlJoin | None
+    sort: list[tuple[str, int]]
+    page: int
+    page_size: int | None
+
+
+def to_mongo(resource: str, filter: dict[str, Any] | None) -> dict[str, Any]:
+    """The MongoDB query for a DQL filter of `resource` (`{}` for none)."""
+    return _query(_validated(resource, filter))
+
+
+def matches(resource: str, filter: dict[str, Any] | None, doc: dict[str, Any]) -> bool:
+    """Whether MongoDB would return `doc` (as PyMongo decodes it) for this filter."""
+    return _satisfies(_validated(resource, filter), doc)
+
+
+def parse(dql: dict[str, Any]) -> DqlQuery:
+    """Validate a whole DQL query: envelope, filters, join, sort and paging."""
+    if not isinstance(dql, dict):
+        raise BadUserInput("A DQL query must be a JSON object", field="dql")
+    _check_size(dql, "dql")
+    unknown = [key for key in dql if key not in _ENVELOPE_KEYS]
+    if unknown:
+        raise BadUserInput(
+            f"Unknown DQL key {unknown[0]!r}; a query has {', '.join(_ENVELOPE_KEYS)}",
+            field=str(unknown[0]),
+        )
+    resource = _resource(dql.get("resource"))
+    return DqlQuery(
+        resource=resource,
+        filter=_query(_compile(resource, dql.get("filter"), "filter")),
+        join=_join(resource, dql.get("join")),
+        sort=_sort(resource, dql.get("sort")),
+        page=_page(dql.get("page")),
+        page_size=_page_size(dql.get("pageSize")),
+    )
+
+
+def envelope(resource: str, value: Any) -> dict[str, Any]:
+    """A whole DQL query for `resource` from what a caller sent: a query (its resource, if
+    given, must be `resource`) or a bare filter."""
+    if isinstance(value, dict) and any(key in value for key in _ENVELOPE_KEYS):
+        if value.get("resource", resource) != resource:
+            raise BadUserInput(f"This DQL query must be over {resource}", field="resource")
+        return {**value, "resource": resource}
+    return {"resource": resource, "filter": value}
+
+
+# -- validation: DQL -> a tree of clauses ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Field:
+    path: tuple[str, ...]
+    conditions: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class _Logic:
+    operator: str
+    filters: tuple["_Filter", ...]
+
+
+_Filter = tuple[_Field | _Logic, ...]
+"""Clauses that must all hold."""
+
+
+def _validated(resource: str, filter: dict[str, Any] | None) -> _Filter:
+    resource = _resource(resource)
+    _check_size(filter, "filter")
+    return _compile(resource, filter, "filter")
+
+
+def _resource(resource: Any) -> str:
+    if not isinstance(resource, str) or resource not in RESOURCE_FIELDS:
+        raise BadUserInput(
+            f"resource must be one of {', '.join(RESOURCE_FIELDS)}, not {resource!r}",
+            field="resource",
+        )
+    return resource
+
+
+def _check_size(value: Any, where: str) -> None:
+    try:
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise BadUserInput(f"{where} is not JSON or is nested too deeply", field=where) from exc
+    if size > MAX_BYTES:
+        raise LimitExceeded("maxDqlBytes", MAX_BYTES, f"{where} is {size} bytes of JSON")
+
+
+def _compile(resource: str, filter: Any, where: str) -> _Filter:
+    if filter is None:
+        return ()
+    compiled = _filter(resource, filter, where, 1)
+    count = _count(compiled)
+    if count > MAX_CONDITIONS:
+        raise LimitExceeded("maxDqlConditions", MAX_CONDITIONS, f"{where} has {count} conditions")
+    return compiled
+
+
+def _count(filter_: _Filter) -> int:
+    return sum(
+        len(clause.conditions) if isinstance(clause, _Field) else sum(map(_count, clause.filters))
+        for clause in filter_
+    )
+
+
+def _filter(resource: str, node: Any, where: str, depth: int) -> _Filter:
+    if depth > MAX_DEPTH:
+        raise LimitExceeded("maxDqlDepth", MAX_DEPTH, f"{where} is nested too deeply")
+    if not isinstance(node, dict):
+        raise BadUserInput(f"{where} must be a JSON object", field=where)
+    clauses: list[_Field | _Logic] = []
+    for key, value in node.items():
+        at = f"{where}.{key}"
+        if key in ("$and", "$or"):
+            if not isinstance(value, list) or not value:
+                raise BadUserInput(f"{at} must be a non-empty list of filters", field=at)
+            children = (_filter(resource, v, f"{at}.{i}", depth + 1) for i, v in enumerate(value))
+            clauses.append(_Logic(key, tuple(children)))
+        elif key == "$not":
+            clauses.append(_Logic(key, (_filter(resource, value, at, depth + 1),)))
+        elif key.startswith("$"):
+            raise BadUserInput(
+                f"{key} is not allowed here: a filter holds fields, $and, $or and $not", field=at
+            )
+        else:
+            clauses.append(_Field(_path(resource, key, at), _conditions(key, value, at)))
+    return tuple(clauses)
+
+
+def _path(resource: str, wire: str, where: str) -> tuple[str, ...]:
+    fields = RESOURCE_FIELDS[resource]
+    if wire in fields:
+        return tuple(fields[wire].split("."))
+    prefix, _, rest = wire.partition(".")
+    if prefix in _OPEN_PREFIXES[resource] and rest:
+        segments = rest.split(".")
+        if len(segments) > MAX_PATH_SEGMENTS:
+            raise LimitExceeded(
+                "maxDqlPathDepth", MAX_PATH_SEGMENTS, f"{wire!r} has {len(segments)} segments"
+            )
+        if not all(_SEGMENT.fullmatch(segment) for segment in segments):
+            raise BadUserInput(
+                f"{wire!r} is not a valid path: its segments are letters, digits, '_' and '-'",
+                field=where,
+            )
+        return (prefix, *segments)
+    open_paths = ", ".join(f"{prefix}.<path>" for prefix in _OPEN_PREFIXES[resource])
+    raise BadUserInput(
+        f"Unknown field {wire!r} for {resource}; fields are {', '.join(fields)}, {open_paths}",
+        field=where,
+    )
+
+
+def _conditions(wire: str, value: Any, where: str) -> tuple[tuple[str, Any], ...]:
+    kind = "id" if wire in _ID_FIELDS else "date" if wire in _DATE_FIELDS else None
+    if not isinstance(value, dict):
+        return (("$eq", _scalar(value, kind, where)),)
+    if not value:
+        raise BadUserInput(f"{where} needs at least one operator", field=where)
+    return tuple((op, _operand(op, arg, kind, f"{where}.{op}")) for op, arg in value.items())
+
+
+def _operand(op: str, arg: Any, kind: str | None, where: str) -> Any:
+    if op not in _FIELD_OPERATORS:
+        raise BadUserInput(_not_an_operator(op), field=where)
+    if op == "$exists":
+        if not isinstance(arg, bool):
+            raise BadUserInput(f"{where} must be true or false", field=where)
+        return arg
+    if op == "$glob":
+        if kind is not None:
+            raise BadUserInput(f"$glob matches strings; this field holds {kind}s", field=where)
+        if not isinstance(arg, str):
+            raise BadUserInput(f"{where} must be a string pattern", field=where)
+        return re.sub(r"\*+", "*", _string(arg, where))
+    if op in ("$in", "$nin"):
+        if not isinstance(arg, list):
+            raise BadUserInput(f"{where} must be a list of values", field=where)
+        if len(arg) > MAX_IN_VALUES:
+            raise LimitExceeded("maxDqlInValues", MAX_IN_VALUES, f"{where} has {len(arg)} values")
+        return tuple(_scalar(value, kind, f"{where}.{i}") for i, value in enumerate(arg))
+    value = _scalar(arg, kind, where)
+    if value is None and op in _COMPARISONS:
+        raise BadUserInput(f"{op} cannot compare with null; use $eq: null or $exists", field=where)
+    return value
+
+
+def _not_an_operator(op: str) -> str:
+    if op == "$not":
+        return '$not takes a whole filter: write {"$not": {"field": {...}}}'
+    if op == "$regex":
+        return "$regex is not allowed; use $glob with * and ?"
+    if op.startswith("$"):
+        return f"{op} is not a DQL operator; field operators are {' '.join(_FIELD_OPERATORS)}"
+    return (
+        f"{op!r} is not an operator: a field's value is a string, number, boolean or null, "
+        "or an object of operators (use a dotted path for a sub-field)"
+    )
+
+
+def _scalar(value: Any, kind: str | None, where: str) -> Any:
+    """A JSON scalar as MongoDB will see it: ids and dates converted, the rest checked."""
+    if value is None:
+        return None
+    if isinstance(value, dict | list):
+        raise BadUserInput(f"{where} must be a string, number, boolean or null", field=where)
+    if kind == "id":
+        return object_id(value, where)
+    if kind == "date":
+        if not isinstance(value, str):
+            raise BadUserInput(f"{where} must be an ISO-8601 date string", field=where)
+        return _datetime(value, where)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise BadUserInput(f"{where} does not fit in 64 bits", field=where)
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadUserInput(f"{where} must be a finite number", field=where)
+        return value
+    if isinstance(value, str):
+        return _string(value, where)
+    raise BadUserInput(f"{where} must be a string, number, boolean or null", field=where)
+
+
+def _string(value: str, where: str) -> str:
+    if len(value) > MAX_STRING_LENGTH:
+        raise LimitExceeded(
+            "maxDqlStringLength", MAX_STRING_LENGTH, f"{where} is {len(value)} characters"
+        )
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise BadUserInput(f"{where} is not valid Unicode", field=where) from exc
+    return value
+
+
+def _datetime(value: str, where: str) -> datetime:
+    """Timezone-aware, UTC if no offset is given, at MongoDB's millisecond precision."""
+    try:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return _milliseconds(moment.astimezone(UTC))
+    except (ValueError, OverflowError) as exc:
+        raise BadUserInput(f"{where} is not an ISO-8601 date: {value!r}", field=where) from exc
+
+
+def _milliseconds(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+# -- the envelope ---------------------------------------------------------------------------
+
+
+def _join(resource: str, join: Any) -> DqlJoin | None:
+    if join is None:
+        return None
+    if resource != "items":
+        raise BadUserInput("Only items queries can join annotations", field="join")
+    shape = isinstance(join, dict) and isinstance(join.get("on"), dict)
+    if not shape or set(join) - {"on", "filter"}:
+        raise BadUserInput('join must be {"on": {...}, "filter": {...}}', field="join")
+    on = join["on"]
+    foreign = [key for key in ("forigen", "foreign") if key in on]
+    if (
+        set(on) - {"resource", "local", "forigen", "foreign"}
+        or len(foreign) != 1
+        or (on.get("resource"), on.get("local"), on[foreign[0]]) != ("annotations", "itemId", "id")
+    ):
+        raise BadUserInput(
+            'join.on must be {"resource": "annotations", "local": "itemId", "forigen": "id"}',
+            field="join.on",
+        )
+    return DqlJoin(
+        resource="annotations",
+        filter=_query(_compile("annotations", join.get("filter"), "join.filter")),
+        local=RESOURCE_FIELDS["annotations"]["itemId"],
+        foreign=RESOURCE_FIELDS["items"]["id"],
+    )
+
+
+def _sort(resource: str, sort: Any) -> list[tuple[str, int]]:
+    if sort is None:
+        return []
+    if not isinstance(sort, dict):
+        raise BadUserInput('sort must be an object like {"createdAt": "descending"}', field="sort")
+    if len(sort) > MAX_SORT_KEYS:
+        raise LimitExceeded("maxDqlSortKeys", MAX_SORT_KEYS, f"sort has {len(sort)} fields")
+    keys = []
+    for wire, direction in sort.items():
+        where = f"sort.{wire}"
+        path = _path(resource, wire, where)
+        if isinstance(direction, bool) or not isinstance(direction, str | int):
+            direction = None
+        if direction not in _DIRECTIONS:
+            raise BadUserInput(f"{where} must be ascending, descending, 1 or -1", field=where)
+        keys.append((".".join(path), _DIRECTIONS[direction]))
+    return keys
+
+
+def _page(page: Any) -> int:
+    if page is None:
+        return 0
+    if isinstance(page, bool) or not isinstance(page, int) or page < 0:
+        raise BadUserInput("page must be an integer ≥ 0", field="page")
+    return page
+
+
+def _page_size(page_size: Any) -> int | None:
+    if page_size is None:
+        return None
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+        raise BadUserInput("pageSize must be an integer ≥ 1", field="pageSize")
+    if page_size > MAX_PAGE_SIZE:
+        raise LimitExceeded("maxDqlPageSize", MAX_PAGE_SIZE, f"pageSize={page_size} is too large")
+    return page_size
+
+
+# -- translation ----------------------------------------------------------------------------
+
+
+def _query(filter_: _Filter) -> dict[str, Any]:
+    query: dict[str, Any] = {}
+    for clause in filter_:
+        if isinstance(clause, _Logic):
+            key = "$nor" if clause.operator == "$not" else clause.operator
+            query[key] = [_query(child) for child in clause.filters]
+        else:
+            query[".".join(clause.path)] = _field_query(clause.conditions)
+    return query
+
+
+def _field_query(conditions: tuple[tuple[str, Any], ...]) -> Any:
+    if len(conditions) == 1 and conditions[0][0] == "$eq":
+        return conditions[0][1]
+    operators: dict[str, Any] = {}
+    for op, arg in conditions:
+        if op == "$glob":
+            operators.update({"$regex": _glob_regex(arg), "$options": "s"})
+        else:
+            operators[op] = list(arg) if isinstance(arg, tuple) else arg
+    return operators
+
+
+def _glob_regex(pattern: str) -> str:
+    body = "".join(
+        ".*" if c == "*" else "." if c == "?" else "\\x00" if c == "\x00" else re.escape(c)
+        for c in pattern
+    )
+    return f"^{body}\\z"
+
+
+# -- evaluation in memory -------------------------------------------------------------------
+
+_MISSING = object()
+"""What a path yields where a document has no value (MongoDB's EOO)."""
+
+
+def _satisfies(filter_: _Filter, doc: dict[str, Any]) -> bool:
+    return all(_clause_holds(clause, doc) for clause in filter_)
+
+
+def _clause_holds(clause: _Field | _Logic, doc: dict[str, Any]) -> bool:
+    if isinstance(clause, _Field):
+        values = list(_values(doc, clause.path))
+        return all(_holds(op, arg, values) for op, arg in clause.conditions)
+    results = (_satisfies(child, doc) for child in clause.filters)
+    if clause.operator == "$or":
+        return any(results)
+    if clause.operator == "$and":
+        return all(results)
+    return not all(results)  # $not, over its one filter
+
+
+def _values(doc: dict[str, Any], path: Sequence[str]) -> Iterator[Any]:
+    """The values a path reaches in a document, as MongoDB's matcher walks it: a field holding
+    an array yields the array and each element; a path continuing into an array goes into each
+    element that is a document and, for a numeric segment, into the element at that index."""
+    value: Any = doc
+    for i, segment in enumerate(path):
+        if isinstance(value, list):
+            yield from _array_values(value, path[i:])
+            return
+        if not isinstance(value, dict) or segment not in value:
+            yield _MISSING
+            return
+        value = value[segment]
+    yield value
+    if isinstance(value, list):
+        yield from value
+
+
+def _array_values(array: list[Any], path: Sequence[str]) -> Iterator[Any]:
+    head, rest = path[0], path[1:]
+    for index, element in enumerate(array):
+        at_index = head == str(index)
+        if isinstance(element, dict):
+            yield from _values(element, path)
+            if at_index:
+                yield from _values(element, rest) if rest else (element,)
+        elif at_index:
+            if not rest:
+                yield element
+            elif isinstance(element, list):
+                yield from _array_values(element, rest)
+
+
+def _holds(op: str, arg: Any, values: list[Any]) -> bool:
+    if op in _NEGATIONS:
+        return not _holds(_NEGATIONS[op], arg, values)
+    if op == "$exists":
+        return any(value is not _MISSING for value in values) is arg
+    if op == "$eq":
+        return any(_equals(value, arg) for value in values)
+    if op == "$in":
+        return any(_equals(value, choice) for value in values for choice in arg)
+    if op == "$glob":
+        return any(isinstance(value, str) and _glob_matches(arg, value) for value in values)
+    return any(_compares(value, arg, _COMPARISONS[op]) for value in values)
+
+
+def _equals(value: Any, arg: Any) -> bool:
+    if arg is None:
+        return value is None or value is _MISSING
+    return _compares(value, arg, operator.eq)
+
+
+def _compares(value: Any, arg: Any, compare: Callable[[Any, Any], bool]) -> bool:
+    """MongoDB compares only within one kind of value: numbers, strings, booleans, dates, ids."""
+    kind = _kind(arg)
+    if _kind(value) is not kind:
+        return False
+    if kind is datetime:
+        value = _milliseconds(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return compare(value, arg)
+
+
+def _kind(value: Any) -> type | None:
+    """The kind of value MongoDB compares within; ints and floats are one kind, numbers."""
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, int | float):
+        return float
+    return next((kind for kind in (str, datetime, ObjectId) if isinstance(value, kind)), None)
+
+
+def _glob_matches(pattern: str, text: str) -> bool:
+    """Wildcard matching by backtracking only to the last `*`: O(len(pattern) * len(text))."""
+    p = t = 0
+    star, resume = -1, 0
+    while t < len(text):
+        if p < len(pattern) and pattern[p] == "*":
+            star, resume = p, t
+            p += 1
+        elif p < len(pattern) and pattern[p] in ("?", text[t]):
+            p += 1
+            t += 1
+        elif star >= 0:
+            resume += 1
+            p, t = star + 1, resume
+        else:
+            return False
+    return all(c == "*" for c in pattern[p:])

@@ -1,0 +1,129 @@
+"""Item files: stored once per content in GridFS, addressed by SHA-256, reference counted.
+
+Uploading bytes that are already stored adds a reference to the existing blob and discards the
+new copy; releasing the last reference deletes the blob. A blob is only ever deleted by the
+atomic `find_one_and_delete(refs <= 0)`, and a reference is only ever added by `$inc` on an
+existing blob inside the transaction that creates the item — so a file cannot vanish under an
+item that was committed with a reference to it.
+"""
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from typing import IO, Any
+
+from bson import ObjectId
+from gridfs import AsyncGridFSBucket
+from gridfs.errors import NoFile
+from PIL import Image, UnidentifiedImageError
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from resolvers.timestamps import now
+
+BUCKET = "files"
+CHUNK = 1 << 20
+
+
+@dataclass
+class Upload:
+    """Bytes written to GridFS, not yet referenced by any item."""
+
+    sha256: str
+    size: int
+    gridfs_id: ObjectId
+    width: int | None
+    height: int | None
+
+
+def _inspect(stream: IO[bytes]) -> tuple[str, int, int | None, int | None]:
+    """SHA-256, size and, for images, pixel size read from the header (runs in a thread)."""
+    digest, size = hashlib.sha256(), 0
+    stream.seek(0)
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    stream.seek(0)
+    try:
+        with Image.open(stream) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        width = height = None
+    stream.seek(0)
+    return digest.hexdigest(), size, width, height
+
+
+def bucket(db: AsyncDatabase) -> AsyncGridFSBucket:
+    return AsyncGridFSBucket(db, bucket_name=BUCKET)
+
+
+async def write(db: AsyncDatabase, stream: IO[bytes], filename: str) -> Upload:
+    sha256, size, width, height = await asyncio.to_thread(_inspect, stream)
+    gridfs_id = await bucket(db).upload_from_stream(filename, stream, metadata={"sha256": sha256})
+    return Upload(sha256, size, gridfs_id, width, height)
+
+
+async def reference(
+    db: AsyncDatabase, upload: Upload, mimetype: str, session: AsyncClientSession
+) -> bool:
+    """Add one reference to the upload's content; True when the upload's own copy is kept."""
+    existing = await db.blobs.update_one(
+        {"_id": upload.sha256}, {"$inc": {"refs": 1}}, session=session
+    )
+    if existing.matched_count:
+        return False
+    await db.blobs.insert_one(
+        {
+            "_id": upload.sha256,
+            "gridfsId": upload.gridfs_id,
+            "size": upload.size,
+            "mimetype": mimetype,
+            "refs": 1,
+            "createdAt": now(),
+        },
+        session=session,
+    )
+    return True
+
+
+async def add_references(
+    db: AsyncDatabase, counts: dict[str, int], session: AsyncClientSession | None = None
+) -> None:
+    """More references to stored content (clones share files, they never copy them)."""
+    for sha256, count in counts.items():
+        await db.blobs.update_one({"_id": sha256}, {"$inc": {"refs": count}}, session=session)
+
+
+async def discard(db: AsyncDatabase, upload: Upload) -> None:
+    """Delete an upload's GridFS copy that no blob points to."""
+    try:
+        await bucket(db).delete(upload.gridfs_id)
+    except NoFile:
+        return
+
+
+async def unreference(
+    db: AsyncDatabase, counts: dict[str, int], session: AsyncClientSession
+) -> None:
+    """Drop references, in the transaction that deletes the items holding them."""
+    for sha256, count in counts.items():
+        await db.blobs.update_one({"_id": sha256}, {"$inc": {"refs": -count}}, session=session)
+
+
+async def collect(db: AsyncDatabase, sha256s: list[str]) -> None:
+    """Delete content nobody references any more (after the unreferencing commit)."""
+    for sha256 in sha256s:
+        gone = await db.blobs.find_one_and_delete({"_id": sha256, "refs": {"$lte": 0}})
+        if gone is not None:
+            try:
+                await bucket(db).delete(gone["gridfsId"])
+            except NoFile:
+                continue
+
+
+async def open_content(db: AsyncDatabase, sha256: str) -> Any:
+    """A GridFS stream of the content, for download."""
+    blob = await db.blobs.find_one({"_id": sha256})
+    if blob is None:
+        return None
+    return await bucket(db).open_download_stream(blob["gridfsId"])

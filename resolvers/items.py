@@ -1,0 +1,295 @@
+"""Items: files in a dataset with their metadata, tags and place in the directory tree."""
+
+import mimetypes
+from collections import Counter
+from typing import IO, Annotated, Any
+
+from bson import ObjectId
+from pydantic import Field, StringConstraints, model_validator
+from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
+
+from resolvers import directories, dql, files, json_documents
+from resolvers.access import Access, Action
+from resolvers.datasets import get_dataset, writable_dataset
+from resolvers.errors import BadUserInput, Conflict, LimitExceeded, NotFound
+from resolvers.inputs import Description, Input, parse
+from resolvers.pagination import Page, PageRequest, Sort, paginate_many
+from resolvers.timestamps import new_document, now
+from resolvers.transactions import in_transaction
+
+MAX_BATCH = 1000
+
+FileName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=255, pattern=r"^[^/\x00-\x1f\x7f]+$"
+    ),
+]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+MimeType = Annotated[str, StringConstraints(max_length=127, pattern=r"^[\w.+-]+/[\w.+-]+$")]
+
+
+class ItemInput(Input):
+    name: FileName
+    dir: str = "/"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[Tag] = Field(default_factory=list, max_length=100)
+    description: Description = ""
+    hidden: bool = False
+
+
+class ItemChanges(Input):
+    name: FileName | None = None
+    dir: str | None = None
+    metadata: dict[str, Any] | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=100)
+    description: Description | None = None
+    hidden: bool | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> "ItemChanges":
+        if not self.model_dump(exclude_none=True):
+            raise ValueError("give at least one field to change")
+        return self
+
+
+def _mimetype(declared: str | None, name: str) -> str:
+    guessed = mimetypes.guess_type(name)[0]
+    usable = declared if declared and declared != "application/octet-stream" else guessed
+    return parse(_MimeTypeInput, {"mimetype": usable or "application/octet-stream"}).mimetype
+
+
+class _MimeTypeInput(Input):
+    mimetype: MimeType
+
+
+def _name_taken(filename: str) -> Conflict:
+    return Conflict(f"An item {filename!r} already exists in this dataset", field="name")
+
+
+async def upload_item(
+    access: Access,
+    dataset_id: ObjectId,
+    content: IO[bytes],
+    declared_mimetype: str | None,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """Store the file (once per content), then create the item and count it, atomically."""
+    dataset = await writable_dataset(access, dataset_id, Action.WRITE_ITEMS)
+    item_input = parse(ItemInput, data)
+    directory = directories.normalise(item_input.dir)
+    metadata = json_documents.check(item_input.metadata, "metadata")
+    mimetype = _mimetype(declared_mimetype, item_input.name)
+    upload = await files.write(access.db, content, item_input.name)
+    filename = directories.join(directory, item_input.name)
+    item = new_document(
+        access.user_id,
+        orgId=dataset["orgId"],
+        projectId=dataset["projectId"],
+        datasetId=dataset_id,
+        name=item_input.name,
+        dir=directory,
+        filename=filename,
+        mimetype=mimetype,
+        size=upload.size,
+        width=upload.width,
+        height=upload.height,
+        sha256=upload.sha256,
+        metadata={"user": metadata, "system": {"originalName": item_input.name}},
+        tags=item_input.tags,
+        description=item_input.description,
+        hidden=item_input.hidden,
+        annotated=False,
+        annotationsCount=0,
+    )
+
+    async def work(session: AsyncClientSession) -> bool:
+        try:
+            await access.db.items.insert_one(item, session=session)
+        except DuplicateKeyError as exc:
+            raise _name_taken(filename) from exc
+        kept = await files.reference(access.db, upload, mimetype, session)
+        await access.db.datasets.update_one(
+            {"_id": dataset_id},
+            {
+                "$inc": {"itemsCount": 1},
+                "$addToSet": {"directories": {"$each": directories.with_ancestors(directory)}},
+            },
+            session=session,
+        )
+        return kept
+
+    try:
+        kept = await in_transaction(access.db, work)
+    except BaseException:
+        await files.discard(access.db, upload)
+        raise
+    if not kept:
+        await files.discard(access.db, upload)
+    return item
+
+
+async def get_item(access: Access, item_id: ObjectId) -> dict[str, Any]:
+    return await access.visible("items", item_id, project_field="projectId", entity="Item")
+
+
+async def _writable_item(access: Access, item_id: ObjectId) -> dict[str, Any]:
+    item = await get_item(access, item_id)
+    await writable_dataset(access, item["datasetId"], Action.WRITE_ITEMS)
+    return item
+
+
+async def update_item(access: Access, item_id: ObjectId, data: dict[str, Any]) -> dict[str, Any]:
+    """Rename, move, retag, describe, hide, or replace the user metadata of an item."""
+    item = await _writable_item(access, item_id)
+    changes = parse(ItemChanges, data)
+    fields: dict[str, Any] = {}
+    if changes.metadata is not None:
+        fields["metadata.user"] = json_documents.check(changes.metadata, "metadata")
+    for name in ("tags", "description", "hidden"):
+        if getattr(changes, name) is not None:
+            fields[name] = getattr(changes, name)
+    name = changes.name or item["name"]
+    directory = directories.normalise(changes.dir) if changes.dir else item["dir"]
+    fields.update(name=name, dir=directory, filename=directories.join(directory, name))
+
+    async def work(session: AsyncClientSession) -> dict[str, Any]:
+        try:
+            updated = await access.db.items.find_one_and_update(
+                {"_id": item_id},
+                {"$set": {**fields, "updatedAt": now()}},
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
+        except DuplicateKeyError as exc:
+            raise _name_taken(fields["filename"]) from exc
+        await _add_directory(access, item["datasetId"], directory, session)
+        return updated
+
+    return await in_transaction(access.db, work)
+
+
+async def _add_directory(
+    access: Access, dataset_id: ObjectId, directory: str, session: AsyncClientSession
+) -> None:
+    await access.db.datasets.update_one(
+        {"_id": dataset_id},
+        {"$addToSet": {"directories": {"$each": directories.with_ancestors(directory)}}},
+        session=session,
+    )
+
+
+async def move_items(
+    access: Access, dataset_id: ObjectId, item_ids: list[ObjectId], directory: str
+) -> int:
+    """Move items of one dataset to a directory, all or none (a name clash refuses all)."""
+    target = directories.normalise(directory)
+    await writable_dataset(access, dataset_id, Action.WRITE_ITEMS)
+    if len(item_ids) > MAX_BATCH:
+        raise LimitExceeded("maxBatch", MAX_BATCH, f"{len(item_ids)} items is too many")
+
+    async def work(session: AsyncClientSession) -> int:
+        found = await access.db.items.find(
+            {"_id": {"$in": item_ids}, "datasetId": dataset_id}, {"name": 1}, session=session
+        ).to_list()
+        if len(found) != len(set(item_ids)):
+            raise NotFound("Some items are not in this dataset")
+        for item in found:
+            try:
+                await access.db.items.update_one(
+                    {"_id": item["_id"]},
+                    {
+                        "$set": {
+                            "dir": target,
+                            "filename": directories.join(target, item["name"]),
+                            "updatedAt": now(),
+                        }
+                    },
+                    session=session,
+                )
+            except DuplicateKeyError as exc:
+                raise _name_taken(directories.join(target, item["name"])) from exc
+        await _add_directory(access, dataset_id, target, session)
+        return len(found)
+
+    return await in_transaction(access.db, work)
+
+
+async def delete_items(access: Access, dataset_id: ObjectId, item_ids: list[ObjectId]) -> int:
+    """Delete items with their annotations; their files go when nothing else references them."""
+    await writable_dataset(access, dataset_id, Action.WRITE_ITEMS)
+    if len(item_ids) > MAX_BATCH:
+        raise LimitExceeded("maxBatch", MAX_BATCH, f"{len(item_ids)} items is too many")
+    query = {"_id": {"$in": item_ids}, "datasetId": dataset_id}
+
+    async def work(session: AsyncClientSession) -> list[dict[str, Any]]:
+        found = await access.db.items.find(query, {"sha256": 1}, session=session).to_list()
+        if len(found) != len(set(item_ids)):
+            raise NotFound("Some items are not in this dataset")
+        removed = await access.db.annotations.delete_many(
+            {"itemId": {"$in": item_ids}}, session=session
+        )
+        await access.db.items.delete_many(query, session=session)
+        await access.db.datasets.update_one(
+            {"_id": dataset_id},
+            {"$inc": {"itemsCount": -len(found), "annotationsCount": -removed.deleted_count}},
+            session=session,
+        )
+        await files.unreference(access.db, Counter(item["sha256"] for item in found), session)
+        return found
+
+    found = await in_transaction(access.db, work)
+    await files.collect(access.db, list({item["sha256"] for item in found}))
+    return len(found)
+
+
+async def duplicates(access: Access, dataset_id: ObjectId, limit: int) -> list[dict[str, Any]]:
+    """Groups of items sharing the same content (DataRobot's duplicate images), largest first."""
+    await get_dataset(access, dataset_id)
+    pipeline = [
+        {"$match": {"datasetId": dataset_id}},
+        {"$group": {"_id": "$sha256", "count": {"$sum": 1}, "itemIds": {"$push": "$_id"}}},
+        {"$match": {"count": {"$gt": 1}}},
+        {"$sort": {"count": -1, "_id": 1}},
+        {"$limit": limit},
+    ]
+    return await (await access.db.items.aggregate(pipeline)).to_list()
+
+
+SORTABLE = frozenset({"filename", "name", "createdAt", "updatedAt", "size", "_id"})
+"""Fields every item has, so keyset cursors over them never meet a missing value."""
+
+
+async def items_of_datasets(
+    access: Access,
+    dataset_ids: list[ObjectId],
+    dql_input: Any,
+    page: PageRequest,
+    sort: Sort | None = None,
+) -> dict[ObjectId, Page]:
+    """A page of items for each of several visible datasets, in one round trip (two with an
+    annotations join): filtered by DQL (a bare filter or a whole DQL query), ordered by
+    `sort`, else the query's own sort, else by filename."""
+    clauses: list[dict[str, Any]] = [await access.scope()]
+    if dql_input is not None:
+        query = dql.parse(dql.envelope("items", dql_input))
+        clauses.append(query.filter)
+        if query.join is not None:
+            item_ids = await access.db.annotations.distinct(
+                "itemId", {"$and": [{"datasetId": {"$in": dataset_ids}}, query.join.filter]}
+            )
+            clauses.append({"_id": {"$in": item_ids}})
+        sort = sort or query.sort
+    sort = sort or [("filename", 1)]
+    unsortable = [field for field, _ in sort if field not in SORTABLE]
+    if unsortable:
+        raise BadUserInput(
+            f"Items can be ordered by {', '.join(sorted(SORTABLE - {'_id'}))}, "
+            f"not {', '.join(unsortable)}",
+            field="sort",
+        )
+    return await paginate_many(
+        access.db.items, "datasetId", dataset_ids, {"$and": clauses}, page, sort=sort
+    )

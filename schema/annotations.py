@@ -1,0 +1,168 @@
+"""Annotations: the graph's view of them, the per-item listing, and their mutations."""
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+from bson import json_util
+from strawberry.scalars import JSON
+
+from resolvers import annotations
+from resolvers.inputs import object_id
+from schema.enums import AnnotationStatusEnum, AnnotationTypeEnum
+from schema.inputs import as_input
+from schema.relay import Node
+
+if TYPE_CHECKING:
+    from schema.items import Item
+
+
+@strawberry.type(description="Who or what made an automated annotation, and how sure it was.")
+class ModelInfo:
+    name: str
+    model_id: str | None
+    confidence: float
+
+
+@strawberry.type(description="A label on an item, with its shape.")
+class Annotation(Node):
+    item_id: strawberry.Private[Any]
+    dataset_id: strawberry.ID
+    type: AnnotationTypeEnum
+    label: str
+    coordinates: JSON | None = strawberry.field(
+        description="The shape, as documented per type (null for classifications)."
+    )
+    attributes: JSON
+    status: AnnotationStatusEnum
+    automated: bool
+    parent_id: strawberry.ID | None
+    object_id: str | None
+    frames: JSON = strawberry.field(description="[{frame, coordinates, fixed, objectVisible}]")
+    model_info: ModelInfo | None
+    metadata: JSON
+    created_at: datetime
+    updated_at: datetime
+
+    @strawberry.field
+    async def item(
+        self, info: strawberry.Info
+    ) -> Annotated["Item", strawberry.lazy("schema.items")]:
+        from schema.items import Item
+
+        return Item.from_doc(await info.context.loaders.items.load(self.item_id))
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "Annotation":
+        model = doc["modelInfo"]
+        return cls(
+            id=strawberry.ID(str(doc["_id"])),
+            item_id=doc["itemId"],
+            dataset_id=strawberry.ID(str(doc["datasetId"])),
+            type=AnnotationTypeEnum(doc["type"]),
+            label=doc["label"],
+            coordinates=doc["coordinates"],
+            attributes=doc["attributes"],
+            status=AnnotationStatusEnum(doc["status"]),
+            automated=doc["automated"],
+            parent_id=strawberry.ID(str(doc["parentId"])) if doc["parentId"] else None,
+            object_id=doc["objectId"],
+            frames=doc["frames"],
+            model_info=ModelInfo(
+                name=model["name"], model_id=model["modelId"], confidence=model["confidence"]
+            )
+            if model
+            else None,
+            metadata=doc["metadata"],
+            created_at=doc["createdAt"],
+            updated_at=doc["updatedAt"],
+        )
+
+
+async def item_annotations(info: strawberry.Info, item_id: Any, dql: Any) -> list[Annotation]:
+    """An item's annotations through the per-request loader: the items of one page cost one
+    query together, whatever their number."""
+    query = json_util.dumps(annotations.filter_of(dql), sort_keys=True)
+    docs = await info.context.loaders.annotations_of_item.load((item_id, query))
+    return [Annotation.from_doc(doc) for doc in docs]
+
+
+@strawberry.input
+class ModelInfoInput:
+    name: str
+    model_id: str | None = strawberry.UNSET
+    confidence: float
+
+
+@strawberry.input
+class FrameInput:
+    frame: int
+    coordinates: JSON | None = strawberry.UNSET
+    fixed: bool | None = strawberry.UNSET
+    object_visible: bool | None = strawberry.UNSET
+
+
+@strawberry.input
+class AnnotationInput:
+    item_id: strawberry.ID
+    type: AnnotationTypeEnum
+    label: str
+    coordinates: JSON | None = strawberry.UNSET
+    attributes: JSON | None = strawberry.UNSET
+    status: AnnotationStatusEnum | None = strawberry.UNSET
+    automated: bool | None = strawberry.UNSET
+    parent_id: strawberry.ID | None = strawberry.UNSET
+    object_id: str | None = strawberry.UNSET
+    frames: list[FrameInput] | None = strawberry.UNSET
+    model_info: ModelInfoInput | None = strawberry.UNSET
+    metadata: JSON | None = strawberry.UNSET
+
+
+@strawberry.input
+class AnnotationChangesInput:
+    label: str | None = strawberry.UNSET
+    coordinates: JSON | None = strawberry.UNSET
+    attributes: JSON | None = strawberry.UNSET
+    status: AnnotationStatusEnum | None = strawberry.UNSET
+    frames: list[FrameInput] | None = strawberry.UNSET
+    metadata: JSON | None = strawberry.UNSET
+
+
+@strawberry.type
+class AnnotationQueries:
+    @strawberry.field
+    async def annotation(self, info: strawberry.Info, id: strawberry.ID) -> Annotation:
+        access = await info.context.access()
+        return Annotation.from_doc(await annotations.get_annotation(access, object_id(id)))
+
+
+@strawberry.type
+class AnnotationMutations:
+    @strawberry.mutation
+    async def create_annotation(self, info: strawberry.Info, input: AnnotationInput) -> Annotation:
+        access = await info.context.access()
+        (doc,) = await annotations.create_annotations(access, [as_input(input)])
+        return Annotation.from_doc(doc)
+
+    @strawberry.mutation(
+        description="Create up to 10,000 annotations in one request: all of them or none."
+    )
+    async def create_annotations(
+        self, info: strawberry.Info, inputs: list[AnnotationInput]
+    ) -> list[Annotation]:
+        access = await info.context.access()
+        docs = await annotations.create_annotations(access, [as_input(i) for i in inputs])
+        return [Annotation.from_doc(doc) for doc in docs]
+
+    @strawberry.mutation
+    async def update_annotation(
+        self, info: strawberry.Info, id: strawberry.ID, input: AnnotationChangesInput
+    ) -> Annotation:
+        access = await info.context.access()
+        doc = await annotations.update_annotation(access, object_id(id), as_input(input))
+        return Annotation.from_doc(doc)
+
+    @strawberry.mutation(description="Delete annotations (and their children): all or none.")
+    async def delete_annotations(self, info: strawberry.Info, ids: list[strawberry.ID]) -> int:
+        access = await info.context.access()
+        return await annotations.delete_annotations(access, [object_id(i) for i in ids])
