@@ -16,6 +16,7 @@ from resolvers.access import Access
 from resolvers.api_keys import authenticate
 from resolvers.errors import NotFound, Unauthenticated
 from resolvers.pagination import Page
+from triggers import commands
 
 
 def by_id(db: AsyncDatabase, collection: str) -> DataLoader[ObjectId, dict[str, Any]]:
@@ -139,6 +140,9 @@ class Context:
         if self._access is None:
             self._access = asyncio.ensure_future(self._authenticate())
         return await self._access
+
+    async def enqueue_command(self, command: dict[str, Any]) -> None:
+        await commands.enqueue(self.connections.redis, command)
 
     async def _authenticate(self) -> Access:
         if self.api_key is None:

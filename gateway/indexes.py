@@ -42,6 +42,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("datasetId", ASCENDING), ("label", ASCENDING)]),
         IndexModel([("projectId", ASCENDING)]),
     ],
+    "commands": [
+        IndexModel([("status", ASCENDING), ("leaseUntil", ASCENDING)]),
+        IndexModel([("projectId", ASCENDING)]),
+    ],
     "workers": [IndexModel([("lastSeenAt", ASCENDING)], expireAfterSeconds=120)],
 }
 

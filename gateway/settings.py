@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     mongodb_timeout_ms: int = Field(5000, ge=100)
     readiness_timeout_s: float = Field(2.0, gt=0)
+    command_lease_s: float = Field(30.0, gt=0)
+    command_sweep_s: float = Field(10.0, gt=0)
+    clone_batch_size: int = Field(500, ge=1, le=5000)
     limits: Limits = Field(default_factory=Limits)
 
     @property

@@ -10,6 +10,7 @@ from resolvers.access import Access
 from resolvers.inputs import object_id
 from schema.annotations import Annotation, AnnotationMutations, AnnotationQueries
 from schema.api_keys import ApiKeyMutations, MeQueries
+from schema.commands import CommandMutations, CommandQueries
 from schema.datasets import Dataset, DatasetMutations, DatasetQueries
 from schema.items import Item, ItemMutations, ItemQueries
 from schema.organizations import Organization, OrganizationMutations, OrganizationQueries
@@ -53,6 +54,7 @@ class Query(
     DatasetQueries,
     ItemQueries,
     AnnotationQueries,
+    CommandQueries,
 ):
     @strawberry.field(description="Any object by its id, if the caller may see it.")
     async def node(self, info: strawberry.Info, id: strawberry.ID) -> Node | None:
@@ -68,5 +70,6 @@ class Mutation(
     DatasetMutations,
     ItemMutations,
     AnnotationMutations,
+    CommandMutations,
 ):
     pass

@@ -4,6 +4,7 @@ Each worker registers itself in MongoDB's `workers` collection and renews a hear
 operators (and, later, the execution reaper) know which workers are alive; a worker that stops
 cleanly removes its entry, one that is killed expires by TTL. The `ping` job answers with the
 worker's id: the cheapest proof that the queue path gateway → Redis → worker works.
+`run_command` carries out Commands (triggers/commands.py).
 """
 
 import asyncio
@@ -18,6 +19,7 @@ from arq.worker import Worker
 from gateway.connections import mongo_client
 from gateway.settings import Settings
 from resolvers.timestamps import now
+from triggers.commands import run_command, sweep_forever
 
 HEARTBEAT_INTERVAL_S = 10.0
 
@@ -49,18 +51,23 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["mongo"] = mongo_client(mongodb_url, settings)
         ctx["db"] = ctx["mongo"][settings.db_name]
+        ctx["settings"] = settings
         ctx["worker_id"] = worker_id()
-        ctx["heartbeat"] = asyncio.create_task(_heartbeat_forever(ctx))
+        ctx["loops"] = [
+            asyncio.create_task(_heartbeat_forever(ctx)),
+            asyncio.create_task(sweep_forever(ctx)),
+        ]
 
     async def shutdown(ctx: dict[str, Any]) -> None:
-        ctx["heartbeat"].cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ctx["heartbeat"]
+        for loop in ctx["loops"]:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
         await ctx["db"].workers.delete_one({"_id": ctx["worker_id"]})
         await ctx["mongo"].close()
 
     return Worker(
-        functions=[ping],
+        functions=[ping, run_command],
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         on_startup=startup,
         on_shutdown=shutdown,

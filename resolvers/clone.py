@@ -1,0 +1,177 @@
+"""Cloning a dataset: a Command that copies items (sharing their files) and, if asked,
+annotations and user metadata, batch by batch.
+
+Each batch commits in one transaction — new items, their annotations, file references,
+counters and the command's cursor together — so a worker killed mid-way leaves a clone that
+the next worker continues from the last batch: nothing is copied twice, nothing is lost.
+"""
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from bson import ObjectId
+from pydantic import Field
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from resolvers import commands, files
+from resolvers.access import Access, Action
+from resolvers.datasets import create_dataset, get_dataset
+from resolvers.directories import with_ancestors
+from resolvers.inputs import Input, Name, parse
+from resolvers.timestamps import now
+from resolvers.transactions import in_transaction
+
+KIND = "datasetClone"
+
+
+class CloneInput(Input):
+    name: Name
+    with_annotations: bool = True
+    with_metadata: bool = True
+    with_labels: bool = Field(default=True, description="copy the ontology")
+
+
+async def start_clone(
+    access: Access,
+    dataset_id: ObjectId,
+    data: dict[str, Any],
+    enqueue: Callable[[dict[str, Any]], Awaitable[None]],
+) -> dict[str, Any]:
+    """Create the (readonly, empty) target dataset and the command, and queue the work."""
+    source = await get_dataset(access, dataset_id)
+    await access.require_project(source, Action.MANAGE_DATASETS)
+    clone = parse(CloneInput, data)
+    target = await create_dataset(
+        access,
+        source["projectId"],
+        {"name": clone.name, "description": f"Clone of {source['name']}"},
+    )
+    await access.db.datasets.update_one(
+        {"_id": target["_id"]},
+        {"$set": {"readonly": True, "labels": source["labels"] if clone.with_labels else []}},
+    )
+    command = commands.new_command(
+        access,
+        source,
+        KIND,
+        {
+            "sourceId": dataset_id,
+            "targetId": target["_id"],
+            "withAnnotations": clone.with_annotations,
+            "withMetadata": clone.with_metadata,
+        },
+    )
+    await access.db.commands.insert_one(command)
+    await enqueue(command)
+    return command
+
+
+def _copy_item(item: dict[str, Any], target: ObjectId, with_metadata: bool) -> dict[str, Any]:
+    moment = now()
+    return {
+        **item,
+        "_id": ObjectId(),
+        "datasetId": target,
+        "clonedFrom": item["_id"],
+        "metadata": item["metadata"] if with_metadata else {"user": {}, "system": {}},
+        "annotated": False,
+        "annotationsCount": 0,
+        "createdAt": moment,
+        "updatedAt": moment,
+    }
+
+
+async def run_clone(
+    db: AsyncDatabase, command: dict[str, Any], batch_size: int, lease: timedelta
+) -> None:
+    """Copy the rest of the source, from the command's cursor on, batch by batch."""
+    spec = command["input"]
+    source_id, target_id = spec["sourceId"], spec["targetId"]
+    total = max(await db.items.count_documents({"datasetId": source_id}), 1)
+    cursor: ObjectId | None = command["cursor"]
+    done = await db.items.count_documents({"datasetId": target_id})
+    while True:
+        after = {"_id": {"$gt": cursor}} if cursor else {}
+        batch = (
+            await db.items.find({"datasetId": source_id, **after})
+            .sort("_id", 1)
+            .limit(batch_size)
+            .to_list()
+        )
+        if not batch:
+            break
+        copies = [_copy_item(item, target_id, spec["withMetadata"]) for item in batch]
+        new_ids = {copy["clonedFrom"]: copy["_id"] for copy in copies}
+        annotations = []
+        if spec["withAnnotations"]:
+            annotations = await db.annotations.find({"itemId": {"$in": list(new_ids)}}).to_list()
+        cursor = batch[-1]["_id"]
+        done += len(batch)
+
+        async def work(
+            session: AsyncClientSession,
+            copies: list[dict[str, Any]] = copies,
+            annotations: list[dict[str, Any]] = annotations,
+            new_ids: dict[ObjectId, ObjectId] = new_ids,
+            cursor: ObjectId = cursor,
+            done: int = done,
+        ) -> None:
+            await _insert_batch(db, target_id, copies, annotations, new_ids, session)
+            progress = min(99, done * 100 // total)
+            await commands.advance(db, command, cursor, progress, lease, session)
+
+        await in_transaction(db, work)
+    await db.datasets.update_one(
+        {"_id": target_id}, {"$set": {"readonly": False, "updatedAt": now()}}
+    )
+
+
+async def _insert_batch(
+    db: AsyncDatabase,
+    target_id: ObjectId,
+    copies: list[dict[str, Any]],
+    annotations: list[dict[str, Any]],
+    new_ids: dict[ObjectId, ObjectId],
+    session: AsyncClientSession,
+) -> None:
+    """One batch of the clone, written inside its transaction."""
+    await db.items.insert_many(copies, session=session)
+    await files.add_references(db, Counter(copy["sha256"] for copy in copies), session)
+    new_annotation_ids = {a["_id"]: ObjectId() for a in annotations}
+    moment = now()
+    copied = [
+        {
+            **a,
+            "_id": new_annotation_ids[a["_id"]],
+            "datasetId": target_id,
+            "itemId": new_ids[a["itemId"]],
+            "parentId": new_annotation_ids.get(a["parentId"]) if a["parentId"] else None,
+            "createdAt": moment,
+            "updatedAt": moment,
+        }
+        for a in annotations
+    ]
+    if copied:
+        await db.annotations.insert_many(copied, session=session)
+    per_item = Counter(a["itemId"] for a in copied)
+    for item_id, count in per_item.items():
+        await db.items.update_one(
+            {"_id": item_id},
+            {"$set": {"annotationsCount": count, "annotated": True}},
+            session=session,
+        )
+    await db.datasets.update_one(
+        {"_id": target_id},
+        {
+            "$inc": {"itemsCount": len(copies), "annotationsCount": len(copied)},
+            "$addToSet": {
+                "directories": {
+                    "$each": sorted({d for c in copies for d in with_ancestors(c["dir"])})
+                }
+            },
+        },
+        session=session,
+    )

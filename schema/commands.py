@@ -1,0 +1,74 @@
+"""Commands (long operations) and the mutations that start them."""
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from bson import ObjectId
+from strawberry.scalars import JSON
+
+from resolvers import clone, commands
+from resolvers.inputs import object_id
+from schema.inputs import as_input
+
+
+@strawberry.type(description="A long operation run by a worker, with its progress.")
+class Command:
+    id: strawberry.ID
+    type: str
+    status: str = strawberry.field(description="created | inProgress | success | failed")
+    progress: int = strawberry.field(description="Percent done, 0 to 100.")
+    input: JSON
+    error: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "Command":
+        return cls(
+            id=strawberry.ID(str(doc["_id"])),
+            type=doc["type"],
+            status=doc["status"],
+            progress=doc["progress"],
+            input={k: str(v) if isinstance(v, ObjectId) else v for k, v in doc["input"].items()},
+            error=doc["error"],
+            attempts=doc["attempts"],
+            created_at=doc["createdAt"],
+            updated_at=doc["updatedAt"],
+        )
+
+
+@strawberry.input
+class CloneDatasetInput:
+    name: str
+    with_annotations: bool | None = strawberry.UNSET
+    with_metadata: bool | None = strawberry.UNSET
+    with_labels: bool | None = strawberry.UNSET
+
+
+@strawberry.type
+class CommandQueries:
+    @strawberry.field
+    async def command(self, info: strawberry.Info, id: strawberry.ID) -> Command:
+        access = await info.context.access()
+        return Command.from_doc(await commands.get_command(access, object_id(id)))
+
+
+@strawberry.type
+class CommandMutations:
+    @strawberry.mutation(
+        description="Clone a dataset (files are shared, not copied). Returns the Command; "
+        "the new dataset is readonly until the command succeeds."
+    )
+    async def clone_dataset(
+        self, info: strawberry.Info, dataset_id: strawberry.ID, input: CloneDatasetInput
+    ) -> Command:
+        access = await info.context.access()
+        doc = await clone.start_clone(
+            access,
+            object_id(dataset_id, "datasetId"),
+            as_input(input),
+            info.context.enqueue_command,
+        )
+        return Command.from_doc(doc)

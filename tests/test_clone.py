@@ -1,0 +1,149 @@
+"""Dataset clone: a Command run by a real worker, resumable after the worker is killed."""
+
+import hashlib
+import signal
+
+from bson import ObjectId
+
+from resolvers.timestamps import new_document
+from tests.datasets_world import image_bytes, make_world
+from tests.workers import start_worker, stop
+
+CLONE = """mutation($id: ID!, $input: CloneDatasetInput!) {
+  cloneDataset(datasetId: $id, input: $input) { id status progress input } }"""
+COMMAND = "query($id: ID!) { command(id: $id) { status progress attempts error } }"
+DATASET = """query($id: ID!) { dataset(id: $id) { name readonly itemsCount annotationsCount
+  directories labels { name }
+  items(first: 50) { nodes { name metadata annotations { label } } } } }"""
+ADD_LABELS = "mutation($id: ID!, $l: JSON!) { addLabels(datasetId: $id, labels: $l) { id } }"
+CREATE_MANY = "mutation($inputs: [AnnotationInput!]!) { createAnnotations(inputs: $inputs) { id } }"
+
+
+async def _finished(db, command_id: ObjectId) -> dict:
+    """Await the command's end through a change stream (opened before checking, so no race)."""
+    async with await db.commands.watch(full_document="updateLookup") as changes:
+        current = await db.commands.find_one({"_id": command_id})
+        while current["status"] not in ("success", "failed"):
+            current = (await changes.next())["fullDocument"]
+        return current
+
+
+async def test_clone_copies_items_annotations_metadata_and_shares_files(member, db, settings):
+    world = await make_world(member)
+    await world.client.data(ADD_LABELS, id=world.dataset, l=[{"name": "car"}])
+    a = await world.upload("a.png", image_bytes("PNG", 4, 4), dir="/x/y", metadata={"k": 1})
+    await world.upload("b.png", image_bytes("PNG", 5, 5))
+    await world.client.data(
+        CREATE_MANY, inputs=[{"itemId": a["id"], "type": "CLASSIFICATION", "label": "car"}] * 2
+    )
+    worker = start_worker(settings)
+    try:
+        started = await world.client.data(CLONE, id=world.dataset, input={"name": "copy"})
+        command = started["cloneDataset"]
+        assert command["status"] == "created"
+        done = await _finished(db, ObjectId(command["id"]))
+    finally:
+        stop(worker)
+    assert done["status"] == "success", done
+    target = command["input"]["targetId"]
+    data = (await world.client.data(DATASET, id=target))["dataset"]
+    assert data["readonly"] is False
+    assert (data["itemsCount"], data["annotationsCount"]) == (2, 2)
+    assert data["directories"] == ["/", "/x", "/x/y"]
+    assert data["labels"] == [{"name": "car"}]
+    copied_a = next(i for i in data["items"]["nodes"] if i["name"] == "a.png")
+    assert copied_a["metadata"]["user"] == {"k": 1}
+    assert copied_a["annotations"] == [{"label": "car"}, {"label": "car"}]
+    assert sorted(b["refs"] for b in await db.blobs.find().to_list()) == [2, 2]
+    assert (await world.client.data(COMMAND, id=command["id"]))["command"] == {
+        "status": "success",
+        "progress": 100,
+        "attempts": 1,
+        "error": None,
+    }
+
+
+async def _seed_items(db, dataset_id: ObjectId, count: int) -> None:
+    """Many items written directly (uploading 2,000 files would only slow the test down)."""
+    dataset = await db.datasets.find_one({"_id": dataset_id})
+    shas = [hashlib.sha256(str(n).encode()).hexdigest() for n in range(10)]
+    await db.blobs.insert_many(
+        [{"_id": sha, "gridfsId": ObjectId(), "size": 1, "refs": 0} for sha in shas]
+    )
+    items = [
+        new_document(
+            None,
+            orgId=dataset["orgId"],
+            projectId=dataset["projectId"],
+            datasetId=dataset_id,
+            name=f"{n:05}.bin",
+            dir="/",
+            filename=f"/{n:05}.bin",
+            mimetype="application/octet-stream",
+            size=1,
+            width=None,
+            height=None,
+            sha256=shas[n % 10],
+            metadata={"user": {}, "system": {}},
+            tags=[],
+            description="",
+            hidden=False,
+            annotated=False,
+            annotationsCount=0,
+        )
+        for n in range(count)
+    ]
+    await db.items.insert_many(items)
+    for sha in shas:
+        await db.blobs.update_one({"_id": sha}, {"$inc": {"refs": count // 10}})
+    await db.datasets.update_one({"_id": dataset_id}, {"$set": {"itemsCount": count}})
+
+
+async def test_clone_resumes_after_its_worker_is_killed_without_duplicates(member, db, settings):
+    world = await make_world(member)
+    source = ObjectId(world.dataset)
+    await _seed_items(db, source, 2000)
+    fast_recovery = {
+        "LOOM_CLONE_BATCH_SIZE": "50",
+        "LOOM_COMMAND_LEASE_S": "1",
+        "LOOM_COMMAND_SWEEP_S": "0.2",
+    }
+    first = start_worker(settings, **fast_recovery)
+    second = None
+    try:
+        async with await db.commands.watch(full_document="updateLookup") as changes:
+            started = await world.client.data(CLONE, id=world.dataset, input={"name": "copy"})
+            command_id = ObjectId(started["cloneDataset"]["id"])
+            async for change in changes:
+                progress = (change.get("fullDocument") or {}).get("progress", 0)
+                if 0 < progress < 100:
+                    first.send_signal(signal.SIGKILL)
+                    first.wait()
+                    break
+        killed_at = await db.commands.find_one({"_id": command_id})
+        assert killed_at["status"] == "inProgress"
+        second = start_worker(settings, **fast_recovery)
+        done = await _finished(db, command_id)
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+    assert done["status"] == "success", done
+    assert done["attempts"] == 2
+    target = done["input"]["targetId"]
+    copies = await db.items.find({"datasetId": target}, {"clonedFrom": 1}).to_list()
+    assert len(copies) == 2000
+    assert len({c["clonedFrom"] for c in copies}) == 2000
+    dataset = await db.datasets.find_one({"_id": target})
+    assert dataset["itemsCount"] == 2000
+    assert dataset["readonly"] is False
+    assert {b["refs"] for b in await db.blobs.find().to_list()} == {400}
+
+
+async def test_clone_of_another_orgs_dataset_is_not_found_and_starts_nothing(member, db):
+    world = await make_world(member)
+    stranger = await make_world(member, org="beta")
+    code = await stranger.client.code(CLONE, id=world.dataset, input={"name": "stolen"})
+    assert code == "NOT_FOUND"
+    assert await db.commands.count_documents({}) == 0
+    assert await db.datasets.count_documents({"name": "stolen"}) == 0

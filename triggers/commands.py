@@ -1,0 +1,57 @@
+"""Worker side of Commands: the arq job that runs one, and the sweep that requeues stalled ones.
+
+The arq job id is `command:<id>:<attempts>`: queueing the same command twice before it runs is
+a no-op, while a command whose worker died (one more attempt recorded) gets a fresh job.
+"""
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+from arq.connections import ArqRedis
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from resolvers import clone, commands
+
+log = logging.getLogger("loom.commands")
+
+RUNNERS = {clone.KIND: clone.run_clone}
+
+
+def job_id(command: dict[str, Any]) -> str:
+    return f"command:{command['_id']}:{command['attempts']}"
+
+
+async def enqueue(redis: ArqRedis, command: dict[str, Any]) -> None:
+    await redis.enqueue_job("run_command", str(command["_id"]), _job_id=job_id(command))
+
+
+async def run_command(ctx: dict[str, Any], command_id: str) -> None:
+    db: AsyncDatabase = ctx["db"]
+    lease = timedelta(seconds=ctx["settings"].command_lease_s)
+    command = await commands.claim(db, ObjectId(command_id), ctx["worker_id"], lease)
+    if command is None:
+        return
+    log.info("command %s (%s) attempt %d", command_id, command["type"], command["attempts"])
+    try:
+        await RUNNERS[command["type"]](db, command, ctx["settings"].clone_batch_size, lease)
+    except commands.LeaseLost:
+        log.warning("command %s was taken over by another worker", command_id)
+        return
+    except Exception as exc:
+        log.exception("command %s failed", command_id)
+        await commands.finish(db, command, error=f"{type(exc).__name__}: {exc}")
+        return
+    await commands.finish(db, command)
+
+
+async def sweep_forever(ctx: dict[str, Any]) -> None:
+    """Requeue commands whose worker died; every worker runs this, duplicates are harmless."""
+    while True:
+        for command_id in await commands.stalled(ctx["db"]):
+            command = await ctx["db"].commands.find_one({"_id": command_id})
+            if command is not None:
+                await enqueue(ctx["redis"], command)
+        await asyncio.sleep(ctx["settings"].command_sweep_s)
