@@ -42,6 +42,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("datasetId", ASCENDING), ("label", ASCENDING)]),
         IndexModel([("projectId", ASCENDING)]),
     ],
+    "saved_filters": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],
     "commands": [
         IndexModel([("status", ASCENDING), ("leaseUntil", ASCENDING)]),
         IndexModel([("projectId", ASCENDING)]),

@@ -11,6 +11,7 @@ from schema.enums import ProjectRoleEnum
 from schema.inputs import as_input
 from schema.organizations import Organization
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
+from schema.saved_filters import SavedFilter, project_filter, project_filters
 from schema.users import Membership
 
 if TYPE_CHECKING:
@@ -49,6 +50,16 @@ class Project(Node):
         from schema.datasets import project_datasets
 
         return await project_datasets(info, object_id(self.id), first, after)
+
+    @strawberry.field(description="The project's saved DQL queries, by name.")
+    async def saved_filters(
+        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Connection[SavedFilter]:
+        return await project_filters(info, object_id(self.id), first, after)
+
+    @strawberry.field(description="One saved DQL query, by name.")
+    async def saved_filter(self, info: strawberry.Info, name: str) -> SavedFilter:
+        return await project_filter(info, object_id(self.id), name)
 
     @strawberry.field
     async def members(

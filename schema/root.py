@@ -16,6 +16,7 @@ from schema.items import Item, ItemMutations, ItemQueries
 from schema.organizations import Organization, OrganizationMutations, OrganizationQueries
 from schema.projects import Project, ProjectMutations, ProjectQueries
 from schema.relay import Node
+from schema.saved_filters import SavedFilterMutations
 
 NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Node]]] = {
     "organizations": ({"project_field": None, "org_field": "_id"}, Organization.from_doc),
@@ -71,5 +72,6 @@ class Mutation(
     ItemMutations,
     AnnotationMutations,
     CommandMutations,
+    SavedFilterMutations,
 ):
     pass
