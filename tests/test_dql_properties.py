@@ -33,9 +33,10 @@ MAX_FILTER_DEPTH = 5
 IDS = [ObjectId(f"{i:024x}") for i in range(1, 22)]
 DATES = [datetime(2024, 1, day, 12, tzinfo=UTC) for day in (1, 2, 3)]
 KEYS = ["a", "b", "0", "1"]
-STRINGS = ["", "a", "b", "A", "ab", "ba", "aab", "a.b", "a\n", "\na", "é", "aé", "*", "a?b"]
+# Hypothesis favours the first entries of a list: the subtle values come first.
+STRINGS = ["a\n", "a.b", "é", "aé", "\na", "a?b", "*", "", "a", "b", "A", "ab", "ba", "aab"]
 TEXT = st.one_of(st.sampled_from(STRINGS), st.text(alphabet="ab.*?é\n", max_size=3))
-NUMBERS = st.sampled_from([0, 1, 2, -1, 2**53, 2**53 + 1, 0.5, 1.0, -0.0, 2.0, float(2**53)])
+NUMBERS = st.sampled_from([2**53 + 1, float(2**53), 2**53, 1, 1.0, 0, -0.0, 0.5, 2, -1, 2.0])
 ODD_NUMBERS = st.sampled_from([float("nan"), float("inf"), float("-inf"), 2**63 - 1])
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, TEXT)
 
@@ -155,16 +156,16 @@ class Vocabulary:
         return scalars
 
     def condition(self, field: str) -> st.SearchStrategy[Any]:
-        ops = ["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"]
-        if field not in ("id", "createdAt"):
-            ops.append("$glob")
+        ops = ["$glob", "$ne", "$gt", "$nin", "$lte", "$exists", "$eq", "$in", "$gte", "$lt"]
+        if field in ("id", "createdAt"):
+            ops.remove("$glob")
         operators = st.lists(
             st.sampled_from(ops).flatmap(lambda op: self.operand(field, op).map(lambda v: (op, v))),
             min_size=1,
             max_size=2,
             unique_by=lambda pair: pair[0],
         ).map(dict)
-        return st.one_of(self.scalars(field), operators, operators)
+        return st.one_of(operators, self.scalars(field))
 
     def field_filters(self) -> st.SearchStrategy[dict[str, Any]]:
         return st.lists(
