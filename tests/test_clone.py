@@ -147,3 +147,12 @@ async def test_clone_of_another_orgs_dataset_is_not_found_and_starts_nothing(mem
     assert code == "NOT_FOUND"
     assert await db.commands.count_documents({}) == 0
     assert await db.datasets.count_documents({"name": "stolen"}) == 0
+
+
+async def test_another_orgs_command_is_not_found(member):
+    world = await make_world(member)
+    started = await world.client.data(CLONE, id=world.dataset, input={"name": "copy"})
+    command_id = started["cloneDataset"]["id"]
+    stranger = await make_world(member, org="beta")
+    assert await stranger.client.code(COMMAND, id=command_id) == "NOT_FOUND"
+    assert (await world.client.data(COMMAND, id=command_id))["command"]["status"] == "created"

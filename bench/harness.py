@@ -1,0 +1,448 @@
+"""What Loom's benchmarks share: databases, uvicorn servers in child processes, a lean
+keep-alive HTTP/1.1 load generator, CPU accounting and result tables.
+
+A benchmark script runs in two modes: the benchmark itself, and `--serve KIND --port N
+--parent PID` in a child process, where it builds its app and hands it to `run_uvicorn`.
+`Server` starts such a child from the benchmark; `run_load` drives it with `concurrency`
+keep-alive connections and returns a `Result`.
+"""
+
+import asyncio
+import contextlib
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+
+READY_TIMEOUT_S = 60.0
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+HTTP_IMPL = "httptools" if _has("httptools") else "h11"
+LOOP_IMPL = "uvloop" if _has("uvloop") else "asyncio"
+
+
+# --- server mode: a child process running uvicorn -------------------------------------------
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A server whose benchmark died (even by SIGKILL) must not outlive it."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def run_uvicorn(app: Any, port: int, parent: int, websockets: bool = False) -> None:
+    """Serve `app` on 127.0.0.1:`port` until terminated, or until `parent` is gone."""
+    import uvicorn
+
+    _exit_with_parent(parent)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        http=HTTP_IMPL,
+        loop=LOOP_IMPL,
+        ws="websockets-sansio" if websockets else "none",
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+
+
+def loom_app() -> Any:
+    """Loom's gateway as `loom serve` builds it, configured by the LOOM_* environment."""
+    from gateway import logs
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    logs.configure("WARNING")
+    return create_app(Settings())
+
+
+def run_async(work: Awaitable[Any]) -> Any:
+    """Run a coroutine on the event loop the servers use (uvloop when installed)."""
+    if LOOP_IMPL == "uvloop":
+        import uvloop
+
+        return uvloop.run(work)
+    return asyncio.run(work)
+
+
+# --- databases --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def database_urls() -> Iterator[tuple[str, str, str]]:
+    """(mongodb_url, redis_url, origin): the caller's servers, or a throw-away embedded stack."""
+    mongodb_url, redis_url = os.environ.get("LOOM_MONGODB_URL"), os.environ.get("LOOM_REDIS_URL")
+    if mongodb_url and redis_url:
+        yield mongodb_url, redis_url, "LOOM_MONGODB_URL / LOOM_REDIS_URL"
+        return
+    from gateway.embedded import EmbeddedStack
+
+    with (
+        tempfile.TemporaryDirectory(prefix="loom-bench-") as root,
+        EmbeddedStack(Path(root) / "stack", persistent=False, lib_dir=REPO / ".loom" / "lib") as s,
+    ):
+        yield s.mongodb_url, s.redis_url, "embedded stack (throw-away)"
+
+
+async def with_db(
+    mongodb_url: str, db_name: str, work: Callable[[Any, Any], Awaitable[Any]]
+) -> Any:
+    """`work(client, db)` with a client configured as Loom's, closed afterwards."""
+    from gateway.connections import mongo_client
+    from gateway.settings import Settings
+
+    client = mongo_client(mongodb_url, Settings(mongodb_url=mongodb_url))
+    try:
+        return await work(client, client[db_name])
+    finally:
+        await client.close()
+
+
+def drop_database(mongodb_url: str, db_name: str) -> None:
+    async def work(client: Any, _: Any) -> None:
+        await client.drop_database(db_name)
+
+    asyncio.run(with_db(mongodb_url, db_name, work))
+
+
+def server_env(mongodb_url: str, redis_url: str, db_name: str) -> dict[str, str]:
+    """The environment of a server child: Loom's settings pointing at the benchmark's data."""
+    return {
+        **os.environ,
+        "LOOM_MONGODB_URL": mongodb_url,
+        "LOOM_REDIS_URL": redis_url,
+        "LOOM_DB_NAME": db_name,
+        "LOOM_LOG_LEVEL": "WARNING",
+    }
+
+
+# --- benchmark mode: servers ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One uvicorn in a child process: `script --serve KIND --port N --parent PID [extra]`."""
+
+    def __init__(
+        self, script: str, kind: str, env: dict[str, str], extra: tuple[str, ...] = ()
+    ) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, script, "--serve", kind, "--port", str(self.port)]
+        argv += ["--parent", str(os.getpid()), *extra]
+        self.process = subprocess.Popen(argv, cwd=REPO, env=env)
+
+    def wait_ready(self, probe: httpx.Request) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = "no answer yet"
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise SystemExit(f"{self.kind} server exited with {self.process.returncode}")
+                try:
+                    response = client.send(probe)
+                    if response.status_code == 200:
+                        return
+                    last = f"{response.status_code} {response.text[:200]}"
+                except httpx.TransportError as exc:
+                    last = repr(exc)
+                time.sleep(0.05)
+        raise SystemExit(f"{self.kind} server not ready after {READY_TIMEOUT_S}s: {last}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def describe(servers: list[Server]) -> str:
+    return ", ".join(f"{s.kind} {s.url} (pid {s.process.pid})" for s in servers)
+
+
+# --- CPU accounting ---------------------------------------------------------------------------
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of one process so far (Linux /proc), None where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds all cores spent not idle so far (Linux /proc/stat), None where unavailable."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Cores' worth of CPU used during a window by the server, this load generator, and the rest
+    (the databases, the other server idling, the OS)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+
+    def __enter__(self) -> "CpuMeter":
+        self._t0 = time.perf_counter()
+        self._server0 = process_cpu_s(self.server_pid)
+        self._client0 = time.process_time()
+        self._busy0 = machine_busy_s()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        wall = time.perf_counter() - self._t0
+        server1, busy1 = process_cpu_s(self.server_pid), machine_busy_s()
+        self.client = (time.process_time() - self._client0) / wall
+        self.server = None if server1 is None else (server1 - self._server0) / wall
+        self.total = None if busy1 is None else (busy1 - self._busy0) / wall
+        self.other = (
+            None
+            if self.total is None or self.server is None
+            else max(0.0, self.total - self.server - self.client)
+        )
+
+
+def cores(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
+# --- load generation --------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+    cpu: CpuMeter
+    snapshots: tuple[Any, Any] = (None, None)
+    """What `snapshot` (see `drive`) returned just before and just after the measured window."""
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+class BadResponse(RuntimeError):
+    pass
+
+
+Check = Callable[[int, bytes], None]
+"""Raises BadResponse unless (status, body) is the answer expected."""
+
+
+class KeepAliveConnection:
+    """A minimal HTTP/1.1 client on one keep-alive connection.
+
+    A full client (httpx) spends more CPU per request than the bare server it measures, which
+    would make the baseline a measure of the load generator; this one spends a fraction.
+    """
+
+    def __init__(self, port: int, request: bytes) -> None:
+        self.port = port
+        self.request = request
+
+    async def __aenter__(self) -> "KeepAliveConnection":
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+    async def send(self) -> tuple[int, bytes]:
+        self.writer.write(self.request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in lines[1:]
+            if line.lower().startswith(b"content-length:")
+        )
+        return status, await self.reader.readexactly(length)
+
+
+def post_request(path: str, body: bytes, key: str) -> bytes:
+    """The bytes of one HTTP/1.1 POST with a JSON body and a bearer key, sent again and again."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def drive(
+    name: str,
+    server: Server,
+    request: bytes,
+    check: Check,
+    concurrency: int,
+    warmup: int,
+    seconds: float,
+    snapshot: Callable[[], Awaitable[Any]] | None = None,
+) -> Result:
+    """`concurrency` connections send `request`: `warmup` requests in all, then as many as fit
+    in `seconds`, every response checked; latencies and CPU are recorded for the latter only.
+
+    `snapshot()`, if given, runs when no request is in flight just before and just after the
+    measured window (e.g. to read a server-side counter); both results land in the Result.
+    """
+    latencies: list[float] = []
+    clock = time.perf_counter
+    remaining = [warmup]
+    warm = [0]
+    warmed, started = asyncio.Event(), asyncio.Event()
+    deadline = 0.0
+
+    async def worker() -> None:
+        async with KeepAliveConnection(server.port, request) as connection:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                check(*await connection.send())
+            warm[0] += 1
+            if warm[0] == concurrency:
+                warmed.set()
+            await started.wait()
+            while (begun := clock()) < deadline:
+                check(*await connection.send())
+                latencies.append((clock() - begun) * 1000)
+
+    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    await warmed.wait()
+    before = await snapshot() if snapshot else None
+    with CpuMeter(server.process.pid) as cpu:
+        start = clock()
+        deadline = start + seconds
+        started.set()
+        await asyncio.gather(*workers)
+        elapsed = clock() - start
+    after = await snapshot() if snapshot else None
+    return Result(name, len(latencies), elapsed, latencies, cpu, (before, after))
+
+
+def run_load(
+    name: str,
+    server: Server,
+    request: bytes,
+    check: Check,
+    concurrency: int,
+    warmup: int,
+    seconds: float,
+    snapshot: Callable[[], Awaitable[Any]] | None = None,
+) -> Result:
+    print(f"  {name}: {warmup} warm-up requests, then {seconds:g}s ...", flush=True)
+    return run_async(drive(name, server, request, check, concurrency, warmup, seconds, snapshot))
+
+
+# --- reporting --------------------------------------------------------------------------------
+
+
+def machine_info(concurrency: int) -> str:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    return (
+        f"cpu_count={os.cpu_count()} usable={affinity} {platform.machine()} "
+        f"{platform.system()} {platform.release()}; python {platform.python_version()}; "
+        f"uvicorn http={HTTP_IMPL} loop={LOOP_IMPL}; "
+        f"concurrency={concurrency} (load generator shares the cores with servers and databases)"
+    )
+
+
+RESULT_COLUMNS = (
+    "server",
+    "requests",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "cpu:server",
+    "cpu:loadgen",
+    "cpu:other",
+)
+
+
+def result_row(r: Result) -> tuple[str, ...]:
+    """One row under RESULT_COLUMNS."""
+    return (
+        r.name,
+        str(r.requests),
+        f"{r.rps:.1f}",
+        f"{r.percentile(50):.2f}",
+        f"{r.percentile(99):.2f}",
+        cores(r.cpu.server),
+        cores(r.cpu.client),
+        cores(r.cpu.other),
+    )
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """A header row, a rule, then the rows: first column left-aligned, the others right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print()
+    for i, row in enumerate(rows):
+        print(
+            "  ".join(
+                cell.rjust(w) if j else cell.ljust(w)
+                for j, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def print_cpu_legend() -> None:
+    print(
+        "cpu columns: cores' worth of CPU during the measured window (of "
+        f"{os.cpu_count()}); 'other' = mongod, valkey, the idle server, the OS"
+    )
