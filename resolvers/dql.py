@@ -341,7 +341,9 @@ def _scalar(value: Any, kind: str | None, where: str) -> Any:
     """A JSON scalar as MongoDB will see it: ids and dates converted, the rest checked."""
     if value is None:
         return None
-    if isinstance(value, dict | list):
+    if isinstance(value, str):
+        value = _string(value, where)
+    elif not isinstance(value, int | float):
         raise BadUserInput(f"{where} must be a string, number, boolean or null", field=where)
     if kind == "id":
         return object_id(value, where)
@@ -349,19 +351,11 @@ def _scalar(value: Any, kind: str | None, where: str) -> Any:
         if not isinstance(value, str):
             raise BadUserInput(f"{where} must be an ISO-8601 date string", field=where)
         return _datetime(value, where)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if not -_INT64 <= value < _INT64:
-            raise BadUserInput(f"{where} does not fit in 64 bits", field=where)
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise BadUserInput(f"{where} must be a finite number", field=where)
-        return value
-    if isinstance(value, str):
-        return _string(value, where)
-    raise BadUserInput(f"{where} must be a string, number, boolean or null", field=where)
+    if isinstance(value, int) and not -_INT64 <= value < _INT64:
+        raise BadUserInput(f"{where} does not fit in 64 bits", field=where)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadUserInput(f"{where} must be a finite number", field=where)
+    return value
 
 
 def _string(value: str, where: str) -> str:
@@ -432,9 +426,8 @@ def _sort(resource: str, sort: Any) -> list[tuple[str, int]]:
     for wire, direction in sort.items():
         where = f"sort.{wire}"
         path = _path(resource, wire, where)
-        if isinstance(direction, bool) or not isinstance(direction, str | int):
-            direction = None
-        if direction not in _DIRECTIONS:
+        known = isinstance(direction, str | int) and not isinstance(direction, bool)
+        if not known or direction not in _DIRECTIONS:
             raise BadUserInput(f"{where} must be ascending, descending, 1 or -1", field=where)
         keys.append((".".join(path), _DIRECTIONS[direction]))
     return keys
@@ -444,7 +437,7 @@ def _page(page: Any) -> int:
     if page is None:
         return 0
     if isinstance(page, bool) or not isinstance(page, int) or page < 0:
-        raise BadUserInput("page must be an integer ≥ 0", field="page")
+        raise BadUserInput("page must be a whole number, 0 or more", field="page")
     return page
 
 
@@ -452,7 +445,7 @@ def _page_size(page_size: Any) -> int | None:
     if page_size is None:
         return None
     if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-        raise BadUserInput("pageSize must be an integer ≥ 1", field="pageSize")
+        raise BadUserInput("pageSize must be a whole number, 1 or more", field="pageSize")
     if page_size > MAX_PAGE_SIZE:
         raise LimitExceeded("maxDqlPageSize", MAX_PAGE_SIZE, f"pageSize={page_size} is too large")
     return page_size
@@ -551,7 +544,7 @@ def _holds(op: str, arg: Any, values: list[Any]) -> bool:
     if op in _NEGATIONS:
         return not _holds(_NEGATIONS[op], arg, values)
     if op == "$exists":
-        return any(value is not _MISSING for value in values) is arg
+        return any(value is not _MISSING for value in values) == arg
     if op == "$eq":
         return any(_equals(value, arg) for value in values)
     if op == "$in":

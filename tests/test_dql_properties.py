@@ -39,27 +39,28 @@ NUMBERS = st.sampled_from([2**53 + 1, float(2**53), 2**53, 1, 1.0, 0, -0.0, 0.5,
 ODD_NUMBERS = st.sampled_from([float("nan"), float("inf"), float("-inf"), 2**63 - 1])
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, TEXT)
 
+LEAVES = st.one_of(SCALARS, TEXT, ODD_NUMBERS, st.sampled_from(DATES))
+FLAT = st.one_of(LEAVES, st.lists(LEAVES, max_size=3))
 STORED = st.recursive(
-    st.one_of(SCALARS, TEXT, ODD_NUMBERS, st.sampled_from(DATES)),
+    LEAVES,
     lambda inner: st.one_of(
-        st.lists(inner, max_size=3),
-        st.dictionaries(st.sampled_from(KEYS), inner, max_size=3),
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)
     ),
-    max_leaves=6,
+    max_leaves=4,
 )
 SUBDOCUMENTS = st.one_of(st.dictionaries(st.sampled_from(KEYS), STORED, max_size=4), STORED)
 DOCUMENTS = st.lists(
     st.fixed_dictionaries(
         {},
         optional={
-            "dir": st.one_of(TEXT, STORED),
-            "name": st.one_of(TEXT, STORED),
-            "size": STORED,
-            "width": STORED,
-            "hidden": STORED,
+            "dir": st.one_of(TEXT, FLAT),
+            "name": st.one_of(TEXT, FLAT),
+            "size": FLAT,
+            "width": FLAT,
+            "hidden": FLAT,
             "tags": st.lists(TEXT, max_size=3),
-            "annotated": STORED,
-            "createdAt": st.one_of(st.sampled_from(DATES), STORED),
+            "annotated": FLAT,
+            "createdAt": st.one_of(st.sampled_from(DATES), FLAT),
             "metadata": st.fixed_dictionaries(
                 {}, optional={"user": SUBDOCUMENTS, "system": SUBDOCUMENTS}
             ),
@@ -205,15 +206,13 @@ def collection(stack: dict[str, str]) -> Iterator[Collection]:
 
 
 def test_in_memory_matching_agrees_with_mongodb(collection: Collection) -> None:
-    checked = {"filters": 0, "documents": 0}
+    checked = 0
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    # Batches of documents are big by design: a loaded machine must not fail the health check.
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(documents=DOCUMENTS, data=st.data())
     def agree(documents: list[dict[str, Any]], data: st.DataObject) -> None:
+        nonlocal checked
         filters = data.draw(
             st.lists(
                 _filters(Vocabulary(documents)),
@@ -228,8 +227,7 @@ def test_in_memory_matching_agrees_with_mongodb(collection: Collection) -> None:
             found = [doc["_id"] for doc in collection.find(to_mongo("items", filter_), ["_id"])]
             matched = [doc["_id"] for doc in stored if matches("items", filter_, doc)]
             assert sorted(matched) == sorted(found), filter_
-        checked["filters"] += len(filters)
-        checked["documents"] += len(filters) * len(stored)
+        checked += len(filters)
 
     agree()
-    assert checked["filters"] >= EXAMPLES * FILTERS_PER_EXAMPLE
+    assert checked >= EXAMPLES * FILTERS_PER_EXAMPLE
