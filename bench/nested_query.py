@@ -478,8 +478,18 @@ def report(loom: Result, baseline: Result) -> bool:
     return met
 
 
+def background_cores(seconds: float = 1.0) -> str:
+    """Cores' worth of CPU the machine spends before the benchmark starts anything: other
+    work sharing the cores skews every figure."""
+    busy0 = harness.machine_busy_s()
+    time.sleep(seconds)
+    busy1 = harness.machine_busy_s()
+    return harness.cores(None if busy0 is None or busy1 is None else (busy1 - busy0) / seconds)
+
+
 def benchmark(seconds: float, warmup: int, concurrency: int) -> int:
     print(f"machine: {harness.machine_info(concurrency)}", flush=True)
+    print(f"background load before the run: {background_cores()} cores busy", flush=True)
     servers: list[Server] = []
     with harness.database_urls() as (mongodb_url, redis_url, origin):
         db_name = f"bench_{uuid.uuid4().hex[:12]}"
@@ -585,6 +595,10 @@ def print_profile(stats: pstats.Stats, requests: int, top: int) -> None:
             per = 1000 / requests
             print(f"{calls:>9} {tt * per:>10.3f} {ct * per:>10.3f}  {label(key)}")
 
+    print(
+        "\ncoroutines: each resumption counts as a call, and cumulative time covers the time a "
+        "coroutine runs, not the time it waits (DataLoader batches run in their own tasks)"
+    )
     table(f"top {top} by cumulative time", 3, top)
     table("top 20 by own time", 2, 20)
     loom = tuple(str(REPO / d) for d in ("gateway", "resolvers", "schema", "triggers"))
@@ -604,20 +618,25 @@ async def _profile_run(
     from gateway.app import create_app
 
     logs.configure("WARNING")
-    payload = {"query": QUERY}
-    headers = {"authorization": f"Bearer {key}"}
+    body = json.dumps({"query": QUERY}).encode()
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     loom, baseline = create_app(settings), baseline_app(settings)
+    profiler = cProfile.Profile()
 
-    async def timed(app: Any, n: int) -> float:
-        """ms per request; responses are checked afterwards, outside the timing (and the
-        profile)."""
+    async def timed(app: Any, n: int, profiled: bool = False) -> float:
+        """ms per request, one at a time; responses are checked after the timing (and the
+        profile) ends."""
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            if profiled:
+                profiler.enable()
             started = time.perf_counter()
             responses = [
-                await client.post("/graphql", json=payload, headers=headers) for _ in range(n)
+                await client.post("/graphql", content=body, headers=headers) for _ in range(n)
             ]
             elapsed = time.perf_counter() - started
+            if profiled:
+                profiler.disable()
         for response in responses:
             check(response.status_code, response.content)
         return elapsed * 1000 / n
@@ -626,17 +645,16 @@ async def _profile_run(
         await timed(loom, warmup)
         await timed(baseline, warmup)
         figures = {"loom": await timed(loom, requests), "baseline": await timed(baseline, requests)}
-        profiler = cProfile.Profile()
-        profiler.enable()
-        figures["loom under cProfile"] = await timed(loom, requests)
-        profiler.disable()
+        figures["loom under cProfile"] = await timed(loom, requests, profiled=True)
     return figures, pstats.Stats(profiler)
 
 
-def profile(requests: int, warmup: int, top: int) -> int:
+def profile(requests: int, warmup: int, top: int, dump: str | None) -> int:
     from gateway.settings import Settings
 
-    print(f"machine: {harness.machine_info(1)}", flush=True)
+    machine = harness.machine_info(1).partition("; uvicorn")[0]
+    print(f"machine: {machine}; loop={harness.LOOP_IMPL}", flush=True)
+    print(f"background load before the run: {background_cores()} cores busy", flush=True)
     with harness.database_urls() as (mongodb_url, redis_url, origin):
         db_name = f"bench_{uuid.uuid4().hex[:12]}"
         print(f"databases: {origin}; db={db_name}", flush=True)
@@ -657,6 +675,9 @@ def profile(requests: int, warmup: int, top: int) -> int:
                 + f"  (loom / baseline = {figures['loom'] / figures['baseline']:.2f}x)"
             )
             print_profile(stats, requests, top)
+            if dump:
+                stats.dump_stats(dump)
+                print(f"\nprofile written to {dump} (python -m pstats {dump})")
         finally:
             with contextlib.suppress(Exception):
                 harness.drop_database(mongodb_url, db_name)
@@ -673,6 +694,7 @@ def main() -> int:
     )
     parser.add_argument("--profile-requests", type=int, default=200, help="requests profiled")
     parser.add_argument("--top", type=int, default=25, help="functions listed by the profile")
+    parser.add_argument("--profile-out", metavar="PATH", help="also write the pstats file there")
     parser.add_argument("--serve", choices=["loom", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--parent", type=int, help=argparse.SUPPRESS)
@@ -682,7 +704,7 @@ def main() -> int:
         return 0
     try:
         if args.profile:
-            return profile(args.profile_requests, args.warmup, args.top)
+            return profile(args.profile_requests, args.warmup, args.top, args.profile_out)
         return benchmark(args.seconds, args.warmup, args.concurrency)
     except BadResponse as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)

@@ -312,8 +312,10 @@ async def of_items(
     """The annotations of already-visible items matching `query`, grouped by item, in one
     query — what the per-request loader batches every `item.annotations` field into."""
     grouped: dict[ObjectId, list[dict[str, Any]]] = {}
-    cursor = db.annotations.find({"$and": [{"itemId": {"$in": item_ids}}, query]}).sort(
-        [("itemId", 1), ("_id", 1)]
+    cursor = (
+        db.annotations.find({"$and": [{"itemId": {"$in": item_ids}}, query]})
+        .sort([("itemId", 1), ("_id", 1)])
+        .batch_size(MAX_BULK)
     )
     async for doc in cursor:
         grouped.setdefault(doc["itemId"], []).append(doc)

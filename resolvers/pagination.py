@@ -131,7 +131,9 @@ async def paginate_many(
         *({"$unionWith": {"coll": collection.name, "pipeline": branch(p)}} for p in others),
     ]
     grouped: dict[Any, list[dict[str, Any]]] = {parent: [] for parent in parent_ids}
-    async for doc in await collection.aggregate(pipeline):
+    # One batch holds every branch's page: no getMore round trip for the last few documents.
+    batch = len(parent_ids) * (request.first + 1) + 1
+    async for doc in await collection.aggregate(pipeline, batchSize=batch):
         grouped[doc[parent_field]].append(doc)
 
     def page(parent_id: Any, docs: list[dict[str, Any]]) -> Page:
