@@ -212,6 +212,7 @@ def _item(
         name=name,
         dir=directory,
         filename=directories.join(directory, name),
+        type="file",
         mimetype="image/png",
         size=blob.size,
         width=blob.width,

@@ -70,6 +70,7 @@ RESOURCE_FIELDS: dict[str, dict[str, str]] = {
         "width": "width",
         "height": "height",
         "hash": "sha256",
+        "type": "type",
         "tags": "tags",
         "hidden": "hidden",
         "description": "description",

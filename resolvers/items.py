@@ -1,4 +1,8 @@
-"""Items: files in a dataset with their metadata, tags and place in the directory tree."""
+"""Items: files in a dataset with their metadata, tags and place in the directory tree.
+
+Every item has `type: "file"`, as in Dataloop, whose default item filter (`{"type": "file",
+"hidden": false}`) users bring along with their DQL.
+"""
 
 import mimetypes
 from collections import Counter
@@ -92,6 +96,7 @@ async def upload_item(
         name=item_input.name,
         dir=directory,
         filename=filename,
+        type="file",
         mimetype=mimetype,
         size=upload.size,
         width=upload.width,

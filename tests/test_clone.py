@@ -79,6 +79,7 @@ async def _seed_items(db, dataset_id: ObjectId, count: int) -> None:
             name=f"{n:05}.bin",
             dir="/",
             filename=f"/{n:05}.bin",
+            type="file",
             mimetype="application/octet-stream",
             size=1,
             width=None,

@@ -216,3 +216,16 @@ async def test_nested_query_costs_the_same_reads_whatever_it_returns(
     assert large_cost[1:] == (12, 60)
     assert small_cost[0] == large_cost[0]
     assert large_cost[0] <= 7
+
+
+async def test_dataloop_default_item_filter_is_understood(member):
+    world = await make_world(member)
+    await world.upload("shown.png", image_bytes("PNG", 4, 4))
+    await world.upload("hidden.png", image_bytes("PNG", 5, 5), hidden=True)
+    dataloop_default = {
+        "resource": "items",
+        "filter": {"$and": [{"hidden": False}, {"type": "file"}]},
+        "page": 0,
+        "pageSize": 1000,
+    }
+    assert await _names(world, filter=dataloop_default) == ["shown.png"]
