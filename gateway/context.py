@@ -17,6 +17,7 @@ from resolvers.api_keys import authenticate
 from resolvers.errors import NotFound, Unauthenticated
 from resolvers.pagination import Page
 from triggers import commands
+from triggers import executions as execution_jobs
 
 
 def by_id(db: AsyncDatabase, collection: str) -> DataLoader[ObjectId, dict[str, Any]]:
@@ -143,6 +144,9 @@ class Context:
 
     async def enqueue_command(self, command: dict[str, Any]) -> None:
         await commands.enqueue(self.connections.redis, command)
+
+    async def enqueue_execution(self, execution: dict[str, Any]) -> None:
+        await execution_jobs.enqueue(self.connections.redis, execution)
 
     async def _authenticate(self) -> Access:
         if self.api_key is None:

@@ -43,6 +43,12 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("projectId", ASCENDING)]),
     ],
     "saved_filters": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],
+    "services": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],
+    "executions": [
+        IndexModel([("status", ASCENDING), ("leaseUntil", ASCENDING)]),
+        IndexModel([("serviceId", ASCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("projectId", ASCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)]),
+    ],
     "commands": [
         IndexModel([("status", ASCENDING), ("leaseUntil", ASCENDING)]),
         IndexModel([("projectId", ASCENDING)]),

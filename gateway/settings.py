@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     command_lease_s: float = Field(30.0, gt=0)
     command_sweep_s: float = Field(10.0, gt=0)
     clone_batch_size: int = Field(500, ge=1, le=5000)
+    execution_lease_s: float = Field(30.0, gt=0)
+    reaper_interval_s: float = Field(5.0, gt=0)
     limits: Limits = Field(default_factory=Limits)
 
     @property

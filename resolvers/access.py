@@ -50,6 +50,8 @@ class Action(StrEnum):
     MANAGE_DATASETS = "create, change or delete datasets"
     WRITE_ITEMS = "upload, change or delete items"
     WRITE_ANNOTATIONS = "create, change or delete annotations"
+    MANAGE_SERVICES = "create, change or delete services"
+    RUN_EXECUTIONS = "execute, terminate or rerun functions"
 
 
 _ALL_ORG_ROLES = frozenset(OrgRole)
@@ -70,6 +72,8 @@ ORG_GRANTS: dict[Action, frozenset[OrgRole]] = {
     Action.MANAGE_DATASETS: _ORG_MANAGERS,
     Action.WRITE_ITEMS: _ORG_MANAGERS,
     Action.WRITE_ANNOTATIONS: _ORG_MANAGERS,
+    Action.MANAGE_SERVICES: _ORG_MANAGERS,
+    Action.RUN_EXECUTIONS: _ORG_MANAGERS,
 }
 """Actions granted by an organization role, on the organization and all its projects."""
 
@@ -83,6 +87,8 @@ PROJECT_GRANTS: dict[Action, frozenset[ProjectRole]] = {
         {ProjectRole.OWNER, ProjectRole.DEVELOPER, ProjectRole.ANNOTATION_MANAGER}
     ),
     Action.WRITE_ANNOTATIONS: _ALL_PROJECT_ROLES,
+    Action.MANAGE_SERVICES: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
+    Action.RUN_EXECUTIONS: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
 }
 """Actions granted by a project role, on that project only."""
 

@@ -16,6 +16,7 @@ from schema.users import Membership
 
 if TYPE_CHECKING:
     from schema.datasets import Dataset
+    from schema.services import Service
 
 
 @strawberry.type(description="A member of a project and its role there.")
@@ -50,6 +51,14 @@ class Project(Node):
         from schema.datasets import project_datasets
 
         return await project_datasets(info, object_id(self.id), first, after)
+
+    @strawberry.field(description="The project's services, by name.")
+    async def services(
+        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Connection[Annotated["Service", strawberry.lazy("schema.services")]]:
+        from schema.services import project_services
+
+        return await project_services(info, object_id(self.id), first, after)
 
     @strawberry.field(description="The project's saved DQL queries, by name.")
     async def saved_filters(

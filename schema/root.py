@@ -17,6 +17,7 @@ from schema.organizations import Organization, OrganizationMutations, Organizati
 from schema.projects import Project, ProjectMutations, ProjectQueries
 from schema.relay import Node
 from schema.saved_filters import SavedFilterMutations
+from schema.services import Execution, Service, ServiceMutations, ServiceQueries
 
 NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Node]]] = {
     "organizations": ({"project_field": None, "org_field": "_id"}, Organization.from_doc),
@@ -24,6 +25,8 @@ NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Nod
     "datasets": ({}, Dataset.from_doc),
     "items": ({}, Item.from_doc),
     "annotations": ({}, Annotation.from_doc),
+    "services": ({}, Service.from_doc),
+    "executions": ({}, Execution.from_doc),
 }
 """Collection → (where its access scope finds org and project ids, its GraphQL type)."""
 
@@ -56,6 +59,7 @@ class Query(
     ItemQueries,
     AnnotationQueries,
     CommandQueries,
+    ServiceQueries,
 ):
     @strawberry.field(description="Any object by its id, if the caller may see it.")
     async def node(self, info: strawberry.Info, id: strawberry.ID) -> Node | None:
@@ -73,5 +77,6 @@ class Mutation(
     AnnotationMutations,
     CommandMutations,
     SavedFilterMutations,
+    ServiceMutations,
 ):
     pass

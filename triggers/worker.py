@@ -4,7 +4,8 @@ Each worker registers itself in MongoDB's `workers` collection and renews a hear
 operators (and, later, the execution reaper) know which workers are alive; a worker that stops
 cleanly removes its entry, one that is killed expires by TTL. The `ping` job answers with the
 worker's id: the cheapest proof that the queue path gateway → Redis → worker works.
-`run_command` carries out Commands (triggers/commands.py).
+`run_command` carries out Commands (triggers/commands.py), `run_execution` runs service
+functions (triggers/executions.py).
 """
 
 import asyncio
@@ -20,8 +21,10 @@ from gateway.connections import mongo_client
 from gateway.settings import Settings
 from resolvers.timestamps import now
 from triggers.commands import run_command, sweep_forever
+from triggers.executions import reap_forever, requeue_waiting, run_execution
 
 HEARTBEAT_INTERVAL_S = 10.0
+MAX_EXECUTION_S = 7 * 24 * 3600
 
 
 def worker_id() -> str:
@@ -56,7 +59,9 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         ctx["loops"] = [
             asyncio.create_task(_heartbeat_forever(ctx)),
             asyncio.create_task(sweep_forever(ctx)),
+            asyncio.create_task(reap_forever(ctx)),
         ]
+        await requeue_waiting(ctx)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         for loop in ctx["loops"]:
@@ -67,9 +72,11 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         await ctx["mongo"].close()
 
     return Worker(
-        functions=[ping, run_command],
+        functions=[ping, run_command, run_execution],
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         on_startup=startup,
         on_shutdown=shutdown,
+        # Executions enforce their services' own timeouts; arq's must never cut them short.
+        job_timeout=MAX_EXECUTION_S + 60,
         **{"handle_signals": True, **overrides},
     )

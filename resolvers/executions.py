@@ -1,0 +1,304 @@
+"""Executions: one run of a service's function, from `created` to a final status.
+
+MongoDB holds the truth. Every status change is a conditional update, so two workers can never
+both run one execution, and a late worker cannot overwrite a termination. A running execution
+holds a lease its worker renews; a lapsed lease means a lost worker, and `reap` reruns or fails
+the execution according to the service's `onReset`.
+
+    created → inProgress → success | failed | terminated
+       └───────────────────────────→ terminated   (terminated before it started)
+"""
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from bson import ObjectId
+from pydantic import Field
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from resolvers import functions
+from resolvers.access import Access, Action
+from resolvers.errors import BadUserInput, Conflict
+from resolvers.inputs import Input, object_id, parse
+from resolvers.pagination import Page, PageRequest, paginate
+from resolvers.services import OnReset, get_service
+from resolvers.timestamps import new_document, now
+
+MAX_LOG_LINES = 1000
+RESOURCES = {"itemId": "items", "datasetId": "datasets", "annotationId": "annotations"}
+
+
+class Status(StrEnum):
+    CREATED = "created"
+    IN_PROGRESS = "inProgress"
+    SUCCESS = "success"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    TERMINATED = "terminated"
+
+
+FINAL = [str(s) for s in (Status.SUCCESS, Status.FAILED, Status.ABORTED, Status.TERMINATED)]
+
+
+class ExecuteInput(Input):
+    function: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    item_id: str | None = None
+    dataset_id: str | None = None
+    annotation_id: str | None = None
+
+
+def _entry(status: Status, message: str = "") -> dict[str, Any]:
+    return {"status": str(status), "time": now(), "message": message}
+
+
+async def _resource(access: Access, request: ExecuteInput, project_id: ObjectId) -> dict | None:
+    """The one resource the execution is about, visible to the caller and in its project."""
+    given = {
+        key: value
+        for key, value in request.model_dump(by_alias=True).items()
+        if key in RESOURCES and value is not None
+    }
+    if len(given) > 1:
+        raise BadUserInput("Name at most one of itemId, datasetId, annotationId")
+    if not given:
+        return None
+    ((key, value),) = given.items()
+    doc = await access.visible(
+        RESOURCES[key], object_id(value, key), project_field="projectId", entity=key[:-2]
+    )
+    if doc["projectId"] != project_id:
+        raise BadUserInput(f"{key} is not in the service's project", field=key)
+    return {"type": RESOURCES[key][:-1], "id": doc["_id"]}
+
+
+async def create_execution(
+    access: Access, service_id: ObjectId, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Validate and record an execution; the caller queues it (its job id is its id)."""
+    service = await get_service(access, service_id)
+    await access.require_project(service, Action.RUN_EXECUTIONS)
+    request = parse(ExecuteInput, data)
+    if request.function not in service["functions"]:
+        raise BadUserInput(
+            f"Service {service['name']!r} has no function {request.function!r}",
+            field="function",
+        )
+    if not service["active"]:
+        raise Conflict(f"Service {service['name']!r} is not active")
+    execution_input = functions.validate_input(request.function, request.input)
+    resource = await _resource(access, request, service["projectId"])
+    doc = new_document(
+        access.user_id,
+        orgId=service["orgId"],
+        projectId=service["projectId"],
+        serviceId=service_id,
+        function=request.function,
+        input=execution_input,
+        resource=resource,
+        status=str(Status.CREATED),
+        statusLog=[_entry(Status.CREATED)],
+        attempts=0,
+        maxAttempts=service["maxAttempts"],
+        onReset=service["onReset"],
+        timeout=service["executionTimeout"],
+        progress={"percent": 0, "message": ""},
+        output=None,
+        error=None,
+        logs=[],
+        duration=None,
+        startedAt=None,
+        leaseUntil=None,
+        worker=None,
+        terminateRequested=False,
+    )
+    await access.db.executions.insert_one(doc)
+    return doc
+
+
+async def get_execution(access: Access, execution_id: ObjectId) -> dict[str, Any]:
+    return await access.visible(
+        "executions", execution_id, project_field="projectId", entity="Execution"
+    )
+
+
+async def list_executions(access: Access, query: dict[str, Any], page: PageRequest) -> Page:
+    scoped = {"$and": [await access.scope(), query]}
+    return await paginate(access.db.executions, scoped, page, [("createdAt", -1)])
+
+
+async def terminate(access: Access, execution_id: ObjectId) -> dict[str, Any]:
+    """Stop an execution: at once if it has not started, within a heartbeat if it runs."""
+    execution = await get_execution(access, execution_id)
+    await access.require_project(execution, Action.RUN_EXECUTIONS)
+    db = access.db
+    stopped = await db.executions.find_one_and_update(
+        {"_id": execution_id, "status": str(Status.CREATED)},
+        {
+            "$set": {"status": str(Status.TERMINATED), "updatedAt": now()},
+            "$push": {"statusLog": _entry(Status.TERMINATED, "terminated before it started")},
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+    if stopped is not None:
+        return stopped
+    requested = await db.executions.find_one_and_update(
+        {"_id": execution_id, "status": str(Status.IN_PROGRESS)},
+        {"$set": {"terminateRequested": True, "updatedAt": now()}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if requested is None:
+        raise Conflict(f"The execution is already {execution['status']}")
+    return requested
+
+
+async def rerun(access: Access, execution_id: ObjectId) -> dict[str, Any]:
+    """Run a finished execution again, as its next attempt; the caller queues it."""
+    execution = await get_execution(access, execution_id)
+    await access.require_project(execution, Action.RUN_EXECUTIONS)
+    again = await access.db.executions.find_one_and_update(
+        {"_id": execution_id, "status": {"$in": FINAL}},
+        {
+            "$set": {
+                "status": str(Status.CREATED),
+                "terminateRequested": False,
+                "progress": {"percent": 0, "message": ""},
+                "output": None,
+                "error": None,
+                "updatedAt": now(),
+            },
+            "$inc": {"maxAttempts": 1},
+            "$push": {"statusLog": _entry(Status.CREATED, "rerun requested")},
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+    if again is None:
+        raise Conflict(f"Only a finished execution can be rerun; it is {execution['status']}")
+    return again
+
+
+# -- the worker's side ------------------------------------------------------------------------
+
+
+async def claim(
+    db: AsyncDatabase, execution_id: ObjectId, worker: str, lease: timedelta
+) -> dict[str, Any] | None:
+    """Move `created` → `inProgress` for this worker; None if someone else did (or it ended)."""
+    moment = now()
+    return await db.executions.find_one_and_update(
+        {"_id": execution_id, "status": str(Status.CREATED)},
+        {
+            "$set": {
+                "status": str(Status.IN_PROGRESS),
+                "worker": worker,
+                "leaseUntil": moment + lease,
+                "startedAt": moment,
+                "updatedAt": moment,
+            },
+            "$inc": {"attempts": 1},
+            "$push": {"statusLog": _entry(Status.IN_PROGRESS, f"on {worker}")},
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+def _ours(execution: dict[str, Any]) -> dict[str, Any]:
+    return {"_id": execution["_id"], "worker": execution["worker"], "status": "inProgress"}
+
+
+async def heartbeat(
+    db: AsyncDatabase, execution: dict[str, Any], lease: timedelta
+) -> dict[str, Any] | None:
+    """Renew the lease; returns the current document (None if the execution is not ours)."""
+    return await db.executions.find_one_and_update(
+        _ours(execution),
+        {"$set": {"leaseUntil": now() + lease}},
+        projection={"terminateRequested": 1},
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+async def report_progress(
+    db: AsyncDatabase, execution: dict[str, Any], percent: int, message: str
+) -> None:
+    await db.executions.update_one(
+        _ours(execution),
+        {
+            "$set": {
+                "progress": {"percent": max(0, min(100, int(percent))), "message": message[:500]},
+                "updatedAt": now(),
+            }
+        },
+    )
+
+
+async def append_log(db: AsyncDatabase, execution: dict[str, Any], line: str) -> None:
+    await db.executions.update_one(
+        {"_id": execution["_id"]},
+        {"$push": {"logs": {"$each": [line[:2000]], "$slice": -MAX_LOG_LINES}}},
+    )
+
+
+async def finish(
+    db: AsyncDatabase,
+    execution: dict[str, Any],
+    status: Status,
+    *,
+    output: Any = None,
+    error: str | None = None,
+) -> bool:
+    """Record the end of the run; False if the execution was no longer ours to end."""
+    moment = now()
+    fields: dict[str, Any] = {
+        "status": str(status),
+        "output": output,
+        "error": error,
+        "leaseUntil": None,
+        "duration": (moment - execution["startedAt"]).total_seconds(),
+        "updatedAt": moment,
+    }
+    if status == Status.SUCCESS:
+        fields["progress"] = {"percent": 100, "message": "done"}
+    ended = await db.executions.update_one(
+        _ours(execution),
+        {"$set": fields, "$push": {"statusLog": _entry(status, error or "")}},
+    )
+    return ended.modified_count == 1
+
+
+async def reap(db: AsyncDatabase) -> list[dict[str, Any]]:
+    """Executions whose worker died: back to `created` (to be queued again) when their service
+    says rerun and attempts remain, else failed. Safe to run in every worker at once."""
+    requeue = []
+    lapsed = {"status": str(Status.IN_PROGRESS), "leaseUntil": {"$lt": now()}}
+    async for execution in db.executions.find(lapsed):
+        retry = (
+            execution["onReset"] == OnReset.RERUN
+            and execution["attempts"] < execution["maxAttempts"]
+        )
+        status = Status.CREATED if retry else Status.FAILED
+        message = "worker lost; rerunning" if retry else "worker lost; not rerun"
+        fields: dict[str, Any] = {"status": str(status), "leaseUntil": None, "updatedAt": now()}
+        if not retry:
+            fields["error"] = "The worker running this execution stopped (onReset: failed)"
+            if execution["onReset"] == OnReset.RERUN:
+                fields["error"] = f"The worker was lost on all {execution['attempts']} attempts"
+        updated = await db.executions.find_one_and_update(
+            {
+                "_id": execution["_id"],
+                "status": str(Status.IN_PROGRESS),
+                "leaseUntil": execution["leaseUntil"],
+            },
+            {"$set": fields, "$push": {"statusLog": _entry(status, message)}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if updated is not None and retry:
+            requeue.append(updated)
+    return requeue
+
+
+async def waiting(db: AsyncDatabase) -> list[dict[str, Any]]:
+    """Executions still `created`: after a Redis loss their jobs must be queued again."""
+    return await db.executions.find({"status": str(Status.CREATED)}, {"attempts": 1}).to_list()

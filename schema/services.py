@@ -1,0 +1,222 @@
+"""Services, the function registry, executions and their mutations."""
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from resolvers import executions, functions, services
+from resolvers.inputs import object_id
+from schema.inputs import as_input
+from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
+
+
+@strawberry.type(
+    description="A function installed on the workers (entry point group loom.functions)."
+)
+class Function:
+    name: str
+    description: str
+    input_schema: JSON
+
+
+@strawberry.type(description="One change of an execution's status.")
+class StatusChange:
+    status: str
+    time: datetime
+    message: str
+
+
+@strawberry.type(description="One run of a service's function.")
+class Execution(Node):
+    service_id: strawberry.ID
+    function: str
+    status: str = strawberry.field(
+        description="created | inProgress | success | failed | aborted | terminated"
+    )
+    status_log: list[StatusChange]
+    input: JSON
+    output: JSON | None
+    error: str | None
+    progress: JSON = strawberry.field(description="{percent, message}")
+    logs: list[str]
+    attempts: int
+    max_attempts: int
+    duration: float | None = strawberry.field(description="Seconds, once finished.")
+    resource: JSON | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "Execution":
+        resource = doc["resource"]
+        return cls(
+            id=strawberry.ID(str(doc["_id"])),
+            service_id=strawberry.ID(str(doc["serviceId"])),
+            function=doc["function"],
+            status=doc["status"],
+            status_log=[StatusChange(**entry) for entry in doc["statusLog"]],
+            input=doc["input"],
+            output=doc["output"],
+            error=doc["error"],
+            progress=doc["progress"],
+            logs=doc["logs"],
+            attempts=doc["attempts"],
+            max_attempts=doc["maxAttempts"],
+            duration=doc["duration"],
+            resource={"type": resource["type"], "id": str(resource["id"])} if resource else None,
+            created_at=doc["createdAt"],
+            updated_at=doc["updatedAt"],
+        )
+
+
+@strawberry.type(description="A named deployment of registered functions in a project.")
+class Service(Node):
+    name: str
+    functions: list[str]
+    concurrency: int
+    execution_timeout: int = strawberry.field(description="Seconds.")
+    max_attempts: int
+    on_reset: str = strawberry.field(description="rerun | failed")
+    active: bool
+    created_at: datetime
+
+    @strawberry.field
+    async def executions(
+        self,
+        info: strawberry.Info,
+        statuses: list[str] | None = None,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+    ) -> Connection[Execution]:
+        query: dict[str, Any] = {"serviceId": object_id(self.id)}
+        if statuses:
+            query["status"] = {"$in": statuses}
+        access = await info.context.access()
+        page = await executions.list_executions(access, query, page_request(info, first, after))
+        return Connection.of(page, Execution.from_doc)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "Service":
+        return cls(
+            id=strawberry.ID(str(doc["_id"])),
+            name=doc["name"],
+            functions=doc["functions"],
+            concurrency=doc["concurrency"],
+            execution_timeout=doc["executionTimeout"],
+            max_attempts=doc["maxAttempts"],
+            on_reset=doc["onReset"],
+            active=doc["active"],
+            created_at=doc["createdAt"],
+        )
+
+
+@strawberry.input
+class ServiceInput:
+    name: str
+    functions: list[str]
+    concurrency: int | None = strawberry.UNSET
+    execution_timeout: int | None = strawberry.UNSET
+    max_attempts: int | None = strawberry.UNSET
+    on_reset: str | None = strawberry.UNSET
+    active: bool | None = strawberry.UNSET
+
+
+@strawberry.input
+class ServiceChangesInput:
+    name: str | None = strawberry.UNSET
+    functions: list[str] | None = strawberry.UNSET
+    concurrency: int | None = strawberry.UNSET
+    execution_timeout: int | None = strawberry.UNSET
+    max_attempts: int | None = strawberry.UNSET
+    on_reset: str | None = strawberry.UNSET
+    active: bool | None = strawberry.UNSET
+
+
+@strawberry.input
+class ExecuteInput:
+    function: str
+    input: JSON | None = strawberry.UNSET
+    item_id: strawberry.ID | None = strawberry.UNSET
+    dataset_id: strawberry.ID | None = strawberry.UNSET
+    annotation_id: strawberry.ID | None = strawberry.UNSET
+
+
+@strawberry.type
+class ServiceQueries:
+    @strawberry.field(description="The functions installed on the workers.")
+    def functions(self) -> list[Function]:
+        return [
+            Function(name=name, description=f.description, input_schema=f.input.model_json_schema())
+            for name, f in sorted(functions.registry().items())
+        ]
+
+    @strawberry.field
+    async def service(self, info: strawberry.Info, id: strawberry.ID) -> Service:
+        access = await info.context.access()
+        return Service.from_doc(await services.get_service(access, object_id(id)))
+
+    @strawberry.field
+    async def execution(self, info: strawberry.Info, id: strawberry.ID) -> Execution:
+        access = await info.context.access()
+        return Execution.from_doc(await executions.get_execution(access, object_id(id)))
+
+
+async def project_services(
+    info: strawberry.Info, project_id: Any, first: int, after: str | None
+) -> Connection[Service]:
+    access = await info.context.access()
+    page = await services.list_services(access, project_id, page_request(info, first, after))
+    return Connection.of(page, Service.from_doc)
+
+
+@strawberry.type
+class ServiceMutations:
+    @strawberry.mutation
+    async def create_service(
+        self, info: strawberry.Info, project_id: strawberry.ID, input: ServiceInput
+    ) -> Service:
+        access = await info.context.access()
+        doc = await services.create_service(
+            access, object_id(project_id, "projectId"), as_input(input)
+        )
+        return Service.from_doc(doc)
+
+    @strawberry.mutation
+    async def update_service(
+        self, info: strawberry.Info, id: strawberry.ID, input: ServiceChangesInput
+    ) -> Service:
+        access = await info.context.access()
+        return Service.from_doc(
+            await services.update_service(access, object_id(id), as_input(input))
+        )
+
+    @strawberry.mutation(description="Delete a service with nothing queued or running.")
+    async def delete_service(self, info: strawberry.Info, id: strawberry.ID) -> bool:
+        access = await info.context.access()
+        await services.delete_service(access, object_id(id))
+        return True
+
+    @strawberry.mutation(description="Run a service's function; returns the queued execution.")
+    async def execute(
+        self, info: strawberry.Info, service_id: strawberry.ID, input: ExecuteInput
+    ) -> Execution:
+        access = await info.context.access()
+        doc = await executions.create_execution(
+            access, object_id(service_id, "serviceId"), as_input(input)
+        )
+        await info.context.enqueue_execution(doc)
+        return Execution.from_doc(doc)
+
+    @strawberry.mutation(description="Stop an execution (queued: at once; running: within ~1 s).")
+    async def terminate_execution(self, info: strawberry.Info, id: strawberry.ID) -> Execution:
+        access = await info.context.access()
+        return Execution.from_doc(await executions.terminate(access, object_id(id)))
+
+    @strawberry.mutation(description="Run a finished execution again, as its next attempt.")
+    async def rerun_execution(self, info: strawberry.Info, id: strawberry.ID) -> Execution:
+        access = await info.context.access()
+        doc = await executions.rerun(access, object_id(id))
+        await info.context.enqueue_execution(doc)
+        return Execution.from_doc(doc)

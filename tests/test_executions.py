@@ -1,0 +1,237 @@
+"""Services and executions through real worker processes: outcomes, progress, termination,
+timeouts, reruns, killed workers and a flushed Redis."""
+
+import asyncio
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from tests.datasets_world import make_world
+from tests.snapshots import snapshot
+from tests.workers import start_worker, stop
+
+CREATE_SERVICE = """mutation($p: ID!, $input: ServiceInput!) {
+  createService(projectId: $p, input: $input) { id name functions onReset } }"""
+EXECUTE = """mutation($s: ID!, $input: ExecuteInput!) {
+  execute(serviceId: $s, input: $input) { id status attempts } }"""
+EXECUTION = """query($id: ID!) { execution(id: $id) { status output error attempts duration
+  progress logs statusLog { status message } } }"""
+TERMINATE = "mutation($id: ID!) { terminateExecution(id: $id) { status } }"
+RERUN = "mutation($id: ID!) { rerunExecution(id: $id) { status } }"
+FAST = {"LOOM_EXECUTION_LEASE_S": "1", "LOOM_REAPER_INTERVAL_S": "0.2"}
+
+
+async def _service(world, **policy: Any) -> str:
+    service = {"name": "tools", "functions": ["echo", "sleeper", "fail"], **policy}
+    created = await world.client.data(CREATE_SERVICE, p=world.project, input=service)
+    return created["createService"]["id"]
+
+
+async def _execute(world, service: str, function: str, **execution_input: Any) -> str:
+    started = await world.client.data(
+        EXECUTE, s=service, input={"function": function, "input": execution_input}
+    )
+    assert started["execute"]["status"] == "created"
+    return started["execute"]["id"]
+
+
+async def _until(db, execution_id: str, accept: Callable[[dict], bool]) -> dict:
+    """Await a state of the execution through a change stream opened before looking."""
+    async with await db.executions.watch(full_document="updateLookup") as changes:
+        current = await db.executions.find_one({"_id": ObjectId(execution_id)})
+        while not accept(current):
+            change = await changes.next()
+            if change["documentKey"]["_id"] == ObjectId(execution_id):
+                current = change["fullDocument"]
+        return current
+
+
+def _ended(doc: dict) -> bool:
+    return doc["status"] in ("success", "failed", "terminated", "aborted")
+
+
+@pytest.fixture
+def worker(settings):
+    process = start_worker(settings, **FAST)
+    yield process
+    stop(process)
+
+
+async def test_functions_lists_the_registered_builtins(member):
+    world = await make_world(member)
+    data = await world.client.data("{ functions { name inputSchema } }")
+    names = [f["name"] for f in data["functions"]]
+    assert names == ["echo", "fail", "sleeper"]
+    sleeper = next(f for f in data["functions"] if f["name"] == "sleeper")
+    assert set(sleeper["inputSchema"]["properties"]) == {"seconds", "steps"}
+
+
+@pytest.mark.parametrize("function", ["os:system", "unknown", "triggers.builtins:echo"])
+async def test_services_may_name_only_registered_functions(member, db, function):
+    world = await make_world(member)
+    before = await snapshot(db)
+    error = await world.client.error(
+        CREATE_SERVICE, p=world.project, input={"name": "evil", "functions": [function]}
+    )
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert await snapshot(db) == before
+
+
+async def test_bad_execution_input_is_refused_before_anything_is_queued(member, db):
+    world = await make_world(member)
+    service = await _service(world)
+    before = await snapshot(db)
+    bad = {"function": "sleeper", "input": {"seconds": -1}}
+    assert await world.client.code(EXECUTE, s=service, input=bad) == "BAD_USER_INPUT"
+    missing = {"function": "nope", "input": {}}
+    assert await world.client.code(EXECUTE, s=service, input=missing) == "BAD_USER_INPUT"
+    assert await snapshot(db) == before
+
+
+async def test_echo_succeeds_with_its_input_as_output(member, db, worker):
+    world = await make_world(member)
+    service = await _service(world)
+    execution = await _execute(world, service, "echo", answer=42)
+    done = await _until(db, execution, _ended)
+    assert done["status"] == "success"
+    data = (await world.client.data(EXECUTION, id=execution))["execution"]
+    assert data["output"] == {"answer": 42}
+    assert [s["status"] for s in data["statusLog"]] == ["created", "inProgress", "success"]
+    assert data["attempts"] == 1
+    assert data["duration"] >= 0
+    assert data["logs"] == ["INFO echoing 1 keys"]
+
+
+async def test_failure_is_recorded_with_the_error_message_and_logs(member, db, worker):
+    world = await make_world(member)
+    service = await _service(world)
+    execution = await _execute(world, service, "fail", message="disk full")
+    done = await _until(db, execution, _ended)
+    assert done["status"] == "failed"
+    assert done["error"] == "RuntimeError: disk full"
+    assert done["logs"] == ["WARNING about to fail"]
+
+
+async def test_progress_updates_are_stored_as_they_happen(member, db, worker):
+    world = await make_world(member)
+    service = await _service(world)
+    seen: list[int] = []
+    async with await db.executions.watch(full_document="updateLookup") as changes:
+        execution = await _execute(world, service, "sleeper", seconds=0.4, steps=4)
+        async for change in changes:
+            doc = change.get("fullDocument") or {}
+            percent = doc.get("progress", {}).get("percent")
+            if percent is not None and (not seen or seen[-1] != percent):
+                seen.append(percent)
+            if doc.get("status") == "success":
+                break
+    assert [p for p in seen if p not in (0,)][:4] == [25, 50, 75, 100]
+    assert (await world.client.data(EXECUTION, id=execution))["execution"]["progress"] == {
+        "percent": 100,
+        "message": "done",
+    }
+
+
+async def test_terminate_stops_a_running_execution(member, db, worker):
+    world = await make_world(member)
+    service = await _service(world)
+    execution = await _execute(world, service, "sleeper", seconds=60, steps=60)
+    await _until(db, execution, lambda d: d["status"] == "inProgress")
+    assert (await world.client.data(TERMINATE, id=execution))["terminateExecution"]
+    done = await _until(db, execution, _ended)
+    assert done["status"] == "terminated"
+    assert done["duration"] < 30
+
+
+async def test_terminating_a_queued_execution_is_immediate_and_it_never_runs(member, db):
+    world = await make_world(member)
+    service = await _service(world)
+    execution = await _execute(world, service, "echo")
+    data = await world.client.data(TERMINATE, id=execution)
+    assert data["terminateExecution"]["status"] == "terminated"
+    assert await world.client.code(TERMINATE, id=execution) == "CONFLICT"
+
+
+async def test_timeout_fails_the_execution_with_the_reason(member, db, worker):
+    world = await make_world(member)
+    service = await _service(world, executionTimeout=1)
+    execution = await _execute(world, service, "sleeper", seconds=30, steps=30)
+    done = await _until(db, execution, _ended)
+    assert done["status"] == "failed"
+    assert done["error"] == "timed out after 1 s"
+
+
+async def test_rerun_runs_a_finished_execution_again_as_its_next_attempt(member, db, worker):
+    world = await make_world(member)
+    service = await _service(world)
+    execution = await _execute(world, service, "echo", n=1)
+    await _until(db, execution, _ended)
+    assert (await world.client.data(RERUN, id=execution))["rerunExecution"]["status"] == "created"
+    done = await _until(db, execution, lambda d: _ended(d) and d["attempts"] == 2)
+    assert done["status"] == "success"
+    assert [s["status"] for s in done["statusLog"]] == [
+        "created",
+        "inProgress",
+        "success",
+        "created",
+        "inProgress",
+        "success",
+    ]
+
+
+@pytest.mark.parametrize(("on_reset", "final"), [("rerun", "success"), ("failed", "failed")])
+async def test_killed_worker_execution_is_rerun_or_failed_by_its_service_policy(
+    member, db, settings, on_reset, final
+):
+    world = await make_world(member)
+    service = await _service(world, onReset=on_reset)
+    first = start_worker(settings, **FAST)
+    second = None
+    try:
+        execution = await _execute(world, service, "sleeper", seconds=1.5, steps=3)
+        await _until(db, execution, lambda d: d["status"] == "inProgress")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        second = start_worker(settings, **FAST)
+        done = await _until(db, execution, _ended)
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+    assert done["status"] == final
+    assert done["attempts"] == (2 if on_reset == "rerun" else 1)
+    assert await db.executions.count_documents({"status": "inProgress"}) == 0
+
+
+async def test_executions_queued_before_redis_was_flushed_all_complete(member, db, redis, settings):
+    world = await make_world(member)
+    service = await _service(world)
+    queued = [await _execute(world, service, "echo", n=n) for n in range(5)]
+    await redis.flushdb()
+    process = start_worker(settings, **FAST)
+    try:
+        done = await asyncio.gather(*(_until(db, e, _ended) for e in queued))
+    finally:
+        stop(process)
+    assert [d["status"] for d in done] == ["success"] * 5
+    assert [d["output"] for d in done] == [{"n": n} for n in range(5)]
+
+
+async def test_another_orgs_services_and_executions_are_not_found(member, db):
+    world = await make_world(member)
+    service = await _service(world)
+    execution = await _execute(world, service, "echo")
+    stranger = await make_world(member, org="beta")
+    before = await snapshot(db)
+    assert await stranger.client.code(EXECUTION, id=execution) == "NOT_FOUND"
+    assert await stranger.client.code(TERMINATE, id=execution) == "NOT_FOUND"
+    assert await stranger.client.code(RERUN, id=execution) == "NOT_FOUND"
+    assert await stranger.client.code(EXECUTE, s=service, input={"function": "echo"}) == (
+        "NOT_FOUND"
+    )
+    query = '{ node(id: "%s") { id } }'
+    assert (await stranger.client.data(query % execution))["node"] is None
+    assert await snapshot(db) == before

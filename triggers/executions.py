@@ -1,0 +1,152 @@
+"""Worker side of executions: run one, keep its lease alive, reap the ones lost workers left.
+
+The first job of an execution has the execution's id as its arq job id; a rerun's job is
+`<id>:<attempts>`, so queueing the same attempt twice is a no-op while a new attempt always
+gets a job of its own. The function runs in its own task so a termination request or the
+service's timeout can cancel it.
+"""
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.jobs import Job, JobStatus
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from resolvers import executions, functions
+from resolvers.executions import Status
+
+log = logging.getLogger("loom.executions")
+
+
+def job_id(execution: dict[str, Any]) -> str:
+    """The execution id for its first run; with the length of its status log after that, which
+    grows with every change, so each new attempt gets a new job and a repeat queues nothing."""
+    changes = len(execution["statusLog"])
+    return str(execution["_id"]) if changes == 1 else f"{execution['_id']}:{changes}"
+
+
+async def enqueue(redis: ArqRedis, execution: dict[str, Any]) -> None:
+    await redis.enqueue_job("run_execution", str(execution["_id"]), _job_id=job_id(execution))
+
+
+class Context(logging.Handler):
+    """The FunctionContext a running function gets: progress, a stored log, its resource.
+
+    Each execution has a logger of its own (not in logging's registry, so concurrent runs of
+    one function never share handlers); its lines are written to the execution as they come.
+    """
+
+    def __init__(
+        self, db: AsyncDatabase, execution: dict[str, Any], resource: dict[str, Any] | None
+    ) -> None:
+        super().__init__()
+        self._db = db
+        self._execution = execution
+        self._pending: set[asyncio.Task] = set()
+        self.resource = resource
+        self.log = logging.Logger(f"loom.function.{execution['function']}")
+        self.log.addHandler(self)
+
+    async def progress(self, percent: int, message: str = "") -> None:
+        await executions.report_progress(self._db, self._execution, percent, message)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = f"{record.levelname} {record.getMessage()}"
+        task = asyncio.get_running_loop().create_task(
+            executions.append_log(self._db, self._execution, line)
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def flush_lines(self) -> None:
+        """Wait until every logged line is stored (before the final status is written)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+async def _resource(db: AsyncDatabase, execution: dict[str, Any]) -> dict[str, Any] | None:
+    reference = execution["resource"]
+    if reference is None:
+        return None
+    return await db[f"{reference['type']}s"].find_one({"_id": reference["id"]})
+
+
+async def _watch(
+    db: AsyncDatabase, execution: dict[str, Any], run: asyncio.Task, lease: timedelta
+) -> str | None:
+    """Renew the lease until the run ends; cancel it on a termination request."""
+    interval = min(1.0, lease.total_seconds() / 3)
+    while not run.done():
+        await asyncio.wait({run}, timeout=interval)
+        current = await executions.heartbeat(db, execution, lease)
+        if current is None or current.get("terminateRequested"):
+            run.cancel()
+            return "terminated" if current is not None else "lost"
+    return None
+
+
+async def run_execution(ctx: dict[str, Any], execution_id: str) -> None:
+    db: AsyncDatabase = ctx["db"]
+    settings = ctx["settings"]
+    lease = timedelta(seconds=settings.execution_lease_s)
+    execution = await executions.claim(db, ObjectId(execution_id), ctx["worker_id"], lease)
+    if execution is None:
+        return
+    context = Context(db, execution, await _resource(db, execution))
+    function = functions.lookup(execution["function"])
+    data = function.input.model_validate(execution["input"])
+    run = asyncio.create_task(
+        asyncio.wait_for(function.run(data, context), timeout=execution["timeout"])
+    )
+    watcher = asyncio.create_task(_watch(db, execution, run, lease))
+    try:
+        output = await run
+    except asyncio.CancelledError:
+        if await watcher == "terminated":
+            await context.flush_lines()
+            await executions.finish(db, execution, Status.TERMINATED, error="terminated")
+        return
+    except TimeoutError:
+        await context.flush_lines()
+        error = f"timed out after {execution['timeout']} s"
+        await executions.finish(db, execution, Status.FAILED, error=error)
+        return
+    except Exception as exc:
+        await context.flush_lines()
+        await executions.finish(db, execution, Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return
+    finally:
+        watcher.cancel()
+    await context.flush_lines()
+    await executions.finish(db, execution, Status.SUCCESS, output=_json(output))
+
+
+def _json(value: Any) -> Any:
+    """Outputs are stored as JSON data: anything else is stored as its text."""
+    if value is None or isinstance(value, str | int | float | bool | list | dict):
+        return value
+    return str(value)
+
+
+async def requeue_waiting(ctx: dict[str, Any]) -> None:
+    """On start-up: queue `created` executions whose job Redis no longer has."""
+    for execution in await executions.waiting(ctx["db"]):
+        full = await ctx["db"].executions.find_one({"_id": execution["_id"]})
+        if full is None:
+            continue
+        status = await Job(job_id(full), ctx["redis"]).status()
+        if status == JobStatus.not_found:
+            await enqueue(ctx["redis"], full)
+
+
+async def reap_forever(ctx: dict[str, Any]) -> None:
+    """Rerun or fail executions whose worker died; every worker runs this."""
+    while True:
+        for execution in await executions.reap(ctx["db"]):
+            log.warning("execution %s lost its worker; queued again", execution["_id"])
+            await enqueue(ctx["redis"], execution)
+        await asyncio.sleep(ctx["settings"].reaper_interval_s)
