@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
+from gateway.change_feed import ChangeFeed
 from gateway.connections import Connections
 from gateway.downloads import item_file
 from gateway.graphql_endpoint import GraphQLEndpoint
@@ -45,11 +46,14 @@ def create_app(settings: Settings, connections: Connections | None = None) -> St
         owned = connections is None
         app.state.connections = connections or await Connections.open(settings)
         app.state.settings = settings
+        app.state.feed = ChangeFeed(app.state.connections.db, settings.subscription_queue_size)
+        await app.state.feed.start()
         indexes = asyncio.create_task(_ensure_indexes_eventually(app.state.connections))
         try:
             yield
         finally:
             indexes.cancel()
+            await app.state.feed.stop()
             if owned:
                 await app.state.connections.close()
 

@@ -9,6 +9,7 @@ from bson import ObjectId, json_util
 from pymongo.asynchronous.database import AsyncDatabase
 from strawberry.dataloader import DataLoader
 
+from gateway.change_feed import ChangeFeed
 from gateway.connections import Connections
 from gateway.settings import Settings
 from resolvers import annotations, datasets, items, projects
@@ -124,8 +125,10 @@ class Context:
         settings: Settings,
         request_id: str,
         api_key: str | None,
+        feed: ChangeFeed,
     ) -> None:
         self.connections = connections
+        self.feed = feed
         self.settings = settings
         self.request_id = request_id
         self.api_key = api_key

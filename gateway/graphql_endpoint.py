@@ -24,6 +24,7 @@ from gateway.request_ids import new_request_id
 from gateway.settings import Settings
 from resolvers.errors import Unauthenticated
 from schema.root import Mutation, Query
+from schema.subscriptions import Subscription
 
 
 class LoomSchema(strawberry.Schema):
@@ -40,6 +41,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     return LoomSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[
             *query_limits.extensions(settings.limits),
             lambda: ValidationCache(maxsize=256),
@@ -62,7 +64,13 @@ class GraphQLEndpoint(GraphQL):
     ) -> Context:
         request_id = request.scope.get("state", {}).get("request_id") or new_request_id()
         api_key = bearer_key(request.headers) if isinstance(request, Request) else None
-        return Context(request.app.state.connections, self.settings, request_id, api_key)
+        return Context(
+            request.app.state.connections,
+            self.settings,
+            request_id,
+            api_key,
+            request.app.state.feed,
+        )
 
     async def on_ws_connect(self, context: Context) -> dict[str, Any] | None:
         params = context.connection_params or {}

@@ -57,9 +57,20 @@ def classify(error: GraphQLError, request_id: str) -> GraphQLError:
 
 
 class ErrorCodes(SchemaExtension):
+    """Classifies the errors of single results and of each result a subscription streams."""
+
     def on_operation(self) -> Iterator[None]:
+        self._streamed = False
         yield
-        result = self.execution_context.result
+        if not self._streamed:
+            self._classify(self.execution_context.result)
+
+    def on_stream_result(self, result: object) -> Iterator[None]:
+        self._streamed = True
+        self._classify(result)
+        yield
+
+    def _classify(self, result: object) -> None:
         errors = getattr(result, "errors", None)
         if errors:
             request_id = self.execution_context.context.request_id

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     clone_batch_size: int = Field(500, ge=1, le=5000)
     execution_lease_s: float = Field(30.0, gt=0)
     reaper_interval_s: float = Field(5.0, gt=0)
+    subscription_queue_size: int = Field(1000, ge=1)
     limits: Limits = Field(default_factory=Limits)
 
     @property

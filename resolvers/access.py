@@ -13,6 +13,7 @@ themselves: they call `require_org`, `require_project` or `require` (one documen
 revealed — while something visible but beyond the caller's role is FORBIDDEN.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -178,6 +179,17 @@ class Access:
         managed = [org for org, role in self.org_roles.items() if role in _ORG_MANAGERS]
         projects = list(await self.project_roles())
         return {"$or": [{org_field: {"$in": managed}}, {project_field: {"$in": projects}}]}
+
+    async def sees(self) -> Callable[[dict[str, Any]], bool]:
+        """A predicate telling whether the caller may see a document (orgId + projectId), for
+        streams that check each document as it passes. Memberships are taken as they are now."""
+        managed = {org for org, role in self.org_roles.items() if role in _ORG_MANAGERS}
+        projects = set(await self.project_roles())
+
+        def check(doc: dict[str, Any]) -> bool:
+            return doc.get("orgId") in managed or doc.get("projectId") in projects
+
+        return check
 
     async def visible(
         self,

@@ -48,6 +48,12 @@ class Conflict(LoomError):
     code = "CONFLICT"
 
 
+class RateLimited(LoomError):
+    """The caller asked for more, or faster, than Loom serves it (e.g. a lagging subscriber)."""
+
+    code = "RATE_LIMITED"
+
+
 class LimitExceeded(BadUserInput):
     """A request asked for more than a configured bound; the bound is named."""
 

@@ -1,0 +1,111 @@
+"""One change stream per gateway process, fanned out in memory to its subscribers.
+
+However many clients subscribe, MongoDB serves this process a single change stream over the
+collections subscriptions watch. Each subscriber has a bounded queue: a subscriber that falls
+behind by a full queue is marked overflowed — it is told and dropped — so it never slows the
+feed or the other subscribers. The feed resumes after a lost connection with its last resume
+token, so subscribers miss nothing while it reconnects.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+log = logging.getLogger("loom.feed")
+
+WATCHED = ("executions", "commands")
+RETRY_S = 1.0
+
+
+class Overflowed(Exception):
+    """The subscriber fell a whole queue behind and was dropped."""
+
+
+@dataclass(eq=False)
+class Subscriber:
+    collection: str
+    wants: Callable[[dict[str, Any]], bool]
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    overflowed: bool = False
+
+    async def next(self) -> dict[str, Any]:
+        document = await self.queue.get()
+        if document is None:
+            raise Overflowed
+        return document
+
+
+class ChangeFeed:
+    def __init__(self, db: AsyncDatabase, queue_size: int) -> None:
+        self.db = db
+        self.queue_size = queue_size
+        self.subscribers: set[Subscriber] = set()
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def ready(self) -> None:
+        """Wait until the change stream is open (changes from then on are delivered)."""
+        await self._ready.wait()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, collection: str, wants: Callable[[dict[str, Any]], bool]
+    ) -> AsyncIterator[Subscriber]:
+        subscriber = Subscriber(collection, wants, asyncio.Queue(self.queue_size + 1))
+        self.subscribers.add(subscriber)
+        try:
+            yield subscriber
+        finally:
+            self.subscribers.discard(subscriber)
+
+    def publish(self, collection: str, document: dict[str, Any]) -> None:
+        for subscriber in list(self.subscribers):
+            if subscriber.collection != collection or subscriber.overflowed:
+                continue
+            if not subscriber.wants(document):
+                continue
+            if subscriber.queue.qsize() >= self.queue_size:
+                subscriber.overflowed = True
+                subscriber.queue.put_nowait(None)
+                continue
+            subscriber.queue.put_nowait(document)
+
+    async def _run(self) -> None:
+        pipeline = [
+            {
+                "$match": {
+                    "ns.coll": {"$in": list(WATCHED)},
+                    "operationType": {"$in": ["insert", "update", "replace"]},
+                }
+            }
+        ]
+        resume_after = None
+        while True:
+            try:
+                async with await self.db.watch(
+                    pipeline, full_document="updateLookup", resume_after=resume_after
+                ) as stream:
+                    self._ready.set()
+                    async for change in stream:
+                        resume_after = stream.resume_token
+                        document = change.get("fullDocument")
+                        if document is not None:
+                            self.publish(change["ns"]["coll"], document)
+            except PyMongoError as exc:
+                log.warning("change stream interrupted, resuming: %s", exc)
+                await asyncio.sleep(RETRY_S)

@@ -1,0 +1,146 @@
+"""Subscriptions over a real WebSocket: live progress, tenancy, fan-out, slow consumers."""
+
+import asyncio
+import contextlib
+
+import pytest
+from bson import ObjectId
+
+from gateway.change_feed import ChangeFeed, Overflowed
+from tests.datasets_world import make_world
+from tests.test_executions import CREATE_SERVICE, EXECUTE, FAST
+from tests.waiting import eventually
+from tests.workers import start_worker, stop
+from tests.ws_client import subscribe
+
+EXECUTION_UPDATED = """subscription($e: ID, $s: ID, $p: ID, $statuses: [String!]) {
+  executionUpdated(executionId: $e, serviceId: $s, projectId: $p, statuses: $statuses) {
+    id status progress } }"""
+
+
+async def _service(world) -> str:
+    service = {"name": "tools", "functions": ["echo", "sleeper"]}
+    return (await world.client.data(CREATE_SERVICE, p=world.project, input=service))[
+        "createService"
+    ]["id"]
+
+
+async def _execute(world, service: str, function: str = "echo", **execution_input) -> str:
+    input_ = {"function": function, "input": execution_input}
+    return (await world.client.data(EXECUTE, s=service, input=input_))["execute"]["id"]
+
+
+async def test_subscriber_sees_progress_of_an_execution_run_by_a_real_worker(
+    member, server, settings, app
+):
+    world = await make_world(member)
+    service = await _service(world)
+    execution = await _execute(world, service, "sleeper", seconds=0.4, steps=4)
+    await app.state.feed.ready()
+    async with subscribe(server, world.client.key, EXECUTION_UPDATED, e=execution) as updates:
+        worker = start_worker(settings, **FAST)
+        try:
+            seen = []
+            while not seen or seen[-1]["status"] != "success":
+                message = await asyncio.wait_for(updates.next(), 30)
+                assert message["type"] == "next", message
+                seen.append(message["payload"]["data"]["executionUpdated"])
+        finally:
+            stop(worker)
+    assert {u["id"] for u in seen} == {execution}
+    assert "inProgress" in [u["status"] for u in seen]
+    percents = [u["progress"]["percent"] for u in seen if u["status"] == "inProgress"]
+    assert percents == sorted(percents)
+    assert max(percents) == 100
+
+
+async def test_org_b_never_receives_org_a_changes(member, server, db, app):
+    a = await make_world(member)
+    b = await make_world(member, org="beta")
+    a_execution = await _execute(a, await _service(a))
+    b_execution = await _execute(b, await _service(b))
+    await app.state.feed.ready()
+    async with subscribe(server, b.client.key, EXECUTION_UPDATED) as updates:
+        for execution, percent in ((a_execution, 10), (b_execution, 20), (a_execution, 30)):
+            await db.executions.update_one(
+                {"_id": ObjectId(execution)}, {"$set": {"progress.percent": percent}}
+            )
+        await db.executions.update_one(
+            {"_id": ObjectId(b_execution)}, {"$set": {"progress.percent": 40}}
+        )
+        received = []
+        while len(received) < 2:
+            message = await asyncio.wait_for(updates.next(), 10)
+            received.append(message["payload"]["data"]["executionUpdated"])
+    assert {u["id"] for u in received} == {b_execution}
+
+
+async def test_subscribing_to_another_orgs_execution_is_not_found(member, server, app):
+    a = await make_world(member)
+    b = await make_world(member, org="beta")
+    a_execution = await _execute(a, await _service(a))
+    async with subscribe(server, b.client.key, EXECUTION_UPDATED, e=a_execution) as updates:
+        message = await asyncio.wait_for(updates.next(), 10)
+    assert message["type"] == "next"
+    assert message["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_two_hundred_subscribers_each_receive_every_update_of_their_execution(
+    member, server, db, app
+):
+    world = await make_world(member)
+    service = await _service(world)
+    executions = [await _execute(world, service, n=n) for n in range(200)]
+    await app.state.feed.ready()
+    async with contextlib.AsyncExitStack() as stack:
+        subscriptions = [
+            await stack.enter_async_context(
+                subscribe(server, world.client.key, EXECUTION_UPDATED, e=execution)
+            )
+            for execution in executions
+        ]
+        await _wait_for_subscribers(app, 200)
+        for percent in (10, 20, 30):
+            for execution in executions:
+                await db.executions.update_one(
+                    {"_id": ObjectId(execution)}, {"$set": {"progress.percent": percent}}
+                )
+
+        async def three(updates) -> list[dict]:
+            return [
+                (await asyncio.wait_for(updates.next(), 30))["payload"]["data"]["executionUpdated"]
+                for _ in range(3)
+            ]
+
+        received = await asyncio.gather(*(three(s) for s in subscriptions))
+    for execution, updates in zip(executions, received, strict=True):
+        assert [u["id"] for u in updates] == [execution] * 3
+        assert updates[-1]["progress"]["percent"] == 30
+
+
+async def _wait_for_subscribers(app, count: int) -> None:
+    """Subscriptions register on the server a moment after their message is sent; the feed
+    offers no event for it, so poll its subscriber count."""
+
+    async def registered() -> int:
+        return len(app.state.feed.subscribers)
+
+    await eventually(registered, lambda n: n >= count)
+
+
+async def test_a_subscriber_a_whole_queue_behind_is_dropped_without_blocking_the_feed(db):
+    feed = ChangeFeed(db, queue_size=3)
+    async with (
+        feed.subscribe("executions", lambda doc: True) as slow,
+        feed.subscribe("executions", lambda doc: True) as fast,
+    ):
+        received = []
+        for n in range(5):
+            feed.publish("executions", {"n": n})
+            received.append(await fast.next())
+        assert [d["n"] for d in received] == [0, 1, 2, 3, 4]
+        assert [(await slow.next())["n"] for _ in range(3)] == [0, 1, 2]
+        with pytest.raises(Overflowed):
+            await slow.next()
+        assert slow.overflowed
+        assert not fast.overflowed
