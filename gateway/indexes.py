@@ -48,6 +48,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("status", ASCENDING), ("leaseUntil", ASCENDING)]),
         IndexModel([("serviceId", ASCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("projectId", ASCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("projectId", ASCENDING), ("status", ASCENDING)]),
+        IndexModel([("batchId", ASCENDING)], sparse=True),
     ],
     "commands": [
         IndexModel([("status", ASCENDING), ("leaseUntil", ASCENDING)]),

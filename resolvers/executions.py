@@ -74,28 +74,36 @@ async def _resource(access: Access, request: ExecuteInput, project_id: ObjectId)
     return {"type": RESOURCES[key][:-1], "id": doc["_id"]}
 
 
-async def create_execution(
-    access: Access, service_id: ObjectId, data: dict[str, Any]
-) -> dict[str, Any]:
-    """Validate and record an execution; the caller queues it (its job id is its id)."""
+async def runnable(
+    access: Access, service_id: ObjectId, function: str, data: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The service (the caller may run it, it is active and has `function`) and the input
+    as the function validates it."""
     service = await get_service(access, service_id)
     await access.require_project(service, Action.RUN_EXECUTIONS)
-    request = parse(ExecuteInput, data)
-    if request.function not in service["functions"]:
+    if function not in service["functions"]:
         raise BadUserInput(
-            f"Service {service['name']!r} has no function {request.function!r}",
-            field="function",
+            f"Service {service['name']!r} has no function {function!r}", field="function"
         )
     if not service["active"]:
         raise Conflict(f"Service {service['name']!r} is not active")
-    execution_input = functions.validate_input(request.function, request.input)
-    resource = await _resource(access, request, service["projectId"])
-    doc = new_document(
-        access.user_id,
+    return service, functions.validate_input(function, data)
+
+
+def new_execution(
+    creator: ObjectId,
+    service: dict[str, Any],
+    function: str,
+    execution_input: dict[str, Any],
+    resource: dict[str, Any] | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    return new_document(
+        creator,
         orgId=service["orgId"],
         projectId=service["projectId"],
-        serviceId=service_id,
-        function=request.function,
+        serviceId=service["_id"],
+        function=function,
         input=execution_input,
         resource=resource,
         status=str(Status.CREATED),
@@ -113,7 +121,18 @@ async def create_execution(
         leaseUntil=None,
         worker=None,
         terminateRequested=False,
+        **extra,
     )
+
+
+async def create_execution(
+    access: Access, service_id: ObjectId, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Validate and record an execution; the caller queues it (its job id is its id)."""
+    request = parse(ExecuteInput, data)
+    service, execution_input = await runnable(access, service_id, request.function, request.input)
+    resource = await _resource(access, request, service["projectId"])
+    doc = new_execution(access.user_id, service, request.function, execution_input, resource)
     await access.db.executions.insert_one(doc)
     return doc
 
@@ -127,6 +146,18 @@ async def get_execution(access: Access, execution_id: ObjectId) -> dict[str, Any
 async def list_executions(access: Access, query: dict[str, Any], page: PageRequest) -> Page:
     scoped = {"$and": [await access.scope(), query]}
     return await paginate(access.db.executions, scoped, page, [("createdAt", -1)])
+
+
+async def status_counts(access: Access, project_id: ObjectId) -> dict[str, int]:
+    """How many of the project's executions are in each status, for dashboards."""
+    pipeline = [
+        {"$match": {"$and": [{"projectId": project_id}, await access.scope()]}},
+        {"$group": {"_id": "$status", "count": {"$sum": 1}}},
+        {"$sort": {"_id": 1}},
+    ]
+    return {
+        row["_id"]: row["count"] async for row in await access.db.executions.aggregate(pipeline)
+    }
 
 
 async def terminate(access: Access, execution_id: ObjectId) -> dict[str, Any]:

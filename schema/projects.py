@@ -16,7 +16,7 @@ from schema.users import Membership
 
 if TYPE_CHECKING:
     from schema.datasets import Dataset
-    from schema.services import Service
+    from schema.services import Execution, Service, StatusCount
 
 
 @strawberry.type(description="A member of a project and its role there.")
@@ -59,6 +59,26 @@ class Project(Node):
         from schema.services import project_services
 
         return await project_services(info, object_id(self.id), first, after)
+
+    @strawberry.field(description="The project's executions, newest first.")
+    async def executions(
+        self,
+        info: strawberry.Info,
+        statuses: list[str] | None = None,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+    ) -> Connection[Annotated["Execution", strawberry.lazy("schema.services")]]:
+        from schema.services import project_executions
+
+        return await project_executions(info, object_id(self.id), statuses, first, after)
+
+    @strawberry.field(description="How many executions are in each status (for dashboards).")
+    async def execution_counts(
+        self, info: strawberry.Info
+    ) -> list[Annotated["StatusCount", strawberry.lazy("schema.services")]]:
+        from schema.services import project_status_counts
+
+        return await project_status_counts(info, object_id(self.id))
 
     @strawberry.field(description="The project's saved DQL queries, by name.")
     async def saved_filters(

@@ -17,7 +17,13 @@ from schema.organizations import Organization, OrganizationMutations, Organizati
 from schema.projects import Project, ProjectMutations, ProjectQueries
 from schema.relay import Node
 from schema.saved_filters import SavedFilterMutations
-from schema.services import Execution, Service, ServiceMutations, ServiceQueries
+from schema.services import (
+    BatchMutations,
+    Execution,
+    Service,
+    ServiceMutations,
+    ServiceQueries,
+)
 
 NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Node]]] = {
     "organizations": ({"project_field": None, "org_field": "_id"}, Organization.from_doc),
@@ -78,5 +84,6 @@ class Mutation(
     CommandMutations,
     SavedFilterMutations,
     ServiceMutations,
+    BatchMutations,
 ):
     pass

@@ -6,8 +6,9 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
-from resolvers import executions, functions, services
+from resolvers import batches, executions, functions, projects, services
 from resolvers.inputs import object_id
+from schema.commands import Command
 from schema.inputs import as_input
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
 
@@ -220,3 +221,70 @@ class ServiceMutations:
         doc = await executions.rerun(access, object_id(id))
         await info.context.enqueue_execution(doc)
         return Execution.from_doc(doc)
+
+
+@strawberry.type(description="How many of a project's executions are in one status.")
+class StatusCount:
+    status: str
+    count: int
+
+
+async def project_executions(
+    info: strawberry.Info,
+    project_id: Any,
+    statuses: list[str] | None,
+    first: int,
+    after: str | None,
+) -> Connection[Execution]:
+    access = await info.context.access()
+    await projects.get_project(access, project_id)
+    query: dict[str, Any] = {"projectId": project_id}
+    if statuses:
+        query["status"] = {"$in": statuses}
+    page = await executions.list_executions(access, query, page_request(info, first, after))
+    return Connection.of(page, Execution.from_doc)
+
+
+async def project_status_counts(info: strawberry.Info, project_id: Any) -> list[StatusCount]:
+    access = await info.context.access()
+    counts = await executions.status_counts(access, project_id)
+    return [StatusCount(status=status, count=count) for status, count in counts.items()]
+
+
+@strawberry.input
+class BatchInput:
+    function: str
+    filter: JSON | None = strawberry.field(
+        default=strawberry.UNSET, description="DQL over the project's items."
+    )
+    input: JSON | None = strawberry.UNSET
+
+
+@strawberry.type
+class BatchMutations:
+    @strawberry.mutation(
+        description="Run a function on every item a DQL filter matches, as a Command."
+    )
+    async def execute_batch(
+        self, info: strawberry.Info, service_id: strawberry.ID, input: BatchInput
+    ) -> Command:
+        access = await info.context.access()
+        doc = await batches.start_batch(
+            access,
+            object_id(service_id, "serviceId"),
+            as_input(input),
+            info.context.enqueue_command,
+        )
+        return Command.from_doc(doc)
+
+    @strawberry.mutation(
+        description="Rerun a project's finished executions in the given statuses, as a Command."
+    )
+    async def rerun_batch(
+        self, info: strawberry.Info, project_id: strawberry.ID, statuses: list[str]
+    ) -> Command:
+        access = await info.context.access()
+        doc = await batches.start_rerun(
+            access, object_id(project_id, "projectId"), statuses, info.context.enqueue_command
+        )
+        return Command.from_doc(doc)

@@ -6,18 +6,42 @@ a no-op, while a command whose worker died (one more attempt recorded) gets a fr
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from arq.connections import ArqRedis
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
-from resolvers import clone, commands
+from resolvers import batches, clone, commands
+from triggers.executions import enqueue_many
 
 log = logging.getLogger("loom.commands")
 
-RUNNERS = {clone.KIND: clone.run_clone}
+Runner = Callable[[dict[str, Any], dict[str, Any], timedelta], Awaitable[None]]
+
+
+async def _clone(ctx: dict[str, Any], command: dict[str, Any], lease: timedelta) -> None:
+    await clone.run_clone(ctx["db"], command, ctx["settings"].clone_batch_size, lease)
+
+
+async def _execute_batch(ctx: dict[str, Any], command: dict[str, Any], lease: timedelta) -> None:
+    enqueue = partial(enqueue_many, ctx["redis"])
+    await batches.run_batch(ctx["db"], command, ctx["settings"].batch_page_size, lease, enqueue)
+
+
+async def _rerun_batch(ctx: dict[str, Any], command: dict[str, Any], lease: timedelta) -> None:
+    enqueue = partial(enqueue_many, ctx["redis"])
+    await batches.run_rerun(ctx["db"], command, ctx["settings"].batch_page_size, lease, enqueue)
+
+
+RUNNERS: dict[str, Runner] = {
+    clone.KIND: _clone,
+    batches.EXECUTE: _execute_batch,
+    batches.RERUN: _rerun_batch,
+}
 
 
 def job_id(command: dict[str, Any]) -> str:
@@ -36,7 +60,7 @@ async def run_command(ctx: dict[str, Any], command_id: str) -> None:
         return
     log.info("command %s (%s) attempt %d", command_id, command["type"], command["attempts"])
     try:
-        await RUNNERS[command["type"]](db, command, ctx["settings"].clone_batch_size, lease)
+        await RUNNERS[command["type"]](ctx, command, lease)
     except commands.LeaseLost:
         log.warning("command %s was taken over by another worker", command_id)
         return

@@ -12,7 +12,9 @@ from datetime import timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.jobs import Job, JobStatus
+from arq.constants import job_key_prefix
+from arq.jobs import Job, JobStatus, serialize_job
+from arq.utils import timestamp_ms
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -150,3 +152,18 @@ async def reap_forever(ctx: dict[str, Any]) -> None:
             log.warning("execution %s lost its worker; queued again", execution["_id"])
             await enqueue(ctx["redis"], execution)
         await asyncio.sleep(ctx["settings"].reaper_interval_s)
+
+
+async def enqueue_many(redis: ArqRedis, batch: list[dict[str, Any]]) -> None:
+    """Queue the first jobs of many new executions in one pipelined round trip.
+
+    The same records arq's `enqueue_job` writes (job key with its expiry, queue entry), without
+    its per-job existence check: these executions were just created, so no job has their ids.
+    """
+    enqueued_ms = timestamp_ms()
+    async with redis.pipeline(transaction=False) as pipe:
+        for execution in batch:
+            job = serialize_job("run_execution", (str(execution["_id"]),), {}, None, enqueued_ms)
+            pipe.psetex(job_key_prefix + job_id(execution), redis.expires_extra_ms, job)
+        pipe.zadd(redis.default_queue_name, {job_id(execution): enqueued_ms for execution in batch})
+        await pipe.execute()

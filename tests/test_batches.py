@@ -1,0 +1,107 @@
+"""Batch executions over a DQL filter and batch reruns, carried out by a real worker."""
+
+import asyncio
+
+from bson import ObjectId
+
+from tests.datasets_world import image_bytes, make_world
+from tests.snapshots import snapshot
+from tests.test_clone import _finished, _seed_items
+from tests.test_executions import CREATE_SERVICE, FAST
+from tests.workers import start_worker, stop
+
+EXECUTE_BATCH = """mutation($s: ID!, $input: BatchInput!) {
+  executeBatch(serviceId: $s, input: $input) { id status type } }"""
+RERUN_BATCH = """mutation($p: ID!, $statuses: [String!]!) {
+  rerunBatch(projectId: $p, statuses: $statuses) { id } }"""
+COUNTS = """query($p: ID!) { project(id: $p) { executionCounts { status count }
+  executions(first: 3) { totalCount nodes { status function } } } }"""
+
+
+async def _service(world, functions=("echo", "fail")) -> str:
+    service = {"name": "batch", "functions": list(functions)}
+    created = await world.client.data(CREATE_SERVICE, p=world.project, input=service)
+    return created["createService"]["id"]
+
+
+async def _all_ended(db, count: int) -> None:
+    async with await db.executions.watch() as changes:
+        while await db.executions.count_documents({"status": {"$in": ["success", "failed"]}}) < (
+            count
+        ):
+            await changes.next()
+
+
+async def test_batch_runs_the_function_on_every_matching_item(member, db, settings):
+    world = await make_world(member)
+    for n in range(6):
+        await world.upload(f"{n}.png", image_bytes("PNG", 4 + n, 4), dir="/a" if n % 2 else "/b")
+    service = await _service(world)
+    worker = start_worker(settings, **FAST, LOOM_BATCH_PAGE_SIZE="2")
+    try:
+        started = await world.client.data(
+            EXECUTE_BATCH,
+            s=service,
+            input={"function": "echo", "filter": {"dir": "/a"}, "input": {"tag": "x"}},
+        )
+        command = await _finished(db, ObjectId(started["executeBatch"]["id"]))
+        assert command["status"] == "success"
+        await _all_ended(db, 3)
+    finally:
+        stop(worker)
+    executions = await db.executions.find().to_list()
+    items = {i["_id"] for i in await db.items.find({"dir": "/a"}).to_list()}
+    assert {e["resource"]["id"] for e in executions} == items
+    assert {e["status"] for e in executions} == {"success"}
+    assert {e["output"]["tag"] for e in executions} == {"x"}
+    counts = (await world.client.data(COUNTS, p=world.project))["project"]
+    assert counts["executionCounts"] == [{"status": "success", "count": 3}]
+    assert counts["executions"]["totalCount"] == 3
+
+
+async def test_batch_with_a_bad_filter_or_input_starts_nothing(member, db):
+    world = await make_world(member)
+    service = await _service(world)
+    before = await snapshot(db)
+    for bad in (
+        {"function": "echo", "filter": {"$where": "1"}},
+        {"function": "fail", "input": {"message": 5}},
+        {"function": "sleeper"},
+    ):
+        error = await world.client.error(EXECUTE_BATCH, s=service, input=bad)
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert await snapshot(db) == before
+
+
+async def test_rerun_batch_reruns_the_failed_executions(member, db, settings):
+    world = await make_world(member)
+    await _seed_items(db, ObjectId(world.dataset), 20)
+    service = await _service(world)
+    worker = start_worker(settings, **FAST)
+    try:
+        started = await world.client.data(
+            EXECUTE_BATCH, s=service, input={"function": "fail", "filter": {}}
+        )
+        await _finished(db, ObjectId(started["executeBatch"]["id"]))
+        await _all_ended(db, 20)
+        rerun = await world.client.data(RERUN_BATCH, p=world.project, statuses=["failed"])
+        await _finished(db, ObjectId(rerun["rerunBatch"]["id"]))
+        async with await db.executions.watch() as changes:
+            while await db.executions.count_documents({"attempts": 2, "status": "failed"}) < 20:
+                await asyncio.wait_for(changes.next(), 30)
+    finally:
+        stop(worker)
+    assert await db.executions.count_documents({}) == 20
+
+
+async def test_batches_on_another_orgs_service_are_not_found(member, db):
+    world = await make_world(member)
+    service = await _service(world)
+    stranger = await make_world(member, org="beta")
+    before = await snapshot(db)
+    code = await stranger.client.code(EXECUTE_BATCH, s=service, input={"function": "echo"})
+    assert code == "NOT_FOUND"
+    code = await stranger.client.code(RERUN_BATCH, p=world.project, statuses=["failed"])
+    assert code == "NOT_FOUND"
+    assert await stranger.client.code(COUNTS, p=world.project) == "NOT_FOUND"
+    assert await snapshot(db) == before
