@@ -72,6 +72,21 @@ class Execution(Node):
         )
 
 
+async def executions_page(
+    info: strawberry.Info,
+    query: dict[str, Any],
+    statuses: list[str] | None,
+    first: int,
+    after: str | None,
+) -> Connection[Execution]:
+    """A page of the executions matching `query` (and `statuses`), newest first."""
+    if statuses:
+        query = {**query, "status": {"$in": statuses}}
+    access = await info.context.access()
+    page = await executions.list_executions(access, query, page_request(info, first, after))
+    return Connection.of(page, Execution.from_doc)
+
+
 @strawberry.type(description="A named deployment of registered functions in a project.")
 class Service(Node):
     name: str
@@ -91,12 +106,8 @@ class Service(Node):
         first: int = DEFAULT_PAGE_SIZE,
         after: str | None = None,
     ) -> Connection[Execution]:
-        query: dict[str, Any] = {"serviceId": object_id(self.id)}
-        if statuses:
-            query["status"] = {"$in": statuses}
-        access = await info.context.access()
-        page = await executions.list_executions(access, query, page_request(info, first, after))
-        return Connection.of(page, Execution.from_doc)
+        query = {"serviceId": object_id(self.id)}
+        return await executions_page(info, query, statuses, first, after)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "Service":
@@ -236,13 +247,8 @@ async def project_executions(
     first: int,
     after: str | None,
 ) -> Connection[Execution]:
-    access = await info.context.access()
-    await projects.get_project(access, project_id)
-    query: dict[str, Any] = {"projectId": project_id}
-    if statuses:
-        query["status"] = {"$in": statuses}
-    page = await executions.list_executions(access, query, page_request(info, first, after))
-    return Connection.of(page, Execution.from_doc)
+    await projects.get_project(await info.context.access(), project_id)
+    return await executions_page(info, {"projectId": project_id}, statuses, first, after)
 
 
 async def project_status_counts(info: strawberry.Info, project_id: Any) -> list[StatusCount]:
