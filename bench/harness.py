@@ -9,8 +9,11 @@ keep-alive connections and returns a `Result`.
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import platform
+import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -200,6 +203,68 @@ def describe(servers: list[Server]) -> str:
     return ", ".join(f"{s.kind} {s.url} (pid {s.process.pid})" for s in servers)
 
 
+# --- Loom workers -----------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In a child, before exec: the kernel SIGTERMs it when the benchmark dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class LoomWorker:
+    """One arq worker in a child process, as `loom worker` runs it (or `argv`, e.g. a worker a
+    benchmark builds itself), in its own process group, output to `log`."""
+
+    def __init__(self, env: dict[str, str], log: Path, argv: list[str] | None = None) -> None:
+        self.log = log
+        argv = argv or [sys.executable, "-m", "gateway.cli", "worker"]
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"worker {self.pid} exited with {self.process.returncode}:\n{tail}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (arq shuts down cleanly), SIGKILL if it takes longer than `timeout`."""
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def raise_open_files_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (children inherit it); returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 # --- CPU accounting ---------------------------------------------------------------------------
 
 
@@ -249,6 +314,37 @@ class CpuMeter:
         )
 
 
+class CpuWindow:
+    """Cores' worth of CPU used during a window by named processes, this process, and the
+    whole machine; 'other' is the rest (databases, the OS, processes not named)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+
+    def __enter__(self) -> "CpuWindow":
+        self._t0 = time.perf_counter()
+        self._cpu0 = {name: process_cpu_s(pid) for name, pid in self.pids.items()}
+        self._self0 = time.process_time()
+        self._busy0 = machine_busy_s()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.seconds = wall = time.perf_counter() - self._t0
+        self.cores: dict[str, float | None] = {}
+        for name, pid in self.pids.items():
+            before, after = self._cpu0[name], process_cpu_s(pid)
+            self.cores[name] = None if before is None or after is None else (after - before) / wall
+        self.cores["benchmark"] = (time.process_time() - self._self0) / wall
+        busy1 = machine_busy_s()
+        total = None if busy1 is None or self._busy0 is None else (busy1 - self._busy0) / wall
+        known = [v for v in self.cores.values() if v is not None]
+        self.cores["other"] = None if total is None else max(0.0, total - sum(known))
+        self.cores["machine"] = total
+
+    def summary(self) -> str:
+        return ", ".join(f"{name} {cores(value)}" for name, value in self.cores.items())
+
+
 def cores(value: float | None) -> str:
     return "?" if value is None else f"{value:.2f}"
 
@@ -271,8 +367,13 @@ class Result:
         return self.requests / self.seconds
 
     def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+        return percentile(self.latencies_ms, p)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The value below which `p` % of `values` lie (nearest rank on the sorted values)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 class BadResponse(RuntimeError):

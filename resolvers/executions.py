@@ -16,6 +16,7 @@ from typing import Any
 from bson import ObjectId
 from pydantic import Field
 from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import functions
@@ -25,6 +26,7 @@ from resolvers.inputs import Input, object_id, parse
 from resolvers.pagination import Page, PageRequest, paginate
 from resolvers.services import OnReset, get_service
 from resolvers.timestamps import new_document, now
+from resolvers.transactions import in_transaction
 
 MAX_LOG_LINES = 1000
 RESOURCES = {"itemId": "items", "datasetId": "datasets", "annotationId": "annotations"}
@@ -213,26 +215,60 @@ async def rerun(access: Access, execution_id: ObjectId) -> dict[str, Any]:
 # -- the worker's side ------------------------------------------------------------------------
 
 
+class ServiceBusy(Exception):
+    """Every concurrency slot of the execution's service is taken: try again later."""
+
+
+async def _release_slot(
+    db: AsyncDatabase, execution: dict[str, Any], session: AsyncClientSession
+) -> None:
+    await db.services.update_one(
+        {"_id": execution["serviceId"]}, {"$inc": {"running": -1}}, session=session
+    )
+
+
 async def claim(
     db: AsyncDatabase, execution_id: ObjectId, worker: str, lease: timedelta
 ) -> dict[str, Any] | None:
-    """Move `created` → `inProgress` for this worker; None if someone else did (or it ended)."""
-    moment = now()
-    return await db.executions.find_one_and_update(
-        {"_id": execution_id, "status": str(Status.CREATED)},
-        {
-            "$set": {
-                "status": str(Status.IN_PROGRESS),
-                "worker": worker,
-                "leaseUntil": moment + lease,
-                "startedAt": moment,
-                "updatedAt": moment,
+    """Move `created` → `inProgress` for this worker, taking one of its service's concurrency
+    slots in the same transaction; None if someone else claimed it (or it ended), ServiceBusy
+    when the service runs as many executions as its `concurrency` allows."""
+
+    async def work(session: AsyncClientSession) -> dict[str, Any] | None:
+        waiting = await db.executions.find_one(
+            {"_id": execution_id, "status": str(Status.CREATED)}, {"serviceId": 1}, session=session
+        )
+        if waiting is None:
+            return None
+        slot = await db.services.update_one(
+            {
+                "_id": waiting["serviceId"],
+                "$expr": {"$lt": [{"$ifNull": ["$running", 0]}, "$concurrency"]},
             },
-            "$inc": {"attempts": 1},
-            "$push": {"statusLog": _entry(Status.IN_PROGRESS, f"on {worker}")},
-        },
-        return_document=ReturnDocument.AFTER,
-    )
+            {"$inc": {"running": 1}},
+            session=session,
+        )
+        if slot.modified_count == 0:
+            raise ServiceBusy
+        moment = now()
+        return await db.executions.find_one_and_update(
+            {"_id": execution_id, "status": str(Status.CREATED)},
+            {
+                "$set": {
+                    "status": str(Status.IN_PROGRESS),
+                    "worker": worker,
+                    "leaseUntil": moment + lease,
+                    "startedAt": moment,
+                    "updatedAt": moment,
+                },
+                "$inc": {"attempts": 1},
+                "$push": {"statusLog": _entry(Status.IN_PROGRESS, f"on {worker}")},
+            },
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+
+    return await in_transaction(db, work)
 
 
 def _ours(execution: dict[str, Any]) -> dict[str, Any]:
@@ -292,11 +328,18 @@ async def finish(
     }
     if status == Status.SUCCESS:
         fields["progress"] = {"percent": 100, "message": "done"}
-    ended = await db.executions.update_one(
-        _ours(execution),
-        {"$set": fields, "$push": {"statusLog": _entry(status, error or "")}},
-    )
-    return ended.modified_count == 1
+
+    async def work(session: AsyncClientSession) -> bool:
+        ended = await db.executions.update_one(
+            _ours(execution),
+            {"$set": fields, "$push": {"statusLog": _entry(status, error or "")}},
+            session=session,
+        )
+        if ended.modified_count == 1:
+            await _release_slot(db, execution, session)
+        return ended.modified_count == 1
+
+    return await in_transaction(db, work)
 
 
 async def reap(db: AsyncDatabase) -> list[dict[str, Any]]:
@@ -305,29 +348,43 @@ async def reap(db: AsyncDatabase) -> list[dict[str, Any]]:
     requeue = []
     lapsed = {"status": str(Status.IN_PROGRESS), "leaseUntil": {"$lt": now()}}
     async for execution in db.executions.find(lapsed):
-        retry = (
-            execution["onReset"] == OnReset.RERUN
-            and execution["attempts"] < execution["maxAttempts"]
+        updated = await _reap_one(db, execution)
+        if updated is not None and updated["status"] == Status.CREATED:
+            requeue.append(updated)
+    return requeue
+
+
+async def _reap_one(db: AsyncDatabase, execution: dict[str, Any]) -> dict[str, Any] | None:
+    """Release a lost execution (and its service slot) unless another reaper already did."""
+    retry = (
+        execution["onReset"] == OnReset.RERUN and execution["attempts"] < execution["maxAttempts"]
+    )
+    status = Status.CREATED if retry else Status.FAILED
+    fields: dict[str, Any] = {"status": str(status), "leaseUntil": None, "updatedAt": now()}
+    if not retry:
+        fields["error"] = (
+            f"The worker was lost on all {execution['attempts']} attempts"
+            if execution["onReset"] == OnReset.RERUN
+            else "The worker running this execution stopped (onReset: failed)"
         )
-        status = Status.CREATED if retry else Status.FAILED
-        message = "worker lost; rerunning" if retry else "worker lost; not rerun"
-        fields: dict[str, Any] = {"status": str(status), "leaseUntil": None, "updatedAt": now()}
-        if not retry:
-            fields["error"] = "The worker running this execution stopped (onReset: failed)"
-            if execution["onReset"] == OnReset.RERUN:
-                fields["error"] = f"The worker was lost on all {execution['attempts']} attempts"
+    entry = _entry(status, "worker lost; rerunning" if retry else "worker lost; not rerun")
+
+    async def work(session: AsyncClientSession) -> dict[str, Any] | None:
         updated = await db.executions.find_one_and_update(
             {
                 "_id": execution["_id"],
                 "status": str(Status.IN_PROGRESS),
                 "leaseUntil": execution["leaseUntil"],
             },
-            {"$set": fields, "$push": {"statusLog": _entry(status, message)}},
+            {"$set": fields, "$push": {"statusLog": entry}},
             return_document=ReturnDocument.AFTER,
+            session=session,
         )
-        if updated is not None and retry:
-            requeue.append(updated)
-    return requeue
+        if updated is not None:
+            await _release_slot(db, execution, session)
+        return updated
+
+    return await in_transaction(db, work)
 
 
 async def waiting(db: AsyncDatabase) -> list[dict[str, Any]]:

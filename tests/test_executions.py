@@ -2,6 +2,7 @@
 timeouts, reruns, killed workers and a flushed Redis."""
 
 import asyncio
+import itertools
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -235,3 +236,28 @@ async def test_another_orgs_services_and_executions_are_not_found(member, db):
     query = '{ node(id: "%s") { id } }'
     assert (await stranger.client.data(query % execution))["node"] is None
     assert await snapshot(db) == before
+
+
+async def test_service_concurrency_bounds_running_executions_across_workers(member, db, settings):
+    world = await make_world(member)
+    service = await _service(world, concurrency=1)
+    workers = [start_worker(settings, **FAST) for _ in range(2)]
+    try:
+        started = [
+            await _execute(world, service, "sleeper", seconds=0.3, steps=1) for _ in range(3)
+        ]
+        done = [await _until(db, e, _ended) for e in started]
+    finally:
+        for process in workers:
+            stop(process)
+    assert [d["status"] for d in done] == ["success"] * 3
+    runs = sorted(
+        (
+            next(s["time"] for s in d["statusLog"] if s["status"] == "inProgress"),
+            next(s["time"] for s in d["statusLog"] if s["status"] == "success"),
+        )
+        for d in done
+    )
+    for (_, first_end), (second_start, _) in itertools.pairwise(runs):
+        assert second_start >= first_end
+    assert (await db.services.find_one({"_id": ObjectId(service)}))["running"] == 0

@@ -38,6 +38,7 @@ async def test_subscriber_sees_progress_of_an_execution_run_by_a_real_worker(
     execution = await _execute(world, service, "sleeper", seconds=0.4, steps=4)
     await app.state.feed.ready()
     async with subscribe(server, world.client.key, EXECUTION_UPDATED, e=execution) as updates:
+        await _wait_for_subscribers(app, 1)
         worker = start_worker(settings, **FAST)
         try:
             seen = []
@@ -61,6 +62,7 @@ async def test_org_b_never_receives_org_a_changes(member, server, db, app):
     b_execution = await _execute(b, await _service(b))
     await app.state.feed.ready()
     async with subscribe(server, b.client.key, EXECUTION_UPDATED) as updates:
+        await _wait_for_subscribers(app, 1)
         for execution, percent in ((a_execution, 10), (b_execution, 20), (a_execution, 30)):
             await db.executions.update_one(
                 {"_id": ObjectId(execution)}, {"$set": {"progress.percent": percent}}

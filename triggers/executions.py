@@ -11,6 +11,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from arq import Retry
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 from arq.jobs import Job, JobStatus, serialize_job
@@ -22,6 +23,9 @@ from resolvers import executions, functions
 from resolvers.executions import Status
 
 log = logging.getLogger("loom.executions")
+
+SERVICE_BUSY_RETRY_S = 0.5
+"""How soon a job whose service has no free concurrency slot looks again."""
 
 
 def job_id(execution: dict[str, Any]) -> str:
@@ -95,7 +99,10 @@ async def run_execution(ctx: dict[str, Any], execution_id: str) -> None:
     db: AsyncDatabase = ctx["db"]
     settings = ctx["settings"]
     lease = timedelta(seconds=settings.execution_lease_s)
-    execution = await executions.claim(db, ObjectId(execution_id), ctx["worker_id"], lease)
+    try:
+        execution = await executions.claim(db, ObjectId(execution_id), ctx["worker_id"], lease)
+    except executions.ServiceBusy:
+        raise Retry(defer=SERVICE_BUSY_RETRY_S) from None
     if execution is None:
         return
     context = Context(db, execution, await _resource(db, execution))

@@ -15,7 +15,7 @@ import socket
 from typing import Any
 
 from arq.connections import RedisSettings
-from arq.worker import Worker
+from arq.worker import Worker, func
 
 from gateway.connections import mongo_client
 from gateway.settings import Settings
@@ -72,7 +72,12 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         await ctx["mongo"].close()
 
     return Worker(
-        functions=[ping, run_command, run_execution],
+        functions=[
+            ping,
+            run_command,
+            # A job waiting for a free slot of its service retries until one frees up.
+            func(run_execution, max_tries=1_000_000),
+        ],
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         on_startup=startup,
         on_shutdown=shutdown,
