@@ -1,16 +1,17 @@
 """Executions at scale: a 20,000-item executeBatch, end-to-end completion by real workers, and
 the fan-out latency of one execution's updates to 1,000 WebSocket subscribers.
 
-    .venv/bin/python bench/executions.py
+    .venv/bin/python bench/executions.py            # about 3 minutes on 2 cores
 
 Starts a throw-away embedded stack (real mongod + valkey) unless LOOM_MONGODB_URL and
 LOOM_REDIS_URL are set (the workers then share Redis's default arq queue with whatever else
 uses it), and on a fresh database: an organization with an owner key (as `loom keys create`),
 a project, a dataset and a service running the built-in `echo` function (GraphQL mutations to
-the gateway), and 20,000 items written directly with PyMongo (documents as
-`resolvers.items` writes them). One Loom gateway runs under uvicorn in a child process; the
-workers are real `loom worker` processes (`python -m gateway.cli worker`), everything with
-LOOM_LOG_LEVEL=WARNING.
+the gateway; the service keeps the application's default concurrency unless
+--service-concurrency says otherwise), and 20,000 items written directly with PyMongo
+(documents as `resolvers.items` writes them). One Loom gateway runs under uvicorn in a child
+process; the workers are real `loom worker` processes (`python -m gateway.cli worker`),
+everything with LOOM_LOG_LEVEL=WARNING and no other LOOM_* knob changed.
 
 1. executeBatch over every item (GraphQL mutation, `filter: {}`):
    (a) creation + enqueue, one worker: from the mutation until the command is `success` (all
@@ -19,17 +20,21 @@ LOOM_LOG_LEVEL=WARNING.
        with its job record, running, or finished with a result) must add up;
    (b) completion, two workers, a fresh batch: from the mutation until all 20,000 executions are
        `success` (counted every 0.2 s on the status index), at most --completion-cap-s seconds;
-       a run cut short reports the rate it reached and the projected total;
-   (c) what-if (--what-if-s, 0 skips it): (b) again with two workers built by
-       `triggers.worker.build_worker` with other arq settings (--what-if-max-jobs,
-       --what-if-poll-delay) — the same application code, started from this script — to
-       measure what the worker's arq configuration costs.
+       a run cut short reports the rate it reached and the projected total. mongod's
+       serverStatus counters (transactions committed / aborted, operations) are reported per
+       completed execution;
+   (c) what-if (--what-if-s, 0 skips it): (b) again with two workers that
+       `triggers.worker.build_worker` builds with other arq settings (--what-if-max-jobs,
+       --what-if-poll-delay; by default only the poll delay differs) — the same application
+       code, started from this script — to measure what the worker's arq configuration costs.
 2. Fan-out: 1,000 graphql-transport-ws clients (the `websockets` library, in this process) on
    the one gateway, all subscribed to `executionUpdated(executionId:)` of ONE shared execution
    (the worst case: every write reaches every subscriber); then 20 writes to that execution's
-   progress straight into MongoDB, 100 ms apart; each subscriber timestamps each update when
-   its socket yields it. Prints p50/p99/max of write → receipt and checks every subscriber got
-   every update exactly once.
+   progress straight into MongoDB, 100 ms apart. The k-th message a subscriber receives is the
+   k-th write's change event: its latency is receipt (taken as the socket yields it) minus the
+   moment just before that write's update_one. Prints p50/p99/max, checks that every
+   subscriber got exactly one message per write, and whether each message carried its own
+   write's state.
 
 The clients, the gateway, the workers and both databases share this machine's cores: the
 figures are relative, not capacities. The machinery shared with the other benchmarks is in
@@ -63,6 +68,7 @@ UPDATES = 20
 UPDATE_SPACING_S = 0.1
 P99_GOAL_MS = 250.0
 POLL_S = 0.2
+SCRIPT = str(Path(__file__).resolve())
 CONNECT_PARALLEL = 50
 SEED_BATCH = 5_000
 
@@ -97,7 +103,7 @@ def what_if_worker(max_jobs: int, poll_delay: float) -> None:
     build_worker(settings, max_jobs=max_jobs, poll_delay=poll_delay).run()
 
 
-# --- the benchmark's world --------------------------------------------------------------------------
+# --- the benchmark's world ------------------------------------------------------------------------
 
 
 class Bench:
@@ -301,6 +307,21 @@ class Bench:
                 counts["MISSING from Redis"] += 1
         return dict(counts)
 
+    async def mongod_counters(self) -> Counter[str]:
+        """mongod's own counters (serverStatus): transactions and write conflicts."""
+        status = await self.mongo.admin.command("serverStatus")
+        transactions = status.get("transactions", {})
+        return Counter(
+            {
+                "transactions committed": transactions.get("totalCommitted", 0),
+                "transactions aborted": transactions.get("totalAborted", 0),
+                "write conflicts": status["metrics"]["operation"].get("writeConflicts", 0),
+                "updates": status["opcounters"]["update"],
+                "queries": status["opcounters"]["query"],
+                "commands": status["opcounters"]["command"],
+            }
+        )
+
     async def status_counts(self, query: dict[str, Any]) -> dict[str, int]:
         pipeline = [{"$match": query}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
         return {row["_id"]: row["n"] async for row in await self.db.executions.aggregate(pipeline)}
@@ -337,7 +358,7 @@ class Bench:
         print(f"  mutation answered in {answered * 1000:.0f} ms; command {command['status']}")
         print(
             f"  queued -> claimed by the worker {claimed:.2f}s after the mutation (arq poll "
-            f"delay), then {len(events) - 1} committed pages (progress "
+            f"delay), then {len(events) - 2} committed pages (progress "
             f"{', '.join(str(p) for _, _, p in events[1:-1][:3])}, ...)"
         )
         print(
@@ -371,7 +392,7 @@ class Bench:
         return met
 
     async def phase_complete(
-        self, label: str, count: int, cap_s: float, argv: list[str] | None = None
+        self, count: int, cap_s: float, argv: list[str] | None = None
     ) -> float:
         """(b)/(c): `count` workers; mutation → every execution `success` (or the cap)."""
         workers = await self.start_workers(count, argv)
@@ -380,6 +401,7 @@ class Bench:
         pids |= {f"worker{n + 1}": w.pid for n, w in enumerate(workers)}
         samples: list[tuple[float, int]] = []
         created_at = None
+        counters = await self.mongod_counters()
         with CpuWindow(pids) as cpu:
             command_id, begun, _ = await self.execute_batch()
             while True:
@@ -395,6 +417,7 @@ class Bench:
                     worker.check_alive()
                 if done >= ITEMS or now >= cap_s:
                     break
+        counters = await self.mongod_counters() - counters
         statuses = await self.status_counts({"batchId": command_id})
         retries = await self._retried(command_id)
         await self.stop_workers()
@@ -408,14 +431,22 @@ class Bench:
         progress = ", ".join(f"{t:.0f}s:{n:,}" for t, n in samples[4::25])
         print(f"  successes over time: {progress}")
         print(f"  statuses at the end: {statuses}; {retries}")
-        print(f"  cpu (cores): {cpu.summary()}")
+        per = max(done, 1)
+        machine_ms = (cpu.cores["machine"] or 0) * cpu.seconds / per * 1000
+        print(f"  cpu (cores): {cpu.summary()}; {machine_ms:.1f} ms machine CPU per completion")
+        print(
+            "  mongod per completed execution: "
+            + ", ".join(f"{name} {n / per:.2f}" for name, n in counters.items())
+        )
         if done >= ITEMS:
             print(
                 f"  => all {ITEMS:,} success in {elapsed:.1f}s: {rate:,.1f} executions completed/s",
                 flush=True,
             )
         else:
-            steady = (done - samples[len(samples) // 2][1]) / (elapsed - samples[len(samples) // 2][0])
+            steady = (done - samples[len(samples) // 2][1]) / (
+                elapsed - samples[len(samples) // 2][0]
+            )
             print(
                 f"  => cut at the {cap_s:g}s cap: {done:,} of {ITEMS:,} success = {rate:,.1f} "
                 f"completed/s since the mutation ({steady:,.1f}/s over the second half); all "
@@ -426,17 +457,21 @@ class Bench:
         return rate
 
     async def _retried(self, command_id: Any) -> str:
-        """How many claims found the service's slots taken (arq retries recorded by statusLog
-        cannot tell; arq's retry counters can)."""
+        """arq's try counters of the batch's jobs: a job that finished has none any more; one
+        left has been started (it runs, or a ServiceBusy Retry put it back in the queue)."""
         from arq.constants import retry_key_prefix
 
         ids = [str(d["_id"]) async for d in self.db.executions.find({"batchId": command_id})]
         tries = []
         for start in range(0, len(ids), 5_000):
             chunk = ids[start : start + 5_000]
-            tries += [int(v) for v in await self.redis.mget([retry_key_prefix + i for i in chunk]) if v]
-        extra = sum(t - 1 for t in tries)
-        return f"arq job tries recorded for {len(tries):,} jobs, {extra:,} beyond the first"
+            tries += [
+                int(v) for v in await self.redis.mget([retry_key_prefix + i for i in chunk]) if v
+            ]
+        return (
+            f"{len(tries):,} unfinished jobs already tried (running, or put back by a "
+            f"ServiceBusy Retry), {sum(tries):,} tries"
+        )
 
     # --- subscriptions ------------------------------------------------------------------------
 
@@ -489,7 +524,9 @@ class Bench:
                 at = clock()
                 message = json.loads(raw)
                 try:
-                    mine.append((at, message["payload"]["data"]["executionUpdated"]["progress"]["message"]))
+                    mine.append(
+                        (at, message["payload"]["data"]["executionUpdated"]["progress"]["message"])
+                    )
                 except (KeyError, TypeError):
                     errors.append(str(message)[:300])
 
@@ -510,7 +547,7 @@ class Bench:
         began = time.perf_counter()
         tasks = [asyncio.create_task(subscriber(n)) for n in range(SUBSCRIBERS)]
         # Registration on the server has no acknowledgement: write warm-up updates until every
-        # subscriber has received one.
+        # subscriber has received one, then wait until nothing more arrives.
         warm = 0
         deadline = time.monotonic() + 120
         while sum(1 for r in received if r) < SUBSCRIBERS:
@@ -525,70 +562,101 @@ class Bench:
                 warm += 1
                 await write(f"warm {warm}", 0)
             await asyncio.sleep(0.5)
+        previous = -1
+        while (total := sum(len(r) for r in received)) != previous:
+            previous = total
+            await asyncio.sleep(1.0)
         print(
             f"  {SUBSCRIBERS:,} subscribed and live in {time.perf_counter() - began:.1f}s "
             f"({warm} warm-up writes); websocket extensions {dict(extensions)}",
             flush=True,
         )
-        await asyncio.sleep(1.0)
-        for r in received:
-            r.clear()
-        written: dict[str, float] = {}
+        offsets = [len(r) for r in received]
+        written: list[float] = []
+        expected = SUBSCRIBERS * UPDATES
         with CpuWindow({"gateway": self.server.process.pid}) as cpu:
             start = time.perf_counter()
             for n in range(UPDATES):
                 await asyncio.sleep(max(0.0, start + n * UPDATE_SPACING_S - time.perf_counter()))
-                written[f"bench {n}"] = await write(f"bench {n}", 5 + n)
+                written.append(await write(f"bench {n}", 5 + n))
             deadline = time.monotonic() + 60
-            while (
-                sum(len(r) for r in received) < SUBSCRIBERS * UPDATES
-                and time.monotonic() < deadline
-            ):
+            while total - sum(offsets) < expected and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)  # duplicates, if any, arrive too
+                total = sum(len(r) for r in received)
+            await asyncio.sleep(0.3)  # anything extra arrives too
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
-        delays, per_update = [], {name: [] for name in written}
-        missing = duplicates = unexpected = 0
-        for r in received:
-            names = Counter(name for _, name in r)
-            missing += sum(1 for name in written if names[name] == 0)
-            duplicates += sum(c - 1 for name, c in names.items() if c > 1 and name in written)
-            unexpected += sum(c for name, c in names.items() if name not in written)
-            for at, name in r:
-                if name in written:
-                    delay = (at - written[name]) * 1000
-                    delays.append(delay)
-                    per_update[name].append(delay)
-        expected = SUBSCRIBERS * UPDATES
+        # The k-th message after the warm-up is the k-th write's change event (one event per
+        # write, one message per event and subscriber); its content is the document as the
+        # feed looked it up, which may already be a later write's.
+        delays: list[float] = []
+        by_update: list[list[float]] = [[] for _ in range(UPDATES)]
+        short = extra = superseded = wrong = 0
+        states: list[int] = []
+        last_at = written[-1]
+        for r, offset in zip(received, offsets, strict=True):
+            mine = r[offset:]
+            short += max(0, UPDATES - len(mine))
+            extra += max(0, len(mine) - UPDATES)
+            states.append(len({name for _, name in mine}))
+            for k, (at, name) in enumerate(mine[:UPDATES]):
+                shown = int(name.split()[1]) if name.startswith("bench ") else -1
+                superseded += shown > k
+                wrong += shown < k
+                delay = (at - written[k]) * 1000
+                last_at = max(last_at, at)
+                delays.append(delay)
+                by_update[k].append(delay)
         print(
-            f"  deliveries: {len(delays):,} of {expected:,} expected; missing {missing}, "
-            f"duplicates {duplicates}, other messages {unexpected}, errors {len(errors)}"
+            f"  messages: {len(delays):,} of {expected:,} expected (one per write and "
+            f"subscriber); missing {short}, extra {extra}, errors {len(errors)}"
             + (f" (first: {errors[0]})" if errors else "")
+        )
+        print(
+            f"  content: {superseded:,} of {len(delays):,} messages carried a LATER write's "
+            f"state instead of their own (updateLookup), {wrong} an earlier one; distinct "
+            f"states a subscriber saw: median {percentile(states, 50)} of {UPDATES}"
         )
         if not delays:
             print("  => nothing delivered (goal NOT MET)")
             return False
-        firsts = [min(v) for v in per_update.values() if v]
-        lasts = [max(v) for v in per_update.values() if v]
         print(
-            f"  per update: first subscriber served after p50 {percentile(firsts, 50):.1f} ms, "
-            f"last after p50 {percentile(lasts, 50):.1f} ms / max {max(lasts):.1f} ms"
+            "  latency by write (p50 / max ms): "
+            + ", ".join(
+                f"#{k}: {percentile(v, 50):.0f}/{max(v):.0f}"
+                for k, v in enumerate(by_update)
+                if v and k in (0, 1, 2, 5, 10, 15, UPDATES - 1)
+            )
         )
-        print(f"  cpu (cores) during the writes: {cpu.summary()}")
+        spread = [max(v) - min(v) for v in by_update if v]
+        busy_s = last_at - written[0]
+        print(
+            f"  one write, first to last subscriber: {spread[0]:.0f} ms for write #0 (nothing "
+            f"queued before it), p50 {percentile(spread, 50):.0f} ms over all writes; "
+            f"{len(delays):,} messages delivered in {busy_s:.2f}s from the first write = "
+            f"{len(delays) / busy_s:,.0f} messages/s"
+        )
+        gateway_us = (cpu.cores["gateway"] or 0) * cpu.seconds / len(delays) * 1e6
+        print(
+            f"  cpu (cores) from the first write to the last receipt ({cpu.seconds:.1f}s): "
+            f"{cpu.summary()}; gateway {gateway_us:.0f} us CPU per message -> at most "
+            f"~{1e6 / gateway_us:,.0f} messages/s per gateway process; offered "
+            f"{SUBSCRIBERS / UPDATE_SPACING_S:,.0f}/s"
+        )
         p50, p99, worst = percentile(delays, 50), percentile(delays, 99), max(delays)
-        complete = missing == 0 and duplicates == 0 and not errors
-        met = p99 <= P99_GOAL_MS and complete
+        complete = short == 0 and extra == 0 and not errors
+        latency_met = p99 <= P99_GOAL_MS
         print(
             f"  => write -> receipt latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms "
-            f"(goal p99 <= {P99_GOAL_MS:g} ms and every update to every subscriber: "
-            f"{'MET' if met else 'NOT MET'})",
+            f"(goal p99 <= {P99_GOAL_MS:g} ms: {'MET' if latency_met else 'NOT MET'}); "
+            f"every subscriber got one message per write: {'yes' if complete else 'NO'}; "
+            f"each with its own write's state: {'yes' if superseded + wrong == 0 else 'NO'}",
             flush=True,
         )
-        return met
+        return latency_met and complete
 
 
 async def worker_configuration(settings_env: dict[str, str]) -> str:
@@ -607,7 +675,7 @@ async def worker_configuration(settings_env: dict[str, str]) -> str:
         f"max_jobs={worker.max_jobs} poll_delay={worker.poll_delay_s:g}s "
         f"queue_read_limit={worker.queue_read_limit} keep_result={worker.keep_result_s:g}s "
         f"run_execution max_tries={run.max_tries}; LOOM_BATCH_PAGE_SIZE="
-        f"{Settings().batch_page_size} LOOM_EXECUTION_LEASE_S={settings.execution_lease_s:g}"
+        f"{settings.batch_page_size} LOOM_EXECUTION_LEASE_S={settings.execution_lease_s:g}"
     )
 
 
@@ -615,11 +683,12 @@ def code_state() -> str:
     def git(*argv: str) -> str:
         return subprocess.run(
             ["git", *argv], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
+        ).stdout.rstrip()
 
-    dirty = [line[3:] for line in git("status", "--porcelain").splitlines() if line[:2] != "??"]
+    status = git("status", "--porcelain", "--", ".", ":!bench").splitlines()
+    dirty = [line[3:] for line in status if line[:2] != "??"]
     changes = f" + uncommitted changes to {', '.join(dirty)}" if dirty else ""
-    return f"{git('rev-parse', '--short', 'HEAD')}{changes}"
+    return f"{git('rev-parse', '--short', 'HEAD')}{changes} (bench/ not counted)"
 
 
 async def run(args: argparse.Namespace, mongodb_url: str, redis_url: str, origin: str) -> int:
@@ -637,7 +706,7 @@ async def run(args: argparse.Namespace, mongodb_url: str, redis_url: str, origin
                 f"success (cap {args.completion_cap_s:g}s) ...",
                 flush=True,
             )
-            rate = await bench.phase_complete("b", 2, args.completion_cap_s)
+            rate = await bench.phase_complete(2, args.completion_cap_s)
             if args.what_if_s > 0:
                 print(
                     f"\n[1c] what-if: (b) with two workers from build_worker(settings, "
@@ -647,14 +716,14 @@ async def run(args: argparse.Namespace, mongodb_url: str, redis_url: str, origin
                 )
                 argv = [
                     sys.executable,
-                    str(Path(__file__).resolve()),
+                    SCRIPT,
                     "--what-if-worker",
                     "--what-if-max-jobs",
                     str(args.what_if_max_jobs),
                     "--what-if-poll-delay",
                     str(args.what_if_poll_delay),
                 ]
-                what_if = await bench.phase_complete("c", 2, args.what_if_s, argv)
+                what_if = await bench.phase_complete(2, args.what_if_s, argv)
                 print(f"  => what-if / loom worker completion rate = {what_if / rate:.1f}x")
         if not args.skip_fanout:
             goals["fan-out"] = await bench.phase_fanout()
@@ -671,13 +740,15 @@ async def run(args: argparse.Namespace, mongodb_url: str, redis_url: str, origin
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--completion-cap-s", type=float, default=75.0, help="longest wait in phase (b)"
+        "--completion-cap-s", type=float, default=60.0, help="longest wait in phase (b)"
     )
     parser.add_argument(
         "--what-if-s", type=float, default=30.0, help="longest wait in phase (c); 0 skips it"
     )
-    parser.add_argument("--what-if-max-jobs", type=int, default=100)
-    parser.add_argument("--what-if-poll-delay", type=float, default=0.05)
+    parser.add_argument("--what-if-max-jobs", type=int, default=10, help="arq max_jobs in (c)")
+    parser.add_argument(
+        "--what-if-poll-delay", type=float, default=0.05, help="arq poll_delay in (c), seconds"
+    )
     parser.add_argument(
         "--service-concurrency",
         type=int,

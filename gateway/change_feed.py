@@ -4,7 +4,8 @@ However many clients subscribe, MongoDB serves this process a single change stre
 collections subscriptions watch. Each subscriber has a bounded queue: a subscriber that falls
 behind by a full queue is marked overflowed — it is told and dropped — so it never slows the
 feed or the other subscribers. The feed resumes after a lost connection with its last resume
-token, so subscribers miss nothing while it reconnects.
+token, so subscribers miss nothing while it reconnects. Each event carries the document as it
+was right after its change (post-images, enabled in gateway/indexes.py), never a later state.
 """
 
 import asyncio
@@ -98,7 +99,7 @@ class ChangeFeed:
         while True:
             try:
                 async with await self.db.watch(
-                    pipeline, full_document="updateLookup", resume_after=resume_after
+                    pipeline, full_document="whenAvailable", resume_after=resume_after
                 ) as stream:
                     self._ready.set()
                     async for change in stream:

@@ -1,4 +1,5 @@
-"""Every MongoDB index Loom relies on, in one place, created idempotently at start-up."""
+"""Every MongoDB index and collection option Loom relies on, in one place, applied
+idempotently at start-up."""
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
@@ -59,7 +60,14 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
+POST_IMAGES = ("executions", "commands")
+"""Collections whose change events carry the document as it was right after the change (not
+as it is when the event is read), so subscribers see every state, not a later one twice."""
+
+
 async def ensure_indexes(db: AsyncDatabase) -> None:
     """Create what is missing; existing indexes with the same spec are left as they are."""
     for collection, models in INDEXES.items():
         await db[collection].create_indexes(models)
+    for collection in POST_IMAGES:
+        await db.command("collMod", collection, changeStreamPreAndPostImages={"enabled": True})

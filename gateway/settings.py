@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     clone_batch_size: int = Field(500, ge=1, le=5000)
     batch_page_size: int = Field(1000, ge=1, le=10_000)
     execution_lease_s: float = Field(30.0, gt=0)
+    worker_max_jobs: int = Field(10, ge=1, le=1000)
+    worker_poll_delay_s: float = Field(0.05, gt=0)
     reaper_interval_s: float = Field(5.0, gt=0)
     subscription_queue_size: int = Field(1000, ge=1)
     limits: Limits = Field(default_factory=Limits)

@@ -16,7 +16,6 @@ from typing import Any
 from bson import ObjectId
 from pydantic import Field
 from pymongo import ReturnDocument
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import functions
@@ -26,7 +25,6 @@ from resolvers.inputs import Input, object_id, parse
 from resolvers.pagination import Page, PageRequest, paginate
 from resolvers.services import OnReset, get_service
 from resolvers.timestamps import new_document, now
-from resolvers.transactions import in_transaction
 
 MAX_LOG_LINES = 1000
 RESOURCES = {"itemId": "items", "datasetId": "datasets", "annotationId": "annotations"}
@@ -219,56 +217,68 @@ class ServiceBusy(Exception):
     """Every concurrency slot of the execution's service is taken: try again later."""
 
 
-async def _release_slot(
-    db: AsyncDatabase, execution: dict[str, Any], session: AsyncClientSession
-) -> None:
+async def _take_slot(db: AsyncDatabase, service_id: ObjectId) -> bool:
+    """One atomic single-document update: no transaction, so a busy service's counter never
+    turns into a storm of aborted, retried transactions."""
+    slot = await db.services.update_one(
+        {"_id": service_id, "$expr": {"$lt": [{"$ifNull": ["$running", 0]}, "$concurrency"]}},
+        {"$inc": {"running": 1}},
+    )
+    return slot.modified_count == 1
+
+
+async def _release_slot(db: AsyncDatabase, service_id: ObjectId) -> None:
     await db.services.update_one(
-        {"_id": execution["serviceId"]}, {"$inc": {"running": -1}}, session=session
+        {"_id": service_id, "running": {"$gt": 0}}, {"$inc": {"running": -1}}
     )
 
 
 async def claim(
     db: AsyncDatabase, execution_id: ObjectId, worker: str, lease: timedelta
 ) -> dict[str, Any] | None:
-    """Move `created` → `inProgress` for this worker, taking one of its service's concurrency
-    slots in the same transaction; None if someone else claimed it (or it ended), ServiceBusy
-    when the service runs as many executions as its `concurrency` allows."""
-
-    async def work(session: AsyncClientSession) -> dict[str, Any] | None:
-        waiting = await db.executions.find_one(
-            {"_id": execution_id, "status": str(Status.CREATED)}, {"serviceId": 1}, session=session
-        )
-        if waiting is None:
-            return None
-        slot = await db.services.update_one(
-            {
-                "_id": waiting["serviceId"],
-                "$expr": {"$lt": [{"$ifNull": ["$running", 0]}, "$concurrency"]},
+    """Move `created` → `inProgress` for this worker, holding one of its service's concurrency
+    slots; None if someone else claimed it (or it ended), ServiceBusy when the service already
+    runs as many executions as its `concurrency` allows."""
+    waiting = await db.executions.find_one(
+        {"_id": execution_id, "status": str(Status.CREATED)}, {"serviceId": 1}
+    )
+    if waiting is None:
+        return None
+    if not await _take_slot(db, waiting["serviceId"]):
+        raise ServiceBusy
+    moment = now()
+    claimed = await db.executions.find_one_and_update(
+        {"_id": execution_id, "status": str(Status.CREATED)},
+        {
+            "$set": {
+                "status": str(Status.IN_PROGRESS),
+                "worker": worker,
+                "leaseUntil": moment + lease,
+                "startedAt": moment,
+                "updatedAt": moment,
             },
-            {"$inc": {"running": 1}},
-            session=session,
-        )
-        if slot.modified_count == 0:
-            raise ServiceBusy
-        moment = now()
-        return await db.executions.find_one_and_update(
-            {"_id": execution_id, "status": str(Status.CREATED)},
-            {
-                "$set": {
-                    "status": str(Status.IN_PROGRESS),
-                    "worker": worker,
-                    "leaseUntil": moment + lease,
-                    "startedAt": moment,
-                    "updatedAt": moment,
-                },
-                "$inc": {"attempts": 1},
-                "$push": {"statusLog": _entry(Status.IN_PROGRESS, f"on {worker}")},
-            },
-            return_document=ReturnDocument.AFTER,
-            session=session,
-        )
+            "$inc": {"attempts": 1},
+            "$push": {"statusLog": _entry(Status.IN_PROGRESS, f"on {worker}")},
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+    if claimed is None:
+        await _release_slot(db, waiting["serviceId"])
+    return claimed
 
-    return await in_transaction(db, work)
+
+async def reconcile_slots(db: AsyncDatabase) -> None:
+    """Give back slots a worker took and never returned (it died between two writes): a
+    service never counts more running executions than it has in progress."""
+    async for service in db.services.find({"running": {"$gt": 0}}, {"running": 1}):
+        actual = await db.executions.count_documents(
+            {"serviceId": service["_id"], "status": str(Status.IN_PROGRESS)}
+        )
+        if actual < service["running"]:
+            await db.services.update_one(
+                {"_id": service["_id"], "running": service["running"]},
+                {"$set": {"running": actual}},
+            )
 
 
 def _ours(execution: dict[str, Any]) -> dict[str, Any]:
@@ -329,17 +339,12 @@ async def finish(
     if status == Status.SUCCESS:
         fields["progress"] = {"percent": 100, "message": "done"}
 
-    async def work(session: AsyncClientSession) -> bool:
-        ended = await db.executions.update_one(
-            _ours(execution),
-            {"$set": fields, "$push": {"statusLog": _entry(status, error or "")}},
-            session=session,
-        )
-        if ended.modified_count == 1:
-            await _release_slot(db, execution, session)
-        return ended.modified_count == 1
-
-    return await in_transaction(db, work)
+    ended = await db.executions.update_one(
+        _ours(execution), {"$set": fields, "$push": {"statusLog": _entry(status, error or "")}}
+    )
+    if ended.modified_count == 1:
+        await _release_slot(db, execution["serviceId"])
+    return ended.modified_count == 1
 
 
 async def reap(db: AsyncDatabase) -> list[dict[str, Any]]:
@@ -369,22 +374,18 @@ async def _reap_one(db: AsyncDatabase, execution: dict[str, Any]) -> dict[str, A
         )
     entry = _entry(status, "worker lost; rerunning" if retry else "worker lost; not rerun")
 
-    async def work(session: AsyncClientSession) -> dict[str, Any] | None:
-        updated = await db.executions.find_one_and_update(
-            {
-                "_id": execution["_id"],
-                "status": str(Status.IN_PROGRESS),
-                "leaseUntil": execution["leaseUntil"],
-            },
-            {"$set": fields, "$push": {"statusLog": entry}},
-            return_document=ReturnDocument.AFTER,
-            session=session,
-        )
-        if updated is not None:
-            await _release_slot(db, execution, session)
-        return updated
-
-    return await in_transaction(db, work)
+    updated = await db.executions.find_one_and_update(
+        {
+            "_id": execution["_id"],
+            "status": str(Status.IN_PROGRESS),
+            "leaseUntil": execution["leaseUntil"],
+        },
+        {"$set": fields, "$push": {"statusLog": entry}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if updated is not None:
+        await _release_slot(db, execution["serviceId"])
+    return updated
 
 
 async def waiting(db: AsyncDatabase) -> list[dict[str, Any]]:

@@ -158,6 +158,7 @@ async def reap_forever(ctx: dict[str, Any]) -> None:
         for execution in await executions.reap(ctx["db"]):
             log.warning("execution %s lost its worker; queued again", execution["_id"])
             await enqueue(ctx["redis"], execution)
+        await executions.reconcile_slots(ctx["db"])
         await asyncio.sleep(ctx["settings"].reaper_interval_s)
 
 

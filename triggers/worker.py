@@ -83,5 +83,10 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         on_shutdown=shutdown,
         # Executions enforce their services' own timeouts; arq's must never cut them short.
         job_timeout=MAX_EXECUTION_S + 60,
-        **{"handle_signals": True, **overrides},
+        **{
+            "handle_signals": True,
+            "max_jobs": settings.worker_max_jobs,
+            "poll_delay": settings.worker_poll_delay_s,
+            **overrides,
+        },
     )
