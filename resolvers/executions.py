@@ -217,19 +217,28 @@ class ServiceBusy(Exception):
     """Every concurrency slot of the execution's service is taken: try again later."""
 
 
-async def _take_slot(db: AsyncDatabase, service_id: ObjectId) -> bool:
-    """One atomic single-document update: no transaction, so a busy service's counter never
-    turns into a storm of aborted, retried transactions."""
+SLOT_GRACE = timedelta(minutes=1)
+"""A slot older than this whose execution is not running was leaked by a dead worker (a claim
+takes milliseconds between taking its slot and recording itself in progress)."""
+
+
+async def _take_slot(db: AsyncDatabase, service_id: ObjectId, execution_id: ObjectId) -> bool:
+    """One atomic single-document update, no transaction: a busy service's slots never turn
+    into a storm of aborted, retried transactions. Slots name their execution, so a slot a
+    dead worker never gave back is found and freed (see `reconcile_slots`)."""
     slot = await db.services.update_one(
-        {"_id": service_id, "$expr": {"$lt": [{"$ifNull": ["$running", 0]}, "$concurrency"]}},
-        {"$inc": {"running": 1}},
+        {
+            "_id": service_id,
+            "$expr": {"$lt": [{"$size": {"$ifNull": ["$slots", []]}}, "$concurrency"]},
+        },
+        {"$push": {"slots": {"execution": execution_id, "at": now()}}},
     )
     return slot.modified_count == 1
 
 
-async def _release_slot(db: AsyncDatabase, service_id: ObjectId) -> None:
+async def _release_slot(db: AsyncDatabase, service_id: ObjectId, execution_id: ObjectId) -> None:
     await db.services.update_one(
-        {"_id": service_id, "running": {"$gt": 0}}, {"$inc": {"running": -1}}
+        {"_id": service_id}, {"$pull": {"slots": {"execution": execution_id}}}
     )
 
 
@@ -244,7 +253,7 @@ async def claim(
     )
     if waiting is None:
         return None
-    if not await _take_slot(db, waiting["serviceId"]):
+    if not await _take_slot(db, waiting["serviceId"], execution_id):
         raise ServiceBusy
     moment = now()
     claimed = await db.executions.find_one_and_update(
@@ -263,21 +272,24 @@ async def claim(
         return_document=ReturnDocument.AFTER,
     )
     if claimed is None:
-        await _release_slot(db, waiting["serviceId"])
+        await _release_slot(db, waiting["serviceId"], execution_id)
     return claimed
 
 
 async def reconcile_slots(db: AsyncDatabase) -> None:
-    """Give back slots a worker took and never returned (it died between two writes): a
-    service never counts more running executions than it has in progress."""
-    async for service in db.services.find({"running": {"$gt": 0}}, {"running": 1}):
-        actual = await db.executions.count_documents(
-            {"serviceId": service["_id"], "status": str(Status.IN_PROGRESS)}
+    """Free the slots of executions that are no longer running, once past the grace period."""
+    old = now() - SLOT_GRACE
+    async for service in db.services.find({"slots.at": {"$lt": old}}, {"slots": 1}):
+        held = [slot["execution"] for slot in service["slots"] if slot["at"] < old]
+        running = set(
+            await db.executions.distinct(
+                "_id", {"_id": {"$in": held}, "status": str(Status.IN_PROGRESS)}
+            )
         )
-        if actual < service["running"]:
+        leaked = [execution for execution in held if execution not in running]
+        if leaked:
             await db.services.update_one(
-                {"_id": service["_id"], "running": service["running"]},
-                {"$set": {"running": actual}},
+                {"_id": service["_id"]}, {"$pull": {"slots": {"execution": {"$in": leaked}}}}
             )
 
 
@@ -343,7 +355,7 @@ async def finish(
         _ours(execution), {"$set": fields, "$push": {"statusLog": _entry(status, error or "")}}
     )
     if ended.modified_count == 1:
-        await _release_slot(db, execution["serviceId"])
+        await _release_slot(db, execution["serviceId"], execution["_id"])
     return ended.modified_count == 1
 
 
@@ -384,7 +396,7 @@ async def _reap_one(db: AsyncDatabase, execution: dict[str, Any]) -> dict[str, A
         return_document=ReturnDocument.AFTER,
     )
     if updated is not None:
-        await _release_slot(db, execution["serviceId"])
+        await _release_slot(db, execution["serviceId"], execution["_id"])
     return updated
 
 

@@ -5,11 +5,13 @@ import asyncio
 import itertools
 import signal
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from bson import ObjectId
 
+from resolvers import executions
 from tests.datasets_world import make_world
 from tests.snapshots import snapshot
 from tests.workers import start_worker, stop
@@ -260,4 +262,22 @@ async def test_service_concurrency_bounds_running_executions_across_workers(memb
     )
     for (_, first_end), (second_start, _) in itertools.pairwise(runs):
         assert second_start >= first_end
-    assert (await db.services.find_one({"_id": ObjectId(service)}))["running"] == 0
+    assert (await db.services.find_one({"_id": ObjectId(service)}))["slots"] == []
+
+
+async def test_a_slot_leaked_by_a_dead_worker_is_freed_after_the_grace_period(member, db):
+    world = await make_world(member)
+    service = ObjectId(await _service(world, concurrency=1))
+    running = ObjectId(await _execute(world, str(service), "echo"))
+    await db.executions.update_one({"_id": running}, {"$set": {"status": "inProgress"}})
+    stale = datetime.now(UTC) - executions.SLOT_GRACE - timedelta(seconds=1)
+    leaked, young = ObjectId(), ObjectId()
+    slots = [
+        {"execution": running, "at": stale},
+        {"execution": leaked, "at": stale},
+        {"execution": young, "at": datetime.now(UTC)},
+    ]
+    await db.services.update_one({"_id": service}, {"$set": {"slots": slots}})
+    await executions.reconcile_slots(db)
+    kept = (await db.services.find_one({"_id": service}))["slots"]
+    assert [slot["execution"] for slot in kept] == [running, young]
