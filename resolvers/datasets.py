@@ -4,7 +4,7 @@ from collections import Counter
 from typing import Any
 
 from bson import ObjectId
-from pydantic import Field, model_validator
+from pydantic import Field
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 from resolvers import directories, files, labels
 from resolvers.access import Access, Action
 from resolvers.errors import BadUserInput, Conflict, NotFound
-from resolvers.inputs import Description, Input, Name, parse
+from resolvers.inputs import Changes, Description, Input, Name, parse
 from resolvers.labels import Label
 from resolvers.pagination import Page, PageRequest, paginate_many
 from resolvers.projects import get_project
@@ -28,16 +28,10 @@ class DatasetInput(Input):
     labels: list[Label] = Field(default_factory=list)
 
 
-class DatasetChanges(Input):
+class DatasetChanges(Changes):
     name: Name | None = None
     description: Description | None = None
     readonly: bool | None = None
-
-    @model_validator(mode="after")
-    def _something_to_change(self) -> "DatasetChanges":
-        if not self.model_dump(exclude_none=True):
-            raise ValueError("give at least one of name, description, readonly")
-        return self
 
 
 def _name_taken(name: str) -> Conflict:

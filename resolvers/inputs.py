@@ -5,7 +5,14 @@ from typing import Annotated, Any, TypeVar
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from resolvers.errors import BadUserInput
@@ -34,6 +41,19 @@ class Input(BaseModel):
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class Changes(Input):
+    """Base of partial updates: unset fields stay as they are, and at least one must be set."""
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> "Changes":
+        if not self.model_dump(exclude_none=True):
+            fields = ", ".join(
+                field.alias or name for name, field in type(self).model_fields.items()
+            )
+            raise ValueError(f"give at least one of {fields}")
+        return self
 
 
 def parse(model: type[M], data: dict[str, Any]) -> M:

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import IO, Annotated, Any
 
 from bson import ObjectId
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
@@ -18,7 +18,7 @@ from resolvers import directories, dql, files, json_documents
 from resolvers.access import Access, Action
 from resolvers.datasets import get_dataset, writable_dataset
 from resolvers.errors import BadUserInput, Conflict, LimitExceeded, NotFound
-from resolvers.inputs import Description, Input, parse
+from resolvers.inputs import Changes, Description, Input, parse
 from resolvers.pagination import Page, PageRequest, Sort, paginate_many
 from resolvers.timestamps import new_document, now
 from resolvers.transactions import in_transaction
@@ -44,19 +44,13 @@ class ItemInput(Input):
     hidden: bool = False
 
 
-class ItemChanges(Input):
+class ItemChanges(Changes):
     name: FileName | None = None
     dir: str | None = None
     metadata: dict[str, Any] | None = None
     tags: list[Tag] | None = Field(default=None, max_length=100)
     description: Description | None = None
     hidden: bool | None = None
-
-    @model_validator(mode="after")
-    def _something_to_change(self) -> "ItemChanges":
-        if not self.model_dump(exclude_none=True):
-            raise ValueError("give at least one field to change")
-        return self
 
 
 def _mimetype(declared: str | None, name: str) -> str:

@@ -3,14 +3,13 @@
 from typing import Any
 
 from bson import ObjectId
-from pydantic import model_validator
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from resolvers import memberships
 from resolvers.access import Access, Action, ProjectRole
 from resolvers.errors import BadUserInput, Conflict
-from resolvers.inputs import Description, Input, Name, parse
+from resolvers.inputs import Changes, Description, Input, Name, parse
 from resolvers.memberships import ORG_MEMBERS, PROJECT_MEMBERS
 from resolvers.pagination import Page, PageRequest, paginate, paginate_many
 from resolvers.timestamps import new_document, now
@@ -22,16 +21,10 @@ class ProjectInput(Input):
     description: Description = ""
 
 
-class ProjectChanges(Input):
+class ProjectChanges(Changes):
     name: Name | None = None
     description: Description | None = None
     archived: bool | None = None
-
-    @model_validator(mode="after")
-    def _something_to_change(self) -> "ProjectChanges":
-        if not self.model_dump(exclude_none=True):
-            raise ValueError("give at least one of name, description, archived")
-        return self
 
 
 class ProjectRoleInput(Input):

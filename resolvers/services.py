@@ -4,14 +4,14 @@ from enum import StrEnum
 from typing import Any
 
 from bson import ObjectId
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from resolvers import functions
 from resolvers.access import Access, Action
 from resolvers.errors import Conflict, NotFound
-from resolvers.inputs import Input, Name, parse
+from resolvers.inputs import Changes, Input, Name, parse
 from resolvers.pagination import Page, PageRequest, paginate
 from resolvers.projects import get_project
 from resolvers.timestamps import new_document, now
@@ -41,7 +41,7 @@ class ServiceInput(Input):
         return sorted(set(names))
 
 
-class ServiceChanges(Input):
+class ServiceChanges(Changes):
     name: Name | None = None
     functions: list[str] | None = Field(None, min_length=1, max_length=100)
     concurrency: int | None = Field(None, ge=1, le=1000)
@@ -54,12 +54,6 @@ class ServiceChanges(Input):
     @classmethod
     def _registered(cls, names: list[str] | None) -> list[str] | None:
         return None if names is None else ServiceInput._registered(names)
-
-    @model_validator(mode="after")
-    def _something_to_change(self) -> "ServiceChanges":
-        if not self.model_dump(exclude_none=True):
-            raise ValueError("give at least one field to change")
-        return self
 
 
 def _name_taken(name: str) -> Conflict:
