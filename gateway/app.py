@@ -58,7 +58,7 @@ def create_app(settings: Settings, connections: Connections | None = None) -> St
                 await app.state.connections.close()
 
     graphql = GraphQLEndpoint(settings)
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
@@ -70,3 +70,5 @@ def create_app(settings: Settings, connections: Connections | None = None) -> St
         middleware=[Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware)],
         lifespan=lifespan,
     )
+    app.state.subscription_groups = graphql.subscription_groups
+    return app

@@ -1,9 +1,9 @@
 """One change stream per gateway process, fanned out in memory to its subscribers.
 
 However many clients subscribe, MongoDB serves this process a single change stream over the
-collections subscriptions watch. Each subscriber has a bounded queue: a subscriber that falls
-behind by a full queue is marked overflowed — it is told and dropped — so it never slows the
-feed or the other subscribers. The feed resumes after a lost connection with its last resume
+collections subscriptions watch. Each subscriber has a bounded inbox (gateway/inboxes.py): a
+subscriber that falls a whole inbox behind is told and dropped, so it never slows the feed or
+the other subscribers. The feed resumes after a lost connection with its last resume
 token, so subscribers miss nothing while it reconnects. Each event carries the document as it
 was right after its change (post-images, enabled in gateway/indexes.py), never a later state.
 """
@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
+
+from gateway.inboxes import Inbox
 
 log = logging.getLogger("loom.feed")
 
@@ -24,22 +26,15 @@ WATCHED = ("executions", "commands")
 RETRY_S = 1.0
 
 
-class Overflowed(Exception):
-    """The subscriber fell a whole queue behind and was dropped."""
-
-
 @dataclass(eq=False)
 class Subscriber:
     collection: str
     wants: Callable[[dict[str, Any]], bool]
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-    overflowed: bool = False
+    inbox: Inbox[dict[str, Any]]
 
     async def next(self) -> dict[str, Any]:
-        document = await self.queue.get()
-        if document is None:
-            raise Overflowed
-        return document
+        """The next document; raises Overflowed once the subscriber was dropped."""
+        return await self.inbox.get()
 
 
 class ChangeFeed:
@@ -67,7 +62,7 @@ class ChangeFeed:
     async def subscribe(
         self, collection: str, wants: Callable[[dict[str, Any]], bool]
     ) -> AsyncIterator[Subscriber]:
-        subscriber = Subscriber(collection, wants, asyncio.Queue(self.queue_size + 1))
+        subscriber = Subscriber(collection, wants, Inbox(self.queue_size))
         self.subscribers.add(subscriber)
         try:
             yield subscriber
@@ -76,15 +71,8 @@ class ChangeFeed:
 
     def publish(self, collection: str, document: dict[str, Any]) -> None:
         for subscriber in list(self.subscribers):
-            if subscriber.collection != collection or subscriber.overflowed:
-                continue
-            if not subscriber.wants(document):
-                continue
-            if subscriber.queue.qsize() >= self.queue_size:
-                subscriber.overflowed = True
-                subscriber.queue.put_nowait(None)
-                continue
-            subscriber.queue.put_nowait(document)
+            if subscriber.collection == collection and subscriber.wants(document):
+                subscriber.inbox.put(document)
 
     async def _run(self) -> None:
         pipeline = [

@@ -3,6 +3,7 @@
 HTTP requests authenticate with `Authorization: Bearer <key>`; WebSockets
 (graphql-transport-ws) with the same value, or `apiKey`, in the `connection_init` payload —
 a connection with a missing or bad key is closed with 4403 before any operation runs.
+Subscriptions that ask the same thing share their results (gateway/graphql_ws.py).
 """
 
 from typing import Any
@@ -20,8 +21,10 @@ from strawberry.types import ExecutionContext
 from gateway import query_limits
 from gateway.context import Context, bearer_key
 from gateway.graphql_errors import ErrorCodes
+from gateway.graphql_ws import GroupingTransportWSHandler
 from gateway.request_ids import new_request_id
 from gateway.settings import Settings
+from gateway.subscription_groups import SubscriptionGroups
 from resolvers.errors import Unauthenticated
 from schema.root import Mutation, Query
 from schema.subscriptions import Subscription
@@ -51,6 +54,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
 
 
 class GraphQLEndpoint(GraphQL):
+    graphql_transport_ws_handler_class = GroupingTransportWSHandler
+
     def __init__(self, settings: Settings) -> None:
         # Multipart uploads are safe to accept: requests authenticate with a bearer key, never
         # with a cookie, so a cross-site form cannot act as the user.
@@ -58,6 +63,7 @@ class GraphQLEndpoint(GraphQL):
             build_schema(settings), graphql_ide="graphiql", multipart_uploads_enabled=True
         )
         self.settings = settings
+        self.subscription_groups = SubscriptionGroups(settings.subscription_queue_size)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -9,7 +9,7 @@ from typing import Any
 
 import strawberry
 
-from gateway.change_feed import Overflowed
+from gateway.inboxes import Overflowed
 from resolvers import commands, executions, projects, services
 from resolvers.errors import RateLimited
 from resolvers.inputs import object_id

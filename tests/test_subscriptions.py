@@ -6,7 +6,9 @@ import contextlib
 import pytest
 from bson import ObjectId
 
-from gateway.change_feed import ChangeFeed, Overflowed
+from gateway.change_feed import ChangeFeed
+from gateway.inboxes import Overflowed
+from gateway.subscription_groups import SubscriptionGroups
 from tests.datasets_world import make_world
 from tests.test_executions import CREATE_SERVICE, EXECUTE, FAST
 from tests.waiting import eventually
@@ -144,5 +146,134 @@ async def test_a_subscriber_a_whole_queue_behind_is_dropped_without_blocking_the
         assert [(await slow.next())["n"] for _ in range(3)] == [0, 1, 2]
         with pytest.raises(Overflowed):
             await slow.next()
-        assert slow.overflowed
-        assert not fast.overflowed
+        assert slow.inbox.overflowed
+        assert not fast.inbox.overflowed
+
+
+# --- grouping: subscriptions that ask the same thing share one execution per change ------------
+
+
+async def _percent(db, execution: str, percent: int) -> None:
+    await db.executions.update_one(
+        {"_id": ObjectId(execution)}, {"$set": {"progress.percent": percent}}
+    )
+
+
+async def _members(app, count: int, groups: int) -> None:
+    async def registered() -> tuple[int, int, int]:
+        registry = app.state.subscription_groups
+        return registry.member_count, len(registry.groups), len(app.state.feed.subscribers)
+
+    await eventually(registered, lambda seen: seen == (count, groups, groups))
+
+
+async def _next_data(updates) -> tuple[str, dict]:
+    message = await asyncio.wait_for(updates.next(), 10)
+    assert message["type"] == "next", message
+    return message["id"], message["payload"]["data"]["executionUpdated"]
+
+
+async def test_subscribers_asking_the_same_thing_share_one_group_and_each_get_every_update(
+    member, server, db, app
+):
+    world = await make_world(member)
+    execution = await _execute(world, await _service(world))
+    await app.state.feed.ready()
+    async with contextlib.AsyncExitStack() as stack:
+        subscriptions = [
+            await stack.enter_async_context(
+                subscribe(server, world.client.key, EXECUTION_UPDATED, f"op-{n}", e=execution)
+            )
+            for n in range(3)
+        ]
+        await _members(app, count=3, groups=1)
+        for percent in (10, 20, 30):
+            await _percent(db, execution, percent)
+        for n, updates in enumerate(subscriptions):
+            received = [await _next_data(updates) for _ in range(3)]
+            assert [operation for operation, _ in received] == [f"op-{n}"] * 3
+            assert [u["progress"]["percent"] for _, u in received] == [10, 20, 30]
+            assert {u["id"] for _, u in received} == {execution}
+
+
+async def test_a_group_outlives_its_first_member_and_ends_with_its_last(member, server, db, app):
+    world = await make_world(member)
+    execution = await _execute(world, await _service(world))
+    await app.state.feed.ready()
+    key = world.client.key
+    async with subscribe(server, key, EXECUTION_UPDATED, e=execution) as last:
+        async with subscribe(server, key, EXECUTION_UPDATED, e=execution):
+            await _members(app, count=2, groups=1)
+        await _members(app, count=1, groups=1)
+        await _percent(db, execution, 50)
+        assert (await _next_data(last))[1]["progress"]["percent"] == 50
+    await _members(app, count=0, groups=0)
+
+
+async def test_the_same_subscription_under_another_key_is_never_grouped(member, server, db, app):
+    a = await make_world(member)
+    b = await make_world(member, org="beta")
+    colleague, _ = await member("acme", "admin")
+    a_execution = await _execute(a, await _service(a))
+    b_execution = await _execute(b, await _service(b))
+    await app.state.feed.ready()
+    async with (
+        subscribe(server, a.client.key, EXECUTION_UPDATED) as a_updates,
+        subscribe(server, b.client.key, EXECUTION_UPDATED) as b_updates,
+        subscribe(server, colleague.key, EXECUTION_UPDATED, p=a.project) as colleague_updates,
+        subscribe(server, a.client.key, EXECUTION_UPDATED, p=a.project) as a_project_updates,
+    ):
+        await _members(app, count=4, groups=4)
+        await _percent(db, a_execution, 10)
+        await _percent(db, b_execution, 20)
+        assert (await _next_data(a_updates))[1]["id"] == a_execution
+        assert (await _next_data(a_project_updates))[1]["id"] == a_execution
+        assert (await _next_data(colleague_updates))[1]["id"] == a_execution
+        assert (await _next_data(b_updates))[1]["id"] == b_execution
+        await _percent(db, b_execution, 30)
+        await _percent(db, a_execution, 40)
+        assert (await _next_data(b_updates))[1]["progress"]["percent"] == 30
+        assert (await _next_data(a_updates))[1]["progress"]["percent"] == 40
+
+
+async def test_mutations_sent_over_a_websocket_are_never_grouped(member, server, app):
+    world = await make_world(member)
+    service = await _service(world)
+    variables = {"s": service, "input": {"function": "echo", "input": {}}}
+    async with (
+        subscribe(server, world.client.key, EXECUTE, **variables) as first,
+        subscribe(server, world.client.key, EXECUTE, **variables) as second,
+    ):
+        created = [
+            (await asyncio.wait_for(s.next(), 10))["payload"]["data"]["execute"]["id"]
+            for s in (first, second)
+        ]
+    assert len(set(created)) == 2
+    assert app.state.subscription_groups.member_count == 0
+
+
+async def test_a_member_a_whole_inbox_behind_is_dropped_while_its_group_goes_on():
+    results: asyncio.Queue[str] = asyncio.Queue()
+
+    async def start():
+        async def stream():
+            while True:
+                yield await results.get()
+
+        return stream()
+
+    groups = SubscriptionGroups(inbox_size=2)
+    async with (
+        groups.join("key", start, str.upper) as slow,
+        groups.join("key", start, str.upper) as fast,
+    ):
+        assert len(groups.groups) == 1
+        for word in ("a", "b", "c", "d"):
+            results.put_nowait(word)
+            assert (await fast.get()).encoded == word.upper()
+        assert [(await slow.get()).encoded for _ in range(2)] == ["A", "B"]
+        with pytest.raises(Overflowed):
+            await slow.get()
+        results.put_nowait("e")
+        assert (await fast.get()).result == "e"
+    assert groups.groups == {}

@@ -19,12 +19,12 @@ class Subscription:
 
 @contextlib.asynccontextmanager
 async def subscribe(
-    base_url: str, key: str, query: str, **variables: Any
+    base_url: str, key: str, query: str, operation_id: str = "1", **variables: Any
 ) -> AsyncIterator[Subscription]:
     url = base_url.replace("http://", "ws://") + "/graphql"
     async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": {"apiKey": key}}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
         payload = {"query": query, "variables": variables}
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+        await ws.send(json.dumps({"id": operation_id, "type": "subscribe", "payload": payload}))
         yield Subscription(ws)

@@ -1,0 +1,118 @@
+"""graphql-transport-ws as Strawberry speaks it, except that subscriptions are grouped.
+
+A subscription joins the group of subscriptions that would produce the same results (see
+gateway/subscription_groups.py) and sends that group's pre-encoded results under its own
+operation id. Queries and mutations sent over the socket run on their own, as do the
+subscriptions a group cannot share: those refused before execution (syntax, validation, limits)
+are re-run alone, so their errors are reported exactly as Strawberry reports them.
+"""
+
+import functools
+import json
+from collections.abc import Hashable
+from typing import Any
+
+from graphql import GraphQLError, GraphQLSyntaxError, OperationType, get_operation_ast, parse
+from starlette.websockets import WebSocketDisconnect
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
+
+from gateway.context import Context
+from gateway.graphql_errors import classify
+from gateway.inboxes import Inbox, Overflowed
+from gateway.subscription_groups import Shared
+from resolvers.errors import RateLimited
+
+
+@functools.lru_cache(maxsize=256)
+def is_subscription(query: str, operation_name: str | None, max_tokens: int) -> bool:
+    try:
+        document = parse(query, max_tokens=max_tokens)
+    except GraphQLSyntaxError:
+        return False
+    operation = get_operation_ast(document, operation_name)
+    return operation is not None and operation.operation == OperationType.SUBSCRIPTION
+
+
+class GroupingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        max_tokens = self.context.settings.limits.max_tokens
+        if not is_subscription(operation.query, operation.operation_name, max_tokens):
+            await super().run_operation(operation)
+            return
+        groups = self.view.subscription_groups  # type: ignore[attr-defined]
+        key = await self._grouping_key(operation)
+
+        async def start() -> Any:
+            return await self.schema.subscribe(
+                operation.query,
+                variable_values=operation.variables,
+                context_value=self.context,
+                root_value=self.root_value,
+                operation_name=operation.operation_name,
+            )
+
+        async with groups.join(key, start, self._encode) as inbox:
+            shareable = await self._send_results(operation, inbox)
+        if not shareable:
+            await super().run_operation(operation)
+            return
+        await operation.send_operation_message({"id": operation.id, "type": "complete"})
+
+    async def _send_results(
+        self, operation: Operation[Context, None], inbox: Inbox[Shared]
+    ) -> bool:
+        """Send each shared result until the group ends or this member is dropped; False when
+        the first result cannot be shared (it is no plain result)."""
+        websocket = self.websocket.ws  # type: ignore[attr-defined]
+        head = '{"id":' + json.dumps(operation.id) + ',"type":"next","payload":'
+        try:
+            async for shared in inbox:
+                if shared.encoded is None:
+                    return False
+                if operation.completed:
+                    return True
+                await websocket.send_text(head + shared.encoded + "}")
+        except Overflowed:
+            await operation.send_initial_errors([self._dropped(inbox.size)])
+        except WebSocketDisconnect:
+            pass
+        return True
+
+    async def _grouping_key(self, operation: Operation[Context, None]) -> Hashable:
+        """Subscriptions share results only when nothing that shapes them differs: the caller
+        and its memberships, and the operation with its variables."""
+        access = await self.context.access()
+        project_roles = await access.project_roles()
+        return (
+            access.principal,
+            tuple(sorted(access.org_roles.items())),
+            tuple(sorted(project_roles.items())),
+            operation.query,
+            operation.operation_name,
+            json.dumps(operation.variables, sort_keys=True),
+        )
+
+    def _encode(self, result: Any) -> str | None:
+        """The `next` payload, as Strawberry's handler would send it."""
+        if isinstance(result, PreExecutionError) or not isinstance(result, ExecutionResult):
+            return None
+        payload: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            payload["errors"] = [error.formatted for error in result.errors]
+        if result.extensions:
+            payload["extensions"] = result.extensions
+        encoded = self.view.encode_json(payload)
+        return encoded.decode() if isinstance(encoded, bytes) else encoded
+
+    def _dropped(self, size: int) -> GraphQLError:
+        error = RateLimited(
+            f"This subscription fell {size} updates behind and was dropped; subscribe again",
+            limit="subscriptionQueue",
+            max=size,
+        )
+        return classify(GraphQLError(error.message, original_error=error), self.context.request_id)

@@ -1,0 +1,101 @@
+"""Subscribers who ask the same thing share one execution of each result.
+
+A dashboard is open in many browsers at once, each subscribed to the same operation with the
+same variables. Executing the selection and encoding the result once per subscriber and change
+is most of a gateway's CPU at a thousand subscribers, so subscriptions that would produce
+identical results — the same caller with the same memberships, document, operation name and
+variables (the grouping key, made by the WebSocket handler) — join one group. The group runs the
+subscription once, encodes each result once, and every member sends the same text.
+
+Each member reads from its own bounded inbox: one that falls a whole inbox behind is dropped,
+while the group and the other members go on. The group ends when its last member leaves.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.inboxes import Inbox
+
+log = logging.getLogger("loom.subscriptions")
+
+
+@dataclass(frozen=True, eq=False)
+class Shared:
+    """One result of a group's subscription, with its encoding (None where it has none)."""
+
+    result: Any
+    encoded: str | None
+
+
+class Group:
+    def __init__(
+        self,
+        start: Callable[[], Awaitable[AsyncIterator[Any]]],
+        encode: Callable[[Any], str | None],
+        ended: Callable[["Group"], None],
+    ) -> None:
+        self.members: set[Inbox[Shared]] = set()
+        self._encode = encode
+        self._ended = ended
+        self._task = asyncio.create_task(self._run(start))
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+    async def _run(self, start: Callable[[], Awaitable[AsyncIterator[Any]]]) -> None:
+        try:
+            results = await start()
+            async with contextlib.aclosing(results):  # type: ignore[type-var]
+                async for result in results:
+                    shared = Shared(result, self._encode(result))
+                    for inbox in list(self.members):
+                        inbox.put(shared)
+        except Exception:
+            log.exception("subscription group failed; its members are completed")
+        finally:
+            self._ended(self)
+            for inbox in self.members:
+                inbox.close()
+
+
+class SubscriptionGroups:
+    """The groups of one gateway process, by grouping key."""
+
+    def __init__(self, inbox_size: int) -> None:
+        self.inbox_size = inbox_size
+        self.groups: dict[Hashable, Group] = {}
+
+    @contextlib.asynccontextmanager
+    async def join(
+        self,
+        key: Hashable,
+        start: Callable[[], Awaitable[AsyncIterator[Any]]],
+        encode: Callable[[Any], str | None],
+    ) -> AsyncIterator[Inbox[Shared]]:
+        """An inbox of the results of the group `key`; `start` opens its stream if the group is
+        new. Results produced before joining are not in it; every one after is."""
+        group = self.groups.get(key)
+        if group is None:
+            group = Group(start, encode, lambda ended: self._forget(key, ended))
+            self.groups[key] = group
+        inbox: Inbox[Shared] = Inbox(self.inbox_size)
+        group.members.add(inbox)
+        try:
+            yield inbox
+        finally:
+            group.members.discard(inbox)
+            if not group.members:
+                self._forget(key, group)
+                group.cancel()
+
+    def _forget(self, key: Hashable, group: Group) -> None:
+        if self.groups.get(key) is group:
+            del self.groups[key]
+
+    @property
+    def member_count(self) -> int:
+        return sum(len(group.members) for group in self.groups.values())
