@@ -2,8 +2,10 @@
 
 A worker pages through the matching items by id; each page's executions are inserted in one
 `insert_many` together with the command's cursor (one transaction), then queued in one
-pipelined Redis round trip. A worker that dies mid-way leaves the cursor at the last committed
-page; executions it created but did not queue are queued again by any worker's start-up.
+pipelined Redis round trip. A batch rerun pages through the matching executions the same way,
+moving each page back to `created` with the cursor. A worker that dies mid-way leaves the
+cursor at the last committed page; executions it created (or moved back) but did not queue are
+queued again by any worker's start-up.
 """
 
 import json
@@ -18,10 +20,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import commands, dql
 from resolvers.access import Access, Action
-from resolvers.executions import Status, new_execution, runnable
+from resolvers.errors import BadUserInput
+from resolvers.executions import FINAL, Status, new_execution, rerun_update, runnable
 from resolvers.inputs import Input, parse
 from resolvers.projects import get_project
-from resolvers.timestamps import now
 from resolvers.transactions import in_transaction
 
 EXECUTE = "executeBatch"
@@ -64,14 +66,28 @@ async def start_batch(
 async def start_rerun(
     access: Access,
     project_id: ObjectId,
-    statuses: list[str],
+    statuses: list[str] | None,
+    dql_filter: dict[str, Any] | None,
     enqueue: Callable[[dict[str, Any]], Awaitable[None]],
 ) -> dict[str, Any]:
-    """Rerun every finished execution of a project in `statuses`, as a Command."""
+    """Rerun a project's finished executions in `statuses` (any final one if not given) that
+    match the DQL filter over executions, as a Command. Executions created after it are not
+    part of it."""
     project = await get_project(access, project_id)
     await access.require_project(project, Action.RUN_EXECUTIONS)
-    final = [s for s in statuses if s in ("success", "failed", "aborted", "terminated")]
-    command = commands.new_command(access, project, RERUN, {"statuses": final})
+    unfinished = sorted(set(statuses or []) - set(FINAL))
+    if unfinished:
+        raise BadUserInput(
+            f"Only finished executions can be rerun, not {', '.join(unfinished)}; "
+            f"statuses are among {', '.join(FINAL)}",
+            field="statuses",
+        )
+    dql.to_mongo("executions", dql_filter)
+    command_input = {
+        "statuses": statuses or FINAL,
+        "filter": json.dumps(dql_filter or {}, sort_keys=True),
+    }
+    command = commands.new_command(access, project, RERUN, command_input)
     await access.db.commands.insert_one(command)
     await enqueue(command)
     return command
@@ -134,22 +150,50 @@ async def run_batch(
 async def run_rerun(
     db: AsyncDatabase, command: dict[str, Any], page_size: int, lease: timedelta, enqueue: Enqueue
 ) -> None:
-    query = {"projectId": command["projectId"], "status": {"$in": command["input"]["statuses"]}}
-    while page := await db.executions.find(query, {"_id": 1}).limit(page_size).to_list():
-        ids = [execution["_id"] for execution in page]
-        entry = {"status": str(Status.CREATED), "time": now(), "message": "batch rerun"}
-        await db.executions.update_many(
-            {"_id": {"$in": ids}, "status": {"$in": command["input"]["statuses"]}},
+    spec = command["input"]
+    query = {
+        "$and": [
             {
-                "$set": {"status": str(Status.CREATED), "error": None, "output": None},
-                "$inc": {"maxAttempts": 1},
-                "$push": {"statusLog": entry},
+                "projectId": command["projectId"],
+                "status": {"$in": spec["statuses"]},
+                "createdAt": {"$lt": command["createdAt"]},
             },
+            dql.to_mongo("executions", json.loads(spec["filter"])),
+        ]
+    }
+    cursor = command["cursor"]
+    after = [{"_id": {"$gt": cursor}}] if cursor else []
+    total = max(await db.executions.count_documents({"$and": [query, *after]}), 1)
+    done = 0
+    while True:
+        after = [{"_id": {"$gt": cursor}}] if cursor else []
+        page = (
+            await db.executions.find({"$and": [query, *after]}, {"_id": 1})
+            .sort("_id", 1)
+            .limit(page_size)
+            .to_list()
         )
-        again = await db.executions.find({"_id": {"$in": ids}}, {"statusLog": 1}).to_list()
+        if not page:
+            return
+        ids = [execution["_id"] for execution in page]
+        cursor, done = ids[-1], done + len(ids)
 
-        async def work(session: AsyncClientSession, cursor: ObjectId = ids[-1]) -> None:
-            await commands.advance(db, command, cursor, 50, lease, session)
+        async def work(
+            session: AsyncClientSession,
+            ids: list[ObjectId] = ids,
+            cursor: ObjectId = cursor,
+            done: int = done,
+        ) -> None:
+            await db.executions.update_many(
+                {"_id": {"$in": ids}, "status": {"$in": spec["statuses"]}},
+                rerun_update("batch rerun"),
+                session=session,
+            )
+            progress = min(99, done * 100 // total)
+            await commands.advance(db, command, cursor, progress, lease, session)
 
         await in_transaction(db, work)
+        again = await db.executions.find(
+            {"_id": {"$in": ids}, "status": str(Status.CREATED)}, {"statusLog": 1}
+        ).to_list()
         await enqueue(again)

@@ -93,17 +93,14 @@ async def advance(
     session: AsyncClientSession,
 ) -> None:
     """Record a step in the step's own transaction and renew the lease — or abort the step
-    with LeaseLost if the command is no longer ours."""
+    with LeaseLost if the command is no longer ours. Progress never goes back, not even when
+    a resumed command counts what is left afresh."""
     moment = now()
     held = await db.commands.update_one(
         {"_id": command["_id"], "worker": command["worker"]},
         {
-            "$set": {
-                "cursor": cursor,
-                "progress": progress,
-                "leaseUntil": moment + lease,
-                "updatedAt": moment,
-            }
+            "$set": {"cursor": cursor, "leaseUntil": moment + lease, "updatedAt": moment},
+            "$max": {"progress": progress},
         },
         session=session,
     )

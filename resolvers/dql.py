@@ -96,13 +96,50 @@ RESOURCE_FIELDS: dict[str, dict[str, str]] = {
         "modelInfo.modelId": "modelInfo.modelId",
         "modelInfo.confidence": "modelInfo.confidence",
     },
+    "executions": {
+        "id": "_id",
+        "serviceId": "serviceId",
+        "projectId": "projectId",
+        "batchId": "batchId",
+        "function": "function",
+        "status": "status",
+        "attempts": "attempts",
+        "maxAttempts": "maxAttempts",
+        "duration": "duration",
+        "error": "error",
+        "progress.percent": "progress.percent",
+        "progress.message": "progress.message",
+        "resource.type": "resource.type",
+        "resource.id": "resource.id",
+        "startedAt": "startedAt",
+        "createdAt": "createdAt",
+        "updatedAt": "updatedAt",
+        "creator": "creator",
+    },
 }
 """Per resource, each wire field name and the MongoDB field it reads."""
 
-_OPEN_PREFIXES = {"items": ("metadata",), "annotations": ("attributes", "metadata")}
+_OPEN_PREFIXES = {
+    "items": ("metadata",),
+    "annotations": ("attributes", "metadata"),
+    "executions": ("input", "output"),
+}
 """Free-form sub-documents: any `prefix.<path>` may be filtered on."""
-_ID_FIELDS = frozenset({"id", "datasetId", "itemId", "parentId", "creator", "modelInfo.modelId"})
-_DATE_FIELDS = frozenset({"createdAt", "updatedAt"})
+_ID_FIELDS = frozenset(
+    {
+        "id",
+        "datasetId",
+        "itemId",
+        "parentId",
+        "creator",
+        "modelInfo.modelId",
+        "serviceId",
+        "projectId",
+        "batchId",
+        "resource.id",
+    }
+)
+_DATE_FIELDS = frozenset({"createdAt", "updatedAt", "startedAt"})
 _SEGMENT = re.compile(r"[A-Za-z0-9_\-]+")
 
 _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {

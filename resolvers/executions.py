@@ -18,7 +18,7 @@ from pydantic import Field
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from resolvers import functions
+from resolvers import dql, functions
 from resolvers.access import Access, Action
 from resolvers.errors import BadUserInput, Conflict
 from resolvers.inputs import Input, object_id, parse
@@ -143,8 +143,11 @@ async def get_execution(access: Access, execution_id: ObjectId) -> dict[str, Any
     )
 
 
-async def list_executions(access: Access, query: dict[str, Any], page: PageRequest) -> Page:
-    scoped = {"$and": [await access.scope(), query]}
+async def list_executions(
+    access: Access, query: dict[str, Any], dql_filter: dict[str, Any] | None, page: PageRequest
+) -> Page:
+    """A page of the executions the caller sees that match `query` and the DQL filter."""
+    scoped = {"$and": [await access.scope(), query, dql.to_mongo("executions", dql_filter)]}
     return await paginate(access.db.executions, scoped, page, [("createdAt", -1)])
 
 
@@ -185,24 +188,29 @@ async def terminate(access: Access, execution_id: ObjectId) -> dict[str, Any]:
     return requested
 
 
+def rerun_update(message: str) -> dict[str, Any]:
+    """Back to `created` as the next attempt (one more allowed), the last run's results gone."""
+    return {
+        "$set": {
+            "status": str(Status.CREATED),
+            "terminateRequested": False,
+            "progress": {"percent": 0, "message": ""},
+            "output": None,
+            "error": None,
+            "updatedAt": now(),
+        },
+        "$inc": {"maxAttempts": 1},
+        "$push": {"statusLog": _entry(Status.CREATED, message)},
+    }
+
+
 async def rerun(access: Access, execution_id: ObjectId) -> dict[str, Any]:
     """Run a finished execution again, as its next attempt; the caller queues it."""
     execution = await get_execution(access, execution_id)
     await access.require_project(execution, Action.RUN_EXECUTIONS)
     again = await access.db.executions.find_one_and_update(
         {"_id": execution_id, "status": {"$in": FINAL}},
-        {
-            "$set": {
-                "status": str(Status.CREATED),
-                "terminateRequested": False,
-                "progress": {"percent": 0, "message": ""},
-                "output": None,
-                "error": None,
-                "updatedAt": now(),
-            },
-            "$inc": {"maxAttempts": 1},
-            "$push": {"statusLog": _entry(Status.CREATED, "rerun requested")},
-        },
+        rerun_update("rerun requested"),
         return_document=ReturnDocument.AFTER,
     )
     if again is None:
@@ -229,11 +237,22 @@ async def _take_slot(db: AsyncDatabase, service_id: ObjectId, execution_id: Obje
     slot = await db.services.update_one(
         {
             "_id": service_id,
+            "active": True,
             "$expr": {"$lt": [{"$size": {"$ifNull": ["$slots", []]}}, "$concurrency"]},
         },
         {"$push": {"slots": {"execution": execution_id, "at": now()}}},
     )
     return slot.modified_count == 1
+
+
+async def _abort(db: AsyncDatabase, execution_id: ObjectId, reason: str) -> None:
+    await db.executions.update_one(
+        {"_id": execution_id, "status": str(Status.CREATED)},
+        {
+            "$set": {"status": str(Status.ABORTED), "error": reason, "updatedAt": now()},
+            "$push": {"statusLog": _entry(Status.ABORTED, reason)},
+        },
+    )
 
 
 async def _release_slot(db: AsyncDatabase, service_id: ObjectId, execution_id: ObjectId) -> None:
@@ -247,14 +266,20 @@ async def claim(
 ) -> dict[str, Any] | None:
     """Move `created` → `inProgress` for this worker, holding one of its service's concurrency
     slots; None if someone else claimed it (or it ended), ServiceBusy when the service already
-    runs as many executions as its `concurrency` allows."""
+    runs as many executions as its `concurrency` allows. An execution whose service was
+    deactivated (or deleted) while it waited is `aborted` instead, and None returned."""
     waiting = await db.executions.find_one(
         {"_id": execution_id, "status": str(Status.CREATED)}, {"serviceId": 1}
     )
     if waiting is None:
         return None
     if not await _take_slot(db, waiting["serviceId"], execution_id):
-        raise ServiceBusy
+        service = await db.services.find_one({"_id": waiting["serviceId"]}, {"active": 1})
+        if service is not None and service["active"]:
+            raise ServiceBusy
+        gone = "deleted" if service is None else "deactivated"
+        await _abort(db, execution_id, f"its service was {gone} before it started")
+        return None
     moment = now()
     claimed = await db.executions.find_one_and_update(
         {"_id": execution_id, "status": str(Status.CREATED)},

@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
+from strawberry.scalars import JSON
 
 from resolvers import organizations, projects
 from resolvers.inputs import object_id
@@ -60,17 +61,21 @@ class Project(Node):
 
         return await project_services(info, object_id(self.id), first, after)
 
-    @strawberry.field(description="The project's executions, newest first.")
+    @strawberry.field(
+        description="The project's executions, newest first: those in `statuses`, if given, "
+        "and matching the DQL `filter` over executions, if given."
+    )
     async def executions(
         self,
         info: strawberry.Info,
         statuses: list[str] | None = None,
+        filter: JSON | None = None,
         first: int = DEFAULT_PAGE_SIZE,
         after: str | None = None,
     ) -> Connection[Annotated["Execution", strawberry.lazy("schema.services")]]:
         from schema.services import project_executions
 
-        return await project_executions(info, object_id(self.id), statuses, first, after)
+        return await project_executions(info, object_id(self.id), statuses, filter, first, after)
 
     @strawberry.field(description="How many executions are in each status (for dashboards).")
     async def execution_counts(

@@ -76,14 +76,17 @@ async def executions_page(
     info: strawberry.Info,
     query: dict[str, Any],
     statuses: list[str] | None,
+    dql_filter: JSON | None,
     first: int,
     after: str | None,
 ) -> Connection[Execution]:
-    """A page of the executions matching `query` (and `statuses`), newest first."""
+    """A page of the executions matching `query`, `statuses` and the DQL filter, newest first."""
     if statuses:
         query = {**query, "status": {"$in": statuses}}
     access = await info.context.access()
-    page = await executions.list_executions(access, query, page_request(info, first, after))
+    page = await executions.list_executions(
+        access, query, dql_filter, page_request(info, first, after)
+    )
     return Connection.of(page, Execution.from_doc)
 
 
@@ -98,16 +101,20 @@ class Service(Node):
     active: bool
     created_at: datetime
 
-    @strawberry.field
+    @strawberry.field(
+        description="The service's executions, newest first: those in `statuses`, if given, "
+        "and matching the DQL `filter` over executions, if given."
+    )
     async def executions(
         self,
         info: strawberry.Info,
         statuses: list[str] | None = None,
+        filter: JSON | None = None,
         first: int = DEFAULT_PAGE_SIZE,
         after: str | None = None,
     ) -> Connection[Execution]:
         query = {"serviceId": object_id(self.id)}
-        return await executions_page(info, query, statuses, first, after)
+        return await executions_page(info, query, statuses, filter, first, after)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "Service":
@@ -244,11 +251,13 @@ async def project_executions(
     info: strawberry.Info,
     project_id: Any,
     statuses: list[str] | None,
+    dql_filter: JSON | None,
     first: int,
     after: str | None,
 ) -> Connection[Execution]:
     await projects.get_project(await info.context.access(), project_id)
-    return await executions_page(info, {"projectId": project_id}, statuses, first, after)
+    query = {"projectId": project_id}
+    return await executions_page(info, query, statuses, dql_filter, first, after)
 
 
 async def project_status_counts(info: strawberry.Info, project_id: Any) -> list[StatusCount]:
@@ -284,13 +293,22 @@ class BatchMutations:
         return Command.from_doc(doc)
 
     @strawberry.mutation(
-        description="Rerun a project's finished executions in the given statuses, as a Command."
+        description="Rerun a project's finished executions, as a Command: those in `statuses` "
+        "(any finished status if not given) that match the DQL `filter` over executions."
     )
     async def rerun_batch(
-        self, info: strawberry.Info, project_id: strawberry.ID, statuses: list[str]
+        self,
+        info: strawberry.Info,
+        project_id: strawberry.ID,
+        statuses: list[str] | None = None,
+        filter: JSON | None = None,
     ) -> Command:
         access = await info.context.access()
         doc = await batches.start_rerun(
-            access, object_id(project_id, "projectId"), statuses, info.context.enqueue_command
+            access,
+            object_id(project_id, "projectId"),
+            statuses,
+            filter,
+            info.context.enqueue_command,
         )
         return Command.from_doc(doc)

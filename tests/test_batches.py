@@ -105,3 +105,49 @@ async def test_batches_on_another_orgs_service_are_not_found(member, db):
     assert code == "NOT_FOUND"
     assert await stranger.client.code(COUNTS, p=world.project) == "NOT_FOUND"
     assert await snapshot(db) == before
+
+
+RERUN_MATCHING = """mutation($p: ID!, $statuses: [String!], $filter: JSON) {
+  rerunBatch(projectId: $p, statuses: $statuses, filter: $filter) { id } }"""
+
+
+async def test_rerun_batch_reruns_only_the_executions_its_dql_filter_matches(member, db, settings):
+    world = await make_world(member)
+    await _seed_items(db, ObjectId(world.dataset), 12)
+    service = await _service(world)
+    worker = start_worker(settings, **FAST, LOOM_BATCH_PAGE_SIZE="2")
+    try:
+        started = await world.client.data(
+            EXECUTE_BATCH, s=service, input={"function": "fail", "filter": {}}
+        )
+        await _finished(db, ObjectId(started["executeBatch"]["id"]))
+        await _all_ended(db, 12)
+        chosen = [str(i["_id"]) for i in await db.items.find().sort("_id", 1).to_list()][:5]
+        rerun = await world.client.data(
+            RERUN_MATCHING, p=world.project, filter={"resource.id": {"$in": chosen}}
+        )
+        command = await _finished(db, ObjectId(rerun["rerunBatch"]["id"]))
+        async with await db.executions.watch() as changes:
+            while await db.executions.count_documents({"attempts": 2, "status": "failed"}) < 5:
+                await asyncio.wait_for(changes.next(), 30)
+    finally:
+        stop(worker)
+    assert command["status"] == "success"
+    again = await db.executions.find({"attempts": 2}).to_list()
+    assert sorted(str(e["resource"]["id"]) for e in again) == chosen
+    assert await db.executions.count_documents({"attempts": 1, "status": "failed"}) == 7
+
+
+async def test_rerun_batch_refuses_unfinished_statuses_and_bad_filters_and_starts_nothing(
+    member, db
+):
+    world = await make_world(member)
+    before = await snapshot(db)
+    for variables in (
+        {"statuses": ["failed", "inProgress"]},
+        {"filter": {"$where": "1"}},
+        {"filter": {"metadata.x": 1}},
+    ):
+        error = await world.client.error(RERUN_MATCHING, p=world.project, **variables)
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+    assert await snapshot(db) == before

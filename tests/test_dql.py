@@ -74,6 +74,30 @@ def test_annotation_fields_paths_and_model_ids():
     }
 
 
+def test_execution_fields_ids_dates_and_input_output_paths():
+    query = to_mongo(
+        "executions",
+        {
+            "serviceId": OID,
+            "resource.id": {"$in": [OID]},
+            "status": {"$in": ["failed", "aborted"]},
+            "startedAt": {"$gte": "2024-05-01T00:00:00Z"},
+            "input.threshold": {"$gt": 0.5},
+            "output.labels.0": "car",
+        },
+    )
+    assert query == {
+        "serviceId": ObjectId(OID),
+        "resource.id": {"$in": [ObjectId(OID)]},
+        "status": {"$in": ["failed", "aborted"]},
+        "startedAt": {"$gte": datetime(2024, 5, 1, tzinfo=UTC)},
+        "input.threshold": {"$gt": 0.5},
+        "output.labels.0": "car",
+    }
+    with pytest.raises(BadUserInput, match=r"Unknown field 'metadata\.x' for executions"):
+        to_mongo("executions", {"metadata.x": 1})
+
+
 def test_not_becomes_nor_and_operators_pass_through():
     query = to_mongo(
         "items",
@@ -313,7 +337,7 @@ def test_items_do_not_have_annotation_fields_nor_annotations_item_fields():
 
 
 def test_an_unknown_resource_is_refused():
-    assert refusal("executions", {}).extensions["field"] == "resource"
+    assert refusal("models", {}).extensions["field"] == "resource"
 
 
 # -- bounds ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from bson import ObjectId
 
 from resolvers import executions
-from tests.datasets_world import make_world
+from tests.datasets_world import image_bytes, make_world
 from tests.snapshots import snapshot
 from tests.workers import start_worker, stop
 
@@ -281,3 +281,100 @@ async def test_a_slot_leaked_by_a_dead_worker_is_freed_after_the_grace_period(me
     await executions.reconcile_slots(db)
     kept = (await db.services.find_one({"_id": service}))["slots"]
     assert [slot["execution"] for slot in kept] == [running, young]
+
+
+SERVICE_EXECUTIONS = """query($s: ID!, $filter: JSON, $statuses: [String!]) {
+  service(id: $s) { executions(filter: $filter, statuses: $statuses, first: 10) {
+    totalCount nodes { id } } } }"""
+PROJECT_EXECUTIONS = """query($p: ID!, $filter: JSON) {
+  project(id: $p) { executions(filter: $filter, first: 10) { totalCount nodes { id } } } }"""
+
+
+async def test_service_and_project_executions_filter_with_dql_over_executions(member, db):
+    world = await make_world(member)
+    service = await _service(world)
+    made = [await _execute(world, service, "echo", n=n) for n in range(5)]
+    await db.executions.update_one({"_id": ObjectId(made[4])}, {"$set": {"status": "failed"}})
+
+    async def ids(query: str, **variables: Any) -> set[str]:
+        data = await world.client.data(query, **variables)
+        connection = next(iter(data.values()))["executions"]
+        assert connection["totalCount"] == len(connection["nodes"])
+        return {node["id"] for node in connection["nodes"]}
+
+    big = {"input.n": {"$gte": 2}}
+    assert await ids(SERVICE_EXECUTIONS, s=service, filter=big) == set(made[2:])
+    assert await ids(SERVICE_EXECUTIONS, s=service, filter=big, statuses=["created"]) == set(
+        made[2:4]
+    )
+    either = {"$or": [{"id": made[0]}, {"status": "failed"}]}
+    assert await ids(PROJECT_EXECUTIONS, p=world.project, filter=either) == {made[0], made[4]}
+    error = await world.client.error(SERVICE_EXECUTIONS, s=service, filter={"metadata.x": 1})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "Unknown field 'metadata.x' for executions" in error["message"]
+
+
+async def test_filtering_executions_by_another_orgs_ids_finds_nothing(member, db):
+    a = await make_world(member)
+    a_service = await _service(a)
+    a_execution = await _execute(a, a_service, "echo")
+    b = await make_world(member, org="beta")
+    await _execute(b, await _service(b), "echo")
+    for filter_ in (
+        {"projectId": a.project},
+        {"serviceId": a_service},
+        {"id": a_execution},
+        {"$or": [{"projectId": a.project}, {"status": {"$exists": True}}]},
+    ):
+        data = await b.client.data(PROJECT_EXECUTIONS, p=b.project, filter=filter_)
+        assert a_execution not in {n["id"] for n in data["project"]["executions"]["nodes"]}
+    assert await b.client.code(SERVICE_EXECUTIONS, s=a_service, filter={}) == "NOT_FOUND"
+
+
+DEACTIVATE = """mutation($id: ID!) { updateService(id: $id, input: {active: false}) { active } }"""
+REACTIVATE = """mutation($id: ID!) { updateService(id: $id, input: {active: true}) { active } }"""
+DELETE_ITEMS = "mutation($d: ID!, $ids: [ID!]!) { deleteItems(datasetId: $d, itemIds: $ids) }"
+
+
+async def test_queued_executions_of_a_deactivated_service_are_aborted_and_can_be_rerun(
+    member, db, settings
+):
+    world = await make_world(member)
+    service = await _service(world)
+    queued = [await _execute(world, service, "echo", n=n) for n in range(2)]
+    await world.client.data(DEACTIVATE, id=service)
+    process = start_worker(settings, **FAST)
+    try:
+        aborted = [await _until(db, execution, _ended) for execution in queued]
+        await world.client.data(REACTIVATE, id=service)
+        await world.client.data(RERUN, id=queued[0])
+        again = await _until(db, queued[0], lambda d: d["status"] == "success")
+    finally:
+        stop(process)
+    for doc in aborted:
+        assert doc["status"] == "aborted"
+        assert doc["error"] == "its service was deactivated before it started"
+        assert [s["status"] for s in doc["statusLog"]] == ["created", "aborted"]
+        assert doc["attempts"] == 0
+    assert again["output"] == {"n": 0}
+    assert (await db.services.find_one({"_id": ObjectId(service)}))["slots"] == []
+
+
+async def test_an_execution_whose_item_was_deleted_before_it_ran_is_aborted(member, db, settings):
+    world = await make_world(member)
+    service = await _service(world)
+    item = (await world.upload("gone.png", image_bytes("PNG", 4, 4)))["id"]
+    started = await world.client.data(
+        EXECUTE, s=service, input={"function": "echo", "input": {}, "itemId": item}
+    )
+    execution = started["execute"]["id"]
+    await world.client.data(DELETE_ITEMS, d=world.dataset, ids=[item])
+    process = start_worker(settings, **FAST)
+    try:
+        done = await _until(db, execution, _ended)
+    finally:
+        stop(process)
+    assert done["status"] == "aborted"
+    assert done["error"] == f"its item {item} was deleted before it started"
+    assert done["output"] is None
+    assert (await db.services.find_one({"_id": ObjectId(service)}))["slots"] == []

@@ -105,7 +105,13 @@ async def run_execution(ctx: dict[str, Any], execution_id: str) -> None:
         raise Retry(defer=SERVICE_BUSY_RETRY_S) from None
     if execution is None:
         return
-    context = Context(db, execution, await _resource(db, execution))
+    resource = await _resource(db, execution)
+    reference = execution["resource"]
+    if reference is not None and resource is None:
+        gone = f"its {reference['type']} {reference['id']} was deleted before it started"
+        await executions.finish(db, execution, Status.ABORTED, error=gone)
+        return
+    context = Context(db, execution, resource)
     function = functions.lookup(execution["function"])
     data = function.input.model_validate(execution["input"])
     run = asyncio.create_task(
