@@ -61,21 +61,24 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def run_uvicorn(app: Any, port: int, parent: int, websockets: bool = False) -> None:
-    """Serve `app` on 127.0.0.1:`port` until terminated, or until `parent` is gone."""
+    """Serve `app` on 127.0.0.1:`port` with Loom's uvicorn options, until terminated or until
+    `parent` is gone."""
     import uvicorn
 
+    from gateway.serving import uvicorn_config
+    from gateway.settings import Settings
+
     _exit_with_parent(parent)
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
+        Settings(),
         host="127.0.0.1",
         port=port,
-        log_config=None,
         log_level="warning",
         access_log=False,
         http=HTTP_IMPL,
         loop=LOOP_IMPL,
-        ws="websockets-sansio" if websockets else "none",
-        lifespan="on",
+        **({} if websockets else {"ws": "none"}),
     )
     uvicorn.Server(config).run()
 

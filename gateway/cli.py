@@ -25,6 +25,7 @@ from gateway.app import create_app
 from gateway.connections import mongo_client
 from gateway.embedded import EmbeddedStack, EmbeddedStackError
 from gateway.embedded import children as child_processes
+from gateway.serving import uvicorn_config
 from gateway.settings import Settings
 from resolvers.access import OrgRole
 from triggers.worker import build_worker
@@ -54,15 +55,7 @@ def stack_for(settings: Settings) -> Iterator[Settings]:
 
 
 def serve(settings: Settings) -> None:
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        lifespan="on",
-        ws="websockets-sansio",
-    )
-    uvicorn.Server(config).run()
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
 
 
 def dev(settings: Settings, seed_demo: bool) -> None:

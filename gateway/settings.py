@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     worker_poll_delay_s: float = Field(0.05, gt=0)
     reaper_interval_s: float = Field(5.0, gt=0)
     subscription_queue_size: int = Field(1000, ge=1)
+    ws_compression: bool = False
     limits: Limits = Field(default_factory=Limits)
 
     @property

@@ -230,19 +230,25 @@ SLOT_GRACE = timedelta(minutes=1)
 takes milliseconds between taking its slot and recording itself in progress)."""
 
 
-async def _take_slot(db: AsyncDatabase, service_id: ObjectId, execution_id: ObjectId) -> bool:
-    """One atomic single-document update, no transaction: a busy service's slots never turn
-    into a storm of aborted, retried transactions. Slots name their execution, so a slot a
-    dead worker never gave back is found and freed (see `reconcile_slots`)."""
-    slot = await db.services.update_one(
+async def _take_slot(
+    db: AsyncDatabase, service_id: ObjectId, execution_id: ObjectId
+) -> dict[str, Any] | None:
+    """Take one of the service's concurrency slots; the service (its `active` flag) if taken,
+    None if every slot is taken.
+
+    One atomic single-document update, no transaction: a busy service's slots never turn
+    into a storm of aborted, retried transactions, and the busy path — which the jobs of a
+    busy service take again and again — is one round trip that writes nothing. Slots name
+    their execution, so a slot a dead worker never gave back is found and freed (see
+    `reconcile_slots`)."""
+    return await db.services.find_one_and_update(
         {
             "_id": service_id,
-            "active": True,
             "$expr": {"$lt": [{"$size": {"$ifNull": ["$slots", []]}}, "$concurrency"]},
         },
         {"$push": {"slots": {"execution": execution_id, "at": now()}}},
+        projection={"active": 1},
     )
-    return slot.modified_count == 1
 
 
 async def _abort(db: AsyncDatabase, execution_id: ObjectId, reason: str) -> None:
@@ -267,18 +273,18 @@ async def claim(
     """Move `created` → `inProgress` for this worker, holding one of its service's concurrency
     slots; None if someone else claimed it (or it ended), ServiceBusy when the service already
     runs as many executions as its `concurrency` allows. An execution whose service was
-    deactivated (or deleted) while it waited is `aborted` instead, and None returned."""
+    deactivated while it waited is `aborted` instead, and None returned."""
     waiting = await db.executions.find_one(
         {"_id": execution_id, "status": str(Status.CREATED)}, {"serviceId": 1}
     )
     if waiting is None:
         return None
-    if not await _take_slot(db, waiting["serviceId"], execution_id):
-        service = await db.services.find_one({"_id": waiting["serviceId"]}, {"active": 1})
-        if service is not None and service["active"]:
-            raise ServiceBusy
-        gone = "deleted" if service is None else "deactivated"
-        await _abort(db, execution_id, f"its service was {gone} before it started")
+    service = await _take_slot(db, waiting["serviceId"], execution_id)
+    if service is None:
+        raise ServiceBusy
+    if not service["active"]:
+        await _abort(db, execution_id, "its service was deactivated before it started")
+        await _release_slot(db, waiting["serviceId"], execution_id)
         return None
     moment = now()
     claimed = await db.executions.find_one_and_update(

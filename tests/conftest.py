@@ -120,7 +120,7 @@ def member(db: AsyncDatabase, gql):
 
 
 @pytest.fixture
-async def server(app: Starlette) -> AsyncIterator[str]:
+async def server(app: Starlette, settings: Settings) -> AsyncIterator[str]:
     """A real uvicorn serving the app on a free loopback port; yields its base URL."""
-    async with running_uvicorn(app) as base_url:
+    async with running_uvicorn(app, settings) as base_url:
         yield base_url

@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from gateway.serving import uvicorn_config
+from gateway.settings import Settings
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -16,11 +19,10 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_uvicorn(app: ASGIApp) -> AsyncIterator[str]:
+async def running_uvicorn(app: ASGIApp, settings: Settings) -> AsyncIterator[str]:
+    """Served as `loom serve` serves it; the app's lifespan is the caller's."""
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, ws="websockets-sansio"
-    )
+    config = uvicorn_config(app, settings, host="127.0.0.1", port=port, lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -28,7 +28,7 @@ async def test_readyz_names_mongodb_while_it_is_down_and_recovers_without_restar
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
-        running_uvicorn(app) as base_url,
+        running_uvicorn(app, settings) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=10) as http,
     ):
         assert (await http.get("/readyz")).status_code == 200

@@ -4,12 +4,14 @@ import asyncio
 import contextlib
 
 import pytest
+import websockets
 from bson import ObjectId
 
 from gateway.change_feed import ChangeFeed
 from gateway.inboxes import Overflowed
 from gateway.subscription_groups import SubscriptionGroups
 from tests.datasets_world import make_world
+from tests.servers import running_uvicorn
 from tests.test_executions import CREATE_SERVICE, EXECUTE, FAST
 from tests.waiting import eventually
 from tests.workers import start_worker, stop
@@ -277,3 +279,17 @@ async def test_a_member_a_whole_inbox_behind_is_dropped_while_its_group_goes_on(
         results.put_nowait("e")
         assert (await fast.get()).result == "e"
     assert groups.groups == {}
+
+
+async def test_websocket_compression_is_off_unless_configured(app, settings):
+    for enabled, offered in ((False, None), (True, "permessage-deflate")):
+        configured = settings.model_copy(update={"ws_compression": enabled})
+        async with (
+            running_uvicorn(app, configured) as base_url,
+            websockets.connect(
+                base_url.replace("http://", "ws://") + "/graphql",
+                subprotocols=["graphql-transport-ws"],
+            ) as ws,
+        ):
+            negotiated = ws.response.headers.get("sec-websocket-extensions")
+            assert (negotiated.split(";")[0] if negotiated else None) == offered

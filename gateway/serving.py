@@ -1,0 +1,27 @@
+"""How uvicorn serves Loom: the one set of options `loom serve`, the tests' servers and the
+benchmarks all use, so each of them runs the transport production runs.
+
+WebSockets use uvicorn's sans-I/O `websockets` implementation. Per-message compression is off
+unless `LOOM_WS_COMPRESSION` turns it on (Node's `ws`, under most graphql-ws servers, makes the
+same choice): subscription messages are small JSON documents, compressing each one costs more
+gateway CPU than sending it — a group's members would compress the same text once each — and
+every compressing connection holds its own zlib state.
+"""
+
+from typing import Any
+
+import uvicorn
+
+from gateway.settings import Settings
+
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "lifespan": "on",
+        "ws": "websockets-sansio",
+        "ws_per_message_deflate": settings.ws_compression,
+    }
+    return uvicorn.Config(app, **{**options, **overrides})
