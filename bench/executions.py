@@ -278,7 +278,7 @@ class Bench:
                 pipe.delete(*(prefix + i for i in chunk for prefix in prefixes))
                 await pipe.execute()
         await self.db.executions.delete_many({"batchId": command_id})
-        await self.db.services.update_many({}, {"$set": {"running": 0}})
+        await self.db.services.update_many({}, {"$set": {"slots": []}})
 
     async def redis_accounting(self, command_id: Any) -> dict[str, int]:
         """Where each of the batch's executions is in arq, in one atomic Redis snapshot."""

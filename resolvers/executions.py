@@ -390,6 +390,28 @@ async def finish(
     return ended.modified_count == 1
 
 
+async def hand_back(db: AsyncDatabase, execution: dict[str, Any], reason: str) -> None:
+    """A stopping worker returns a run it will not finish: back to `created` at once — its
+    attempt not counted, its slot freed — for the job arq runs again, instead of waiting for
+    the lease to lapse and the reaper to count it as lost."""
+    back = await db.executions.update_one(
+        _ours(execution),
+        {
+            "$set": {
+                "status": str(Status.CREATED),
+                "worker": None,
+                "leaseUntil": None,
+                "startedAt": None,
+                "updatedAt": now(),
+            },
+            "$inc": {"attempts": -1},
+            "$push": {"statusLog": _entry(Status.CREATED, reason)},
+        },
+    )
+    if back.modified_count == 1:
+        await _release_slot(db, execution["serviceId"], execution["_id"])
+
+
 async def reap(db: AsyncDatabase) -> list[dict[str, Any]]:
     """Executions whose worker died: back to `created` (to be queued again) when their service
     says rerun and attempts remain, else failed. Safe to run in every worker at once."""

@@ -209,6 +209,41 @@ async def test_killed_worker_execution_is_rerun_or_failed_by_its_service_policy(
     assert await db.executions.count_documents({"status": "inProgress"}) == 0
 
 
+async def test_a_stopping_worker_hands_its_running_execution_back_without_losing_an_attempt(
+    member, db, settings
+):
+    world = await make_world(member)
+    service = await _service(world, onReset="failed")
+    first = start_worker(settings, **FAST)
+    second = None
+    try:
+        execution = await _execute(world, service, "sleeper", seconds=1.5, steps=3)
+        await _until(db, execution, lambda d: d["status"] == "inProgress")
+        first.send_signal(signal.SIGTERM)
+        handed = await asyncio.wait_for(
+            _until(db, execution, lambda d: d["status"] == "created"), 30
+        )
+        assert await asyncio.to_thread(first.wait, 30) == 0
+        second = start_worker(settings, **FAST)
+        done = await asyncio.wait_for(_until(db, execution, _ended), 30)
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+    assert handed["attempts"] == 0
+    assert handed["statusLog"][-1]["message"].endswith(" stopped")
+    assert done["status"] == "success"
+    assert done["attempts"] == 1
+    assert [s["status"] for s in done["statusLog"]] == [
+        "created",
+        "inProgress",
+        "created",
+        "inProgress",
+        "success",
+    ]
+    assert (await db.services.find_one({"_id": ObjectId(service)}))["slots"] == []
+
+
 async def test_executions_queued_before_redis_was_flushed_all_complete(member, db, redis, settings):
     world = await make_world(member)
     service = await _service(world)

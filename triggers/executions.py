@@ -121,8 +121,11 @@ async def run_execution(ctx: dict[str, Any], execution_id: str) -> None:
     try:
         output = await run
     except asyncio.CancelledError:
+        await context.flush_lines()
+        if _worker_stopping():
+            await executions.hand_back(db, execution, f"{ctx['worker_id']} stopped")
+            raise
         if await watcher == "terminated":
-            await context.flush_lines()
             await executions.finish(db, execution, Status.TERMINATED, error="terminated")
         return
     except TimeoutError:
@@ -138,6 +141,13 @@ async def run_execution(ctx: dict[str, Any], execution_id: str) -> None:
         watcher.cancel()
     await context.flush_lines()
     await executions.finish(db, execution, Status.SUCCESS, output=_json(output))
+
+
+def _worker_stopping() -> bool:
+    """Whether this job itself is being cancelled — arq cancels its jobs when the worker stops
+    (SIGTERM) and runs them again later — rather than only the function's run, on termination."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _json(value: Any) -> Any:
