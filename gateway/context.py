@@ -3,6 +3,7 @@
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Hashable, Mapping
+from functools import cached_property
 from typing import Any
 
 from bson import ObjectId, json_util
@@ -75,6 +76,7 @@ def connections_of(
 
 class Loaders:
     """One set per request: caches must never outlive it, or tenancy could leak through them.
+    Each loader is made on first use — most requests need one or two of them.
 
     The by-id loaders skip access checks: use them only for relations of documents that
     already passed one (an item's dataset, a member's user), never for ids a client sent. The
@@ -82,32 +84,54 @@ class Loaders:
     """
 
     def __init__(self, db: AsyncDatabase, access: Callable[[], Awaitable[Access]]) -> None:
-        self.users = by_id(db, "users")
-        self.datasets = by_id(db, "datasets")
-        self.items = by_id(db, "items")
-        self.annotations_of_item = annotations_of_items(db)
+        self._db = db
+        self._access = access
 
-        async def projects_of_orgs(org_ids: list[ObjectId], arguments: Any) -> dict:
+    @cached_property
+    def users(self) -> DataLoader[ObjectId, dict[str, Any]]:
+        return by_id(self._db, "users")
+
+    @cached_property
+    def datasets(self) -> DataLoader[ObjectId, dict[str, Any]]:
+        return by_id(self._db, "datasets")
+
+    @cached_property
+    def items(self) -> DataLoader[ObjectId, dict[str, Any]]:
+        return by_id(self._db, "items")
+
+    @cached_property
+    def annotations_of_item(self) -> DataLoader[AnnotationsKey, list[dict[str, Any]]]:
+        return annotations_of_items(self._db)
+
+    @cached_property
+    def projects_of_org(self) -> DataLoader[ConnectionKey, Page]:
+        async def fetch(org_ids: list[ObjectId], arguments: Any) -> dict:
             page, archived = arguments
-            return await projects.projects_of_orgs(await access(), org_ids, page, archived)
+            return await projects.projects_of_orgs(await self._access(), org_ids, page, archived)
 
-        async def datasets_of_projects(project_ids: list[ObjectId], page: Any) -> dict:
-            return await datasets.datasets_of_projects(await access(), project_ids, page)
+        return connections_of(fetch)
 
-        async def items_of_datasets(dataset_ids: list[ObjectId], arguments: Any) -> dict:
+    @cached_property
+    def datasets_of_project(self) -> DataLoader[ConnectionKey, Page]:
+        async def fetch(project_ids: list[ObjectId], page: Any) -> dict:
+            return await datasets.datasets_of_projects(await self._access(), project_ids, page)
+
+        return connections_of(fetch)
+
+    @cached_property
+    def items_of_dataset(self) -> DataLoader[ConnectionKey, Page]:
+        async def fetch(dataset_ids: list[ObjectId], arguments: Any) -> dict:
             dql_json, page, sort = arguments
             dql_input = json.loads(dql_json) if dql_json is not None else None
             found = await items.items_of_datasets(
-                await access(), dataset_ids, dql_input, page, list(sort) if sort else None
+                await self._access(), dataset_ids, dql_input, page, list(sort) if sort else None
             )
             for item_page in found.values():
                 for doc in item_page.docs:
                     self.items.prime(doc["_id"], doc)
             return found
 
-        self.projects_of_org = connections_of(projects_of_orgs)
-        self.datasets_of_project = connections_of(datasets_of_projects)
-        self.items_of_dataset = connections_of(items_of_datasets)
+        return connections_of(fetch)
 
 
 def bearer_key(headers: Mapping[str, Any]) -> str | None:

@@ -20,6 +20,7 @@ from strawberry.types import ExecutionContext
 
 from gateway import query_limits
 from gateway.context import Context, bearer_key
+from gateway.document_cache import DocumentCache, ParsedDocuments
 from gateway.graphql_errors import ErrorCodes
 from gateway.graphql_ws import GroupingTransportWSHandler
 from gateway.request_ids import new_request_id
@@ -38,15 +39,17 @@ class LoomSchema(strawberry.Schema):
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
-    """The schema with its limits, a cache of validated documents (clients send the same few
-    queries again and again, and validation is the largest per-request cost), and error
-    classification."""
+    """The schema with its limits, caches of parsed and of validated documents (clients send
+    the same few queries again and again, and parsing and validation are the largest
+    per-request costs after authentication), and error classification."""
+    documents = ParsedDocuments(maxsize=256)
     return LoomSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=[
             *query_limits.extensions(settings.limits),
+            lambda: DocumentCache(documents),
             lambda: ValidationCache(maxsize=256),
             ErrorCodes,
         ],
