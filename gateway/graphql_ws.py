@@ -7,6 +7,7 @@ subscriptions a group cannot share: those refused before execution (syntax, vali
 are re-run alone, so their errors are reported exactly as Strawberry reports them.
 """
 
+import contextlib
 import functools
 import json
 from collections.abc import Hashable
@@ -40,10 +41,30 @@ def is_subscription(query: str, operation_name: str | None, max_tokens: int) -> 
 
 class GroupingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Operation[Context, None]) -> None:
-        max_tokens = self.context.settings.limits.max_tokens
-        if not is_subscription(operation.query, operation.operation_name, max_tokens):
+        if not self._groupable(operation):
             await super().run_operation(operation)
             return
+        try:
+            shared = await self._run_grouped(operation)
+        except Exception as error:
+            # As Strawberry's own handler does: log, complete, free the id, re-raise.
+            await self.handle_task_exception(error)
+            with contextlib.suppress(Exception):
+                await operation.send_operation_message({"id": operation.id, "type": "complete"})
+            self.operations.pop(operation.id, None)
+            raise
+        if not shared:
+            await super().run_operation(operation)
+
+    def _groupable(self, operation: Operation[Context, None]) -> bool:
+        query, name = operation.query, operation.operation_name
+        if not isinstance(query, str) or not (name is None or isinstance(name, str)):
+            return False
+        return is_subscription(query, name, self.context.settings.limits.max_tokens)
+
+    async def _run_grouped(self, operation: Operation[Context, None]) -> bool:
+        """Take part in the operation's group until it ends; False if its results could not
+        be shared (the caller then runs the operation alone)."""
         groups = self.view.subscription_groups  # type: ignore[attr-defined]
         key = await self._grouping_key(operation)
 
@@ -57,11 +78,10 @@ class GroupingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             )
 
         async with groups.join(key, start, self._encode) as inbox:
-            shareable = await self._send_results(operation, inbox)
-        if not shareable:
-            await super().run_operation(operation)
-            return
-        await operation.send_operation_message({"id": operation.id, "type": "complete"})
+            shared = await self._send_results(operation, inbox)
+        if shared:
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
+        return shared
 
     async def _send_results(
         self, operation: Operation[Context, None], inbox: Inbox[Shared]

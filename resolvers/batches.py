@@ -71,8 +71,8 @@ async def start_rerun(
     enqueue: Callable[[dict[str, Any]], Awaitable[None]],
 ) -> dict[str, Any]:
     """Rerun a project's finished executions in `statuses` (any final one if not given) that
-    match the DQL filter over executions, as a Command. Executions created after it are not
-    part of it."""
+    match the DQL filter over executions, as a Command. Executions created after it, and those
+    of services that are inactive (or deleted) when it runs, are not part of it."""
     project = await get_project(access, project_id)
     await access.require_project(project, Action.RUN_EXECUTIONS)
     unfinished = sorted(set(statuses or []) - set(FINAL))
@@ -151,10 +151,12 @@ async def run_rerun(
     db: AsyncDatabase, command: dict[str, Any], page_size: int, lease: timedelta, enqueue: Enqueue
 ) -> None:
     spec = command["input"]
+    active = await db.services.distinct("_id", {"projectId": command["projectId"], "active": True})
     query = {
         "$and": [
             {
                 "projectId": command["projectId"],
+                "serviceId": {"$in": active},
                 "status": {"$in": spec["statuses"]},
                 "createdAt": {"$lt": command["createdAt"]},
             },

@@ -120,6 +120,7 @@ def new_execution(
         startedAt=None,
         leaseUntil=None,
         worker=None,
+        slot=None,
         terminateRequested=False,
         **extra,
     )
@@ -208,6 +209,10 @@ async def rerun(access: Access, execution_id: ObjectId) -> dict[str, Any]:
     """Run a finished execution again, as its next attempt; the caller queues it."""
     execution = await get_execution(access, execution_id)
     await access.require_project(execution, Action.RUN_EXECUTIONS)
+    service = await access.db.services.find_one({"_id": execution["serviceId"]}, {"active": 1})
+    if service is None or not service["active"]:
+        state = "deleted" if service is None else "inactive"
+        raise Conflict(f"The execution's service is {state}; it cannot run again")
     again = await access.db.executions.find_one_and_update(
         {"_id": execution_id, "status": {"$in": FINAL}},
         rerun_update("rerun requested"),
@@ -231,22 +236,23 @@ takes milliseconds between taking its slot and recording itself in progress)."""
 
 
 async def _take_slot(
-    db: AsyncDatabase, service_id: ObjectId, execution_id: ObjectId
+    db: AsyncDatabase, service_id: ObjectId, execution_id: ObjectId, claim_id: ObjectId
 ) -> dict[str, Any] | None:
-    """Take one of the service's concurrency slots; the service (its `active` flag) if taken,
-    None if every slot is taken.
+    """Take one of the service's concurrency slots for one claim; the service (its `active`
+    flag) if taken, None if every slot is taken (or the service is gone).
 
     One atomic single-document update, no transaction: a busy service's slots never turn
     into a storm of aborted, retried transactions, and the busy path — which the jobs of a
-    busy service take again and again — is one round trip that writes nothing. Slots name
-    their execution, so a slot a dead worker never gave back is found and freed (see
-    `reconcile_slots`)."""
+    busy service take again and again — is one round trip that writes nothing. A slot names
+    its execution and its claim: a slot a dead worker never gave back is found and freed (see
+    `reconcile_slots`), and two jobs racing to claim one execution each give back only their
+    own."""
     return await db.services.find_one_and_update(
         {
             "_id": service_id,
             "$expr": {"$lt": [{"$size": {"$ifNull": ["$slots", []]}}, "$concurrency"]},
         },
-        {"$push": {"slots": {"execution": execution_id, "at": now()}}},
+        {"$push": {"slots": {"execution": execution_id, "claim": claim_id, "at": now()}}},
         projection={"active": 1},
     )
 
@@ -261,10 +267,19 @@ async def _abort(db: AsyncDatabase, execution_id: ObjectId, reason: str) -> None
     )
 
 
-async def _release_slot(db: AsyncDatabase, service_id: ObjectId, execution_id: ObjectId) -> None:
-    await db.services.update_one(
-        {"_id": service_id}, {"$pull": {"slots": {"execution": execution_id}}}
+async def abort_if_orphaned(db: AsyncDatabase, execution_id: ObjectId) -> bool:
+    """Abort a waiting execution whose service no longer exists; whether it was."""
+    waiting = await db.executions.find_one(
+        {"_id": execution_id, "status": str(Status.CREATED)}, {"serviceId": 1}
     )
+    if waiting is None or await db.services.count_documents({"_id": waiting["serviceId"]}):
+        return False
+    await _abort(db, execution_id, "its service was deleted before it started")
+    return True
+
+
+async def _release_slot(db: AsyncDatabase, service_id: ObjectId, claim_id: ObjectId) -> None:
+    await db.services.update_one({"_id": service_id}, {"$pull": {"slots": {"claim": claim_id}}})
 
 
 async def claim(
@@ -279,12 +294,13 @@ async def claim(
     )
     if waiting is None:
         return None
-    service = await _take_slot(db, waiting["serviceId"], execution_id)
+    claim_id = ObjectId()
+    service = await _take_slot(db, waiting["serviceId"], execution_id, claim_id)
     if service is None:
         raise ServiceBusy
     if not service["active"]:
         await _abort(db, execution_id, "its service was deactivated before it started")
-        await _release_slot(db, waiting["serviceId"], execution_id)
+        await _release_slot(db, waiting["serviceId"], claim_id)
         return None
     moment = now()
     claimed = await db.executions.find_one_and_update(
@@ -293,6 +309,7 @@ async def claim(
             "$set": {
                 "status": str(Status.IN_PROGRESS),
                 "worker": worker,
+                "slot": claim_id,
                 "leaseUntil": moment + lease,
                 "startedAt": moment,
                 "updatedAt": moment,
@@ -303,7 +320,7 @@ async def claim(
         return_document=ReturnDocument.AFTER,
     )
     if claimed is None:
-        await _release_slot(db, waiting["serviceId"], execution_id)
+        await _release_slot(db, waiting["serviceId"], claim_id)
     return claimed
 
 
@@ -311,16 +328,20 @@ async def reconcile_slots(db: AsyncDatabase) -> None:
     """Free the slots of executions that are no longer running, once past the grace period."""
     old = now() - SLOT_GRACE
     async for service in db.services.find({"slots.at": {"$lt": old}}, {"slots": 1}):
-        held = [slot["execution"] for slot in service["slots"] if slot["at"] < old]
+        held = [slot for slot in service["slots"] if slot["at"] < old]
         running = set(
             await db.executions.distinct(
-                "_id", {"_id": {"$in": held}, "status": str(Status.IN_PROGRESS)}
+                "slot",
+                {
+                    "_id": {"$in": [slot["execution"] for slot in held]},
+                    "status": str(Status.IN_PROGRESS),
+                },
             )
         )
-        leaked = [execution for execution in held if execution not in running]
+        leaked = [slot.get("claim") for slot in held if slot.get("claim") not in running]
         if leaked:
             await db.services.update_one(
-                {"_id": service["_id"]}, {"$pull": {"slots": {"execution": {"$in": leaked}}}}
+                {"_id": service["_id"]}, {"$pull": {"slots": {"claim": {"$in": leaked}}}}
             )
 
 
@@ -386,20 +407,22 @@ async def finish(
         _ours(execution), {"$set": fields, "$push": {"statusLog": _entry(status, error or "")}}
     )
     if ended.modified_count == 1:
-        await _release_slot(db, execution["serviceId"], execution["_id"])
+        await _release_slot(db, execution["serviceId"], execution["slot"])
     return ended.modified_count == 1
 
 
-async def hand_back(db: AsyncDatabase, execution: dict[str, Any], reason: str) -> None:
+async def hand_back(db: AsyncDatabase, execution: dict[str, Any], reason: str) -> bool:
     """A stopping worker returns a run it will not finish: back to `created` at once — its
     attempt not counted, its slot freed — for the job arq runs again, instead of waiting for
-    the lease to lapse and the reaper to count it as lost."""
+    the lease to lapse and the reaper to count it as lost. False if it is not ours any more,
+    or if its termination was requested: then it must end, not run again."""
     back = await db.executions.update_one(
-        _ours(execution),
+        {**_ours(execution), "terminateRequested": {"$ne": True}},
         {
             "$set": {
                 "status": str(Status.CREATED),
                 "worker": None,
+                "slot": None,
                 "leaseUntil": None,
                 "startedAt": None,
                 "updatedAt": now(),
@@ -409,7 +432,8 @@ async def hand_back(db: AsyncDatabase, execution: dict[str, Any], reason: str) -
         },
     )
     if back.modified_count == 1:
-        await _release_slot(db, execution["serviceId"], execution["_id"])
+        await _release_slot(db, execution["serviceId"], execution["slot"])
+    return back.modified_count == 1
 
 
 async def reap(db: AsyncDatabase) -> list[dict[str, Any]]:
@@ -449,7 +473,7 @@ async def _reap_one(db: AsyncDatabase, execution: dict[str, Any]) -> dict[str, A
         return_document=ReturnDocument.AFTER,
     )
     if updated is not None:
-        await _release_slot(db, execution["serviceId"], execution["_id"])
+        await _release_slot(db, execution["serviceId"], execution["slot"])
     return updated
 
 

@@ -304,18 +304,37 @@ async def test_a_slot_leaked_by_a_dead_worker_is_freed_after_the_grace_period(me
     world = await make_world(member)
     service = ObjectId(await _service(world, concurrency=1))
     running = ObjectId(await _execute(world, str(service), "echo"))
-    await db.executions.update_one({"_id": running}, {"$set": {"status": "inProgress"}})
+    claim, lost_claim, leaked_claim, young_claim = (ObjectId() for _ in range(4))
+    await db.executions.update_one(
+        {"_id": running}, {"$set": {"status": "inProgress", "slot": claim}}
+    )
     stale = datetime.now(UTC) - executions.SLOT_GRACE - timedelta(seconds=1)
-    leaked, young = ObjectId(), ObjectId()
     slots = [
-        {"execution": running, "at": stale},
-        {"execution": leaked, "at": stale},
-        {"execution": young, "at": datetime.now(UTC)},
+        {"execution": running, "claim": claim, "at": stale},
+        {"execution": running, "claim": lost_claim, "at": stale},
+        {"execution": ObjectId(), "claim": leaked_claim, "at": stale},
+        {"execution": ObjectId(), "claim": young_claim, "at": datetime.now(UTC)},
     ]
     await db.services.update_one({"_id": service}, {"$set": {"slots": slots}})
     await executions.reconcile_slots(db)
     kept = (await db.services.find_one({"_id": service}))["slots"]
-    assert [slot["execution"] for slot in kept] == [running, young]
+    assert [slot["claim"] for slot in kept] == [claim, young_claim]
+
+
+async def test_two_jobs_claiming_one_execution_leave_only_the_winners_slot(member, db):
+    world = await make_world(member)
+    service = ObjectId(await _service(world, concurrency=5))
+    execution = ObjectId(await _execute(world, str(service), "echo"))
+    lease = timedelta(seconds=30)
+    claims = await asyncio.gather(
+        *(executions.claim(db, execution, f"worker-{n}", lease) for n in range(2))
+    )
+    winners = [claimed for claimed in claims if claimed is not None]
+    assert len(winners) == 1
+    slots = (await db.services.find_one({"_id": service}))["slots"]
+    assert [(slot["execution"], slot["claim"]) for slot in slots] == [
+        (execution, winners[0]["slot"])
+    ]
 
 
 SERVICE_EXECUTIONS = """query($s: ID!, $filter: JSON, $statuses: [String!]) {
@@ -381,6 +400,7 @@ async def test_queued_executions_of_a_deactivated_service_are_aborted_and_can_be
     process = start_worker(settings, **FAST)
     try:
         aborted = [await _until(db, execution, _ended) for execution in queued]
+        assert await world.client.code(RERUN, id=queued[0]) == "CONFLICT"
         await world.client.data(REACTIVATE, id=service)
         await world.client.data(RERUN, id=queued[0])
         again = await _until(db, queued[0], lambda d: d["status"] == "success")
@@ -412,4 +432,42 @@ async def test_an_execution_whose_item_was_deleted_before_it_ran_is_aborted(memb
     assert done["status"] == "aborted"
     assert done["error"] == f"its item {item} was deleted before it started"
     assert done["output"] is None
+    assert (await db.services.find_one({"_id": ObjectId(service)}))["slots"] == []
+
+
+async def test_an_execution_whose_service_vanished_while_it_waited_is_aborted(member, db, settings):
+    world = await make_world(member)
+    service = await _service(world)
+    execution = await _execute(world, service, "echo")
+    await db.services.delete_one({"_id": ObjectId(service)})  # as a delete racing the execute
+    process = start_worker(settings, **FAST)
+    try:
+        done = await asyncio.wait_for(_until(db, execution, _ended), 60)
+    finally:
+        stop(process)
+    assert done["status"] == "aborted"
+    assert done["error"] == "its service was deleted before it started"
+
+
+async def test_a_termination_requested_before_its_worker_stops_ends_terminated_not_rerun(
+    member, db, settings
+):
+    world = await make_world(member)
+    service = await _service(world)
+    first = start_worker(settings, **FAST)
+    second = None
+    try:
+        execution = await _execute(world, service, "sleeper", seconds=30, steps=30)
+        await _until(db, execution, lambda d: d["status"] == "inProgress")
+        await world.client.data(TERMINATE, id=execution)
+        first.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(first.wait, 30) == 0
+        second = start_worker(settings, **FAST)
+        done = await asyncio.wait_for(_until(db, execution, _ended), 30)
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+    assert done["status"] == "terminated"
+    assert [s["status"] for s in done["statusLog"]].count("inProgress") == 1
     assert (await db.services.find_one({"_id": ObjectId(service)}))["slots"] == []

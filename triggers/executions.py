@@ -26,6 +26,9 @@ log = logging.getLogger("loom.executions")
 
 SERVICE_BUSY_RETRY_S = 0.5
 """How soon a job whose service has no free concurrency slot looks again."""
+ORPHAN_CHECK_TRIES = 20
+"""Every so many tries, a job that keeps finding no slot checks that its service still exists
+(a service deleted in the instant an execution was created for it would hold it forever)."""
 
 
 def job_id(execution: dict[str, Any]) -> str:
@@ -97,14 +100,28 @@ async def _watch(
 
 async def run_execution(ctx: dict[str, Any], execution_id: str) -> None:
     db: AsyncDatabase = ctx["db"]
-    settings = ctx["settings"]
-    lease = timedelta(seconds=settings.execution_lease_s)
+    lease = timedelta(seconds=ctx["settings"].execution_lease_s)
     try:
         execution = await executions.claim(db, ObjectId(execution_id), ctx["worker_id"], lease)
     except executions.ServiceBusy:
+        if ctx["job_try"] % ORPHAN_CHECK_TRIES == 0 and await executions.abort_if_orphaned(
+            db, ObjectId(execution_id)
+        ):
+            return
         raise Retry(defer=SERVICE_BUSY_RETRY_S) from None
     if execution is None:
         return
+    try:
+        await _run_claimed(db, execution, lease)
+    except asyncio.CancelledError:
+        if _worker_stopping():
+            reason = f"{ctx['worker_id']} stopped"
+            if not await executions.hand_back(db, execution, reason):
+                await executions.finish(db, execution, Status.TERMINATED, error="terminated")
+        raise
+
+
+async def _run_claimed(db: AsyncDatabase, execution: dict[str, Any], lease: timedelta) -> None:
     resource = await _resource(db, execution)
     reference = execution["resource"]
     if reference is not None and resource is None:
@@ -123,7 +140,6 @@ async def run_execution(ctx: dict[str, Any], execution_id: str) -> None:
     except asyncio.CancelledError:
         await context.flush_lines()
         if _worker_stopping():
-            await executions.hand_back(db, execution, f"{ctx['worker_id']} stopped")
             raise
         if await watcher == "terminated":
             await executions.finish(db, execution, Status.TERMINATED, error="terminated")
