@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
+from gateway.auth_cache import AuthCache
 from gateway.change_feed import ChangeFeed
 from gateway.connections import Connections
 from gateway.downloads import item_file
@@ -46,7 +47,10 @@ def create_app(settings: Settings, connections: Connections | None = None) -> St
         owned = connections is None
         app.state.connections = connections or await Connections.open(settings)
         app.state.settings = settings
-        app.state.feed = ChangeFeed(app.state.connections.db, settings.subscription_queue_size)
+        app.state.auth_cache = AuthCache(settings.auth_cache_size)
+        app.state.feed = ChangeFeed(
+            app.state.connections.db, settings.subscription_queue_size, app.state.auth_cache
+        )
         await app.state.feed.start()
         indexes = asyncio.create_task(_ensure_indexes_eventually(app.state.connections))
         try:

@@ -6,6 +6,9 @@ subscriber that falls a whole inbox behind is told and dropped, so it never slow
 the other subscribers. The feed resumes after a lost connection with its last resume
 token, so subscribers miss nothing while it reconnects. Each event carries the document as it
 was right after its change (post-images, enabled in gateway/indexes.py), never a later state.
+
+The same stream tells the authentication cache (gateway/auth_cache.py) when anything a caller's
+access is built from changes, and when the stream itself is open or lost.
 """
 
 import asyncio
@@ -18,11 +21,15 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from gateway.auth_cache import AuthCache
 from gateway.inboxes import Inbox
 
 log = logging.getLogger("loom.feed")
 
 WATCHED = ("executions", "commands")
+"""Collections whose changed documents subscriptions receive."""
+ACCESS = ("api_keys", "users", "organizations", "org_members")
+"""Collections a caller's authentication is read from: any change to them clears the cache."""
 RETRY_S = 1.0
 
 
@@ -38,9 +45,10 @@ class Subscriber:
 
 
 class ChangeFeed:
-    def __init__(self, db: AsyncDatabase, queue_size: int) -> None:
+    def __init__(self, db: AsyncDatabase, queue_size: int, auth_cache: AuthCache) -> None:
         self.db = db
         self.queue_size = queue_size
+        self.auth_cache = auth_cache
         self.subscribers: set[Subscriber] = set()
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
@@ -70,6 +78,7 @@ class ChangeFeed:
             self.subscribers.discard(subscriber)
 
     def publish(self, collection: str, document: dict[str, Any]) -> None:
+        """Hand a changed document to the subscribers of its collection that want it."""
         for subscriber in list(self.subscribers):
             if subscriber.collection == collection and subscriber.wants(document):
                 subscriber.inbox.put(document)
@@ -78,23 +87,53 @@ class ChangeFeed:
         pipeline = [
             {
                 "$match": {
-                    "ns.coll": {"$in": list(WATCHED)},
-                    "operationType": {"$in": ["insert", "update", "replace"]},
+                    "$or": [
+                        {
+                            "ns.coll": {"$in": list(WATCHED)},
+                            "operationType": {"$in": ["insert", "update", "replace"]},
+                        },
+                        {"ns.coll": {"$in": list(ACCESS)}},
+                    ]
                 }
             }
         ]
         resume_after = None
-        while True:
-            try:
-                async with await self.db.watch(
-                    pipeline, full_document="whenAvailable", resume_after=resume_after
-                ) as stream:
-                    self._ready.set()
-                    async for change in stream:
-                        resume_after = stream.resume_token
-                        document = change.get("fullDocument")
-                        if document is not None:
-                            self.publish(change["ns"]["coll"], document)
-            except PyMongoError as exc:
-                log.warning("change stream interrupted, resuming: %s", exc)
-                await asyncio.sleep(RETRY_S)
+        try:
+            while True:
+                try:
+                    async with await self.db.watch(
+                        pipeline, full_document="whenAvailable", resume_after=resume_after
+                    ) as stream:
+                        self.auth_cache.open()
+                        self._ready.set()
+                        async for change in stream:
+                            resume_after = stream.resume_token
+                            self._dispatch(change)
+                except PyMongoError as exc:
+                    self.auth_cache.close()
+                    log.warning("change stream interrupted, resuming: %s", exc)
+                    await asyncio.sleep(RETRY_S)
+        finally:
+            self.auth_cache.close()
+
+    def _dispatch(self, change: dict[str, Any]) -> None:
+        collection = change["ns"]["coll"]
+        if collection in ACCESS:
+            if changes_access(change):
+                self.auth_cache.invalidate()
+            return
+        document = change.get("fullDocument")
+        if document is not None:
+            self.publish(collection, document)
+
+
+def changes_access(change: dict[str, Any]) -> bool:
+    """Every change to the access collections does, but a key's last-used time being recorded
+    (which authentication itself writes)."""
+    if change["ns"]["coll"] != "api_keys" or change["operationType"] != "update":
+        return True
+    description = change.get("updateDescription") or {}
+    touched = set(description.get("updatedFields") or {}) | set(
+        description.get("removedFields") or []
+    )
+    return touched != {"lastUsedAt"} or bool(description.get("truncatedArrays"))

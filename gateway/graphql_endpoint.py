@@ -19,6 +19,7 @@ from strawberry.extensions import ValidationCache
 from strawberry.types import ExecutionContext
 
 from gateway import query_limits
+from gateway.auth_cache import MutationsClearAuthCache
 from gateway.context import Context, bearer_key
 from gateway.document_cache import DocumentCache, ParsedDocuments
 from gateway.graphql_errors import ErrorCodes
@@ -52,6 +53,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: DocumentCache(documents),
             lambda: ValidationCache(maxsize=256),
             ErrorCodes,
+            MutationsClearAuthCache,
         ],
     )
 

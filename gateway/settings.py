@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(5.0, gt=0)
     subscription_queue_size: int = Field(1000, ge=1)
     ws_compression: bool = False
+    auth_cache_size: int = Field(10_000, ge=0)
     limits: Limits = Field(default_factory=Limits)
 
     @property

@@ -2,8 +2,9 @@
 
 A key is shown once, when created; only its SHA-256 is stored (keys are 256-bit random
 strings, so a fast hash is enough — there is nothing to brute-force). A key acts as its user,
-limited to one organization when it was created for one. Revoked keys fail at once: nothing
-about a key is cached between requests.
+limited to one organization when it was created for one. The gateway may keep what `find_key`
+found between requests, but only while its change feed tells it of every change that could
+make it stale (gateway/auth_cache.py).
 """
 
 import hashlib
@@ -30,7 +31,7 @@ class ApiKeyInput(Input):
     organization_id: str | None = None
 
 
-def _digest(key: str) -> str:
+def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -45,7 +46,7 @@ async def issue_key(
         orgId=org_scope,
         name=name,
         hint=key[: len(PREFIX) + 6],
-        hash=_digest(key),
+        hash=digest(key),
         lastUsedAt=None,
         revokedAt=None,
     )
@@ -92,12 +93,13 @@ class Authenticated(NamedTuple):
     user: dict[str, Any]
 
 
-async def authenticate(db: AsyncDatabase, key: str) -> Authenticated:
-    """The caller behind a bearer key — its user and memberships — in one MongoDB round trip."""
+async def find_key(db: AsyncDatabase, key: str) -> dict[str, Any]:
+    """A live key's record with its user and organization memberships, in one MongoDB round
+    trip; UNAUTHENTICATED for an unknown or revoked key."""
     if not key.startswith(PREFIX):
         raise Unauthenticated("Invalid API key")
     pipeline = [
-        {"$match": {"hash": _digest(key), "revokedAt": None}},
+        {"$match": {"hash": digest(key), "revokedAt": None}},
         {"$limit": 1},
         {
             "$lookup": {
@@ -113,10 +115,21 @@ async def authenticate(db: AsyncDatabase, key: str) -> Authenticated:
     found = await (await db.api_keys.aggregate(pipeline)).to_list()
     if not found or not found[0]["user"]:
         raise Unauthenticated("Invalid or revoked API key")
-    doc = found[0]
+    return found[0]
+
+
+async def admit(db: AsyncDatabase, found: dict[str, Any]) -> Authenticated:
+    """The caller a found key stands for, with fresh access state; records the key's use (at
+    most once per LAST_USED_RESOLUTION)."""
     moment = now()
-    if doc["lastUsedAt"] is None or moment - doc["lastUsedAt"] > LAST_USED_RESOLUTION:
-        await db.api_keys.update_one({"_id": doc["_id"]}, {"$set": {"lastUsedAt": moment}})
-    principal = Principal(user_id=doc["userId"], key_id=doc["_id"], org_scope=doc["orgId"])
-    access = Access.from_memberships(db, principal, doc["memberships"])
-    return Authenticated(access, doc["user"][0])
+    if found["lastUsedAt"] is None or moment - found["lastUsedAt"] > LAST_USED_RESOLUTION:
+        await db.api_keys.update_one({"_id": found["_id"]}, {"$set": {"lastUsedAt": moment}})
+        found["lastUsedAt"] = moment
+    principal = Principal(user_id=found["userId"], key_id=found["_id"], org_scope=found["orgId"])
+    access = Access.from_memberships(db, principal, found["memberships"])
+    return Authenticated(access, found["user"][0])
+
+
+async def authenticate(db: AsyncDatabase, key: str) -> Authenticated:
+    """The caller behind a bearer key, looked up now."""
+    return await admit(db, await find_key(db, key))

@@ -2,11 +2,13 @@
 
 import asyncio
 import contextlib
+import json
 
 import pytest
 import websockets
 from bson import ObjectId
 
+from gateway.auth_cache import AuthCache
 from gateway.change_feed import ChangeFeed
 from gateway.inboxes import Overflowed
 from gateway.subscription_groups import SubscriptionGroups
@@ -135,7 +137,7 @@ async def _wait_for_subscribers(app, count: int) -> None:
 
 
 async def test_a_subscriber_a_whole_queue_behind_is_dropped_without_blocking_the_feed(db):
-    feed = ChangeFeed(db, queue_size=3)
+    feed = ChangeFeed(db, queue_size=3, auth_cache=AuthCache(maxsize=0))
     async with (
         feed.subscribe("executions", lambda doc: True) as slow,
         feed.subscribe("executions", lambda doc: True) as fast,
@@ -293,3 +295,28 @@ async def test_websocket_compression_is_off_unless_configured(app, settings):
         ):
             negotiated = ws.response.headers.get("sec-websocket-extensions")
             assert (negotiated.split(";")[0] if negotiated else None) == offered
+
+
+async def test_a_malformed_subscribe_is_refused_and_its_id_can_be_used_again(
+    member, server, db, app
+):
+    world = await make_world(member)
+    execution = await _execute(world, await _service(world))
+    await app.state.feed.ready()
+    url = server.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
+        init = {"type": "connection_init", "payload": {"apiKey": world.client.key}}
+        await ws.send(json.dumps(init))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        for name, variables in (({"not": "a name"}, {}), (None, {"e": execution})):
+            payload = {"query": EXECUTION_UPDATED, "operationName": name, "variables": variables}
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+            if name is not None:
+                refused = json.loads(await ws.recv())
+                assert (refused["id"], refused["type"]) == ("1", "error")
+                assert refused["payload"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        await _members(app, count=1, groups=1)
+        await _percent(db, execution, 70)
+        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert message["id"] == "1"
+    assert message["payload"]["data"]["executionUpdated"]["progress"]["percent"] == 70

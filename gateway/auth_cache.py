@@ -1,0 +1,82 @@
+"""API keys already looked up, remembered for as long as the change feed can say they changed.
+
+Looking a bearer key up (the key, its user and its organization memberships: one aggregation)
+is a third of a simple request's CPU. This cache keeps what the lookup found, by the key's
+hash, and a request builds its caller from it afresh (project roles are still read per
+request). It is trusted only while this process's change feed (gateway/change_feed.py) is
+open:
+
+- any change to API keys (except their last-used time), users, organizations or organization
+  memberships, in any process, clears it as soon as the feed delivers the change — a revoked
+  key or a removed member is refused within milliseconds on every gateway, not after a TTL;
+- any mutation this process runs clears it before its response leaves, so a caller that
+  revokes a key or removes a member never sees the old state afterwards;
+- when the feed is lost the cache is cleared and nothing is kept until it is open again;
+- a lookup that was under way while the cache was cleared is not kept: it may have read the
+  state from before the change (`generation`).
+"""
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from graphql import OperationDefinitionNode, OperationType
+from pymongo.asynchronous.database import AsyncDatabase
+from strawberry.extensions import SchemaExtension
+
+from resolvers import api_keys
+
+
+class AuthCache:
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.generation = 0
+        self.live = False
+        self._found: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+    async def find_key(self, db: AsyncDatabase, key: str) -> dict[str, Any]:
+        """What `api_keys.find_key` finds for `key`, from the cache when it can be trusted."""
+        digest = api_keys.digest(key)
+        found = self._found.get(digest)
+        if found is not None:
+            self._found.move_to_end(digest)
+            return found
+        generation = self.generation
+        found = await api_keys.find_key(db, key)
+        if self.live and generation == self.generation and self.maxsize > 0:
+            self._found[digest] = found
+            if len(self._found) > self.maxsize:
+                self._found.popitem(last=False)
+        return found
+
+    def invalidate(self) -> None:
+        self.generation += 1
+        self._found.clear()
+
+    def open(self) -> None:
+        """The change feed is open: changes from now on will reach `invalidate`."""
+        self.invalidate()
+        self.live = True
+
+    def close(self) -> None:
+        """The change feed is lost: changes may go unseen, so nothing is trusted or kept."""
+        self.live = False
+        self.invalidate()
+
+
+class MutationsClearAuthCache(SchemaExtension):
+    """Clears the process's cache once a document holding a mutation has run (any mutation:
+    telling which ones touch access would be a list to keep in step with the schema)."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        document = self.execution_context.graphql_document
+        if document is not None and any(
+            isinstance(definition, OperationDefinitionNode)
+            and definition.operation == OperationType.MUTATION
+            for definition in document.definitions
+        ):
+            self.execution_context.context.auth_cache.invalidate()

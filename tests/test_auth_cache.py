@@ -1,0 +1,196 @@
+"""The authentication cache: used while the change feed is open, cleared by every change that
+could make it stale — from this gateway, another gateway or a direct write — and never
+keeping a lookup that raced with a change."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from bson import ObjectId
+from pymongo import AsyncMongoClient, monitoring
+from starlette.applications import Starlette
+
+from gateway.app import create_app
+from gateway.auth_cache import AuthCache
+from gateway.change_feed import changes_access
+from gateway.connections import Connections
+from resolvers.errors import Unauthenticated
+from tests.graphql_client import GraphQLClient
+from tests.waiting import eventually
+
+ME = "{ me { id email } }"
+ORGANIZATION = "query($id: ID!) { organization(id: $id) { id } }"
+REVOKE_KEY = "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }"
+CREATE_PROJECT = """mutation($org: ID!) {
+  createProject(organizationId: $org, input: {name: "Vision"}) { id } }"""
+
+
+class KeyLookups(monitoring.CommandListener):
+    """Counts the aggregations on api_keys: one per authentication that missed the cache."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.count += event.command_name == "aggregate" and event.command.get("aggregate") == (
+            "api_keys"
+        )
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        """Only starts are counted."""
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        """Only starts are counted."""
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    settings, connections: Connections
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """Another gateway process's app, over the same databases, with its own feed and cache."""
+    app = create_app(settings, connections)
+    async with app.router.lifespan_context(app):
+        await app.state.feed.ready()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://other.test") as http:
+            yield app, http
+
+
+async def caught_up(app: Starlette, db) -> None:
+    """Wait until the app's feed has seen every change written so far: a change stream
+    delivers in order, so once a marker written now reaches the feed, so has everything
+    before it."""
+    feed = app.state.feed
+    await feed.ready()
+    marker = ObjectId()
+    async with feed.subscribe("executions", lambda doc: doc["_id"] == marker) as barrier:
+        await db.executions.insert_one({"_id": marker})
+        await asyncio.wait_for(barrier.next(), 10)
+
+
+async def test_a_key_is_looked_up_once_while_the_feed_is_open(member, settings, stack, redis):
+    client, _ = await member("acme", "owner")
+    lookups = KeyLookups()
+    mongo = AsyncMongoClient(stack["mongodb_url"], tz_aware=True, event_listeners=[lookups])
+    try:
+        connections = Connections(mongo=mongo, db=mongo[settings.db_name], redis=redis)
+        async with gateway(settings, connections) as (app, http):
+            other = GraphQLClient(http, client.key)
+            for _ in range(3):
+                assert (await other.data(ME))["me"]["id"]
+            assert lookups.count == 1
+            assert len(app.state.auth_cache) == 1
+    finally:
+        await mongo.close()
+
+
+async def test_a_revoked_key_is_refused_at_once_here_and_soon_by_another_gateway(
+    member, settings, mongo, db, redis, app
+):
+    client, doc = await member("acme", "owner")
+    await caught_up(app, db)
+    connections = Connections(mongo=mongo, db=db, redis=redis)
+    async with gateway(settings, connections) as (other_app, http):
+        other = GraphQLClient(http, client.key)
+        for gateway_app, caller in ((app, client), (other_app, other)):
+            assert (await caller.data(ME))["me"]["id"]
+            assert len(gateway_app.state.auth_cache) == 1
+        await client.data(REVOKE_KEY, id=str(doc["_id"]))
+        assert await client.code(ME) == "UNAUTHENTICATED"
+
+        async def codes() -> list[str]:
+            body = await other.execute(ME)
+            return [e["extensions"]["code"] for e in body.get("errors") or []]
+
+        await eventually(codes, lambda seen: seen == ["UNAUTHENTICATED"], within_s=10)
+
+
+async def test_a_membership_removed_by_a_direct_write_ends_access_on_this_gateway(member, db, app):
+    client, doc = await member("acme", "admin")
+    org = str(doc["orgId"])
+    await caught_up(app, db)
+    assert (await client.data(ORGANIZATION, id=org))["organization"]["id"] == org
+    assert len(app.state.auth_cache) == 1
+    await db.org_members.delete_one({"userId": doc["userId"], "orgId": doc["orgId"]})
+
+    async def codes() -> list[str]:
+        body = await client.execute(ORGANIZATION, id=org)
+        return [e["extensions"]["code"] for e in body.get("errors") or []]
+
+    await eventually(codes, lambda seen: seen == ["NOT_FOUND"], within_s=10)
+
+
+async def test_a_lookup_that_raced_with_a_change_is_not_kept(member, db):
+    client, _ = await member("acme", "owner")
+    cache = AuthCache(maxsize=10)
+    cache.open()
+    lookup = asyncio.create_task(cache.find_key(db, client.key))
+    await asyncio.sleep(0)  # let the lookup reach MongoDB, then change something
+    cache.invalidate()
+    assert (await lookup)["userId"]
+    assert len(cache) == 0
+    await cache.find_key(db, client.key)
+    assert len(cache) == 1
+
+
+async def test_nothing_is_kept_while_the_feed_is_lost_and_a_revoked_key_fails(member, db):
+    client, doc = await member("acme", "owner")
+    cache = AuthCache(maxsize=10)
+    await cache.find_key(db, client.key)
+    assert len(cache) == 0
+    cache.open()
+    await cache.find_key(db, client.key)
+    assert len(cache) == 1
+    cache.close()
+    assert len(cache) == 0
+    await db.api_keys.update_one({"_id": doc["_id"]}, {"$set": {"revokedAt": doc["createdAt"]}})
+    with pytest.raises(Unauthenticated):
+        await cache.find_key(db, client.key)
+
+
+def _change(collection: str, operation: str, **description: object) -> dict:
+    change = {"ns": {"coll": collection}, "operationType": operation}
+    if description:
+        change["updateDescription"] = {"removedFields": [], "truncatedArrays": [], **description}
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "clears"),
+    [
+        (_change("api_keys", "update", updatedFields={"lastUsedAt": 1}), False),
+        (_change("api_keys", "update", updatedFields={"lastUsedAt": 1, "revokedAt": 1}), True),
+        (_change("api_keys", "update", updatedFields={}, removedFields=["lastUsedAt"]), False),
+        (_change("api_keys", "insert"), True),
+        (_change("api_keys", "delete"), True),
+        (_change("org_members", "delete"), True),
+        (_change("org_members", "update", updatedFields={"role": "member"}), True),
+        (_change("users", "update", updatedFields={"email": "x@y.io"}), True),
+        (_change("organizations", "replace"), True),
+    ],
+)
+def test_every_access_change_but_a_recorded_use_clears_the_cache(change, clears):
+    assert changes_access(change) is clears
+
+
+async def test_the_cache_keeps_the_most_recently_used_keys(member, db):
+    first, _ = await member("acme", "owner")
+    second, _ = await member("acme", "admin")
+    cache = AuthCache(maxsize=1)
+    cache.open()
+    await cache.find_key(db, first.key)
+    found = await cache.find_key(db, second.key)
+    assert len(cache) == 1
+    assert await cache.find_key(db, second.key) is found
+
+
+async def test_any_mutation_clears_the_cache_of_its_gateway_before_it_answers(member, db, app):
+    client, doc = await member("acme", "owner")
+    await caught_up(app, db)
+    assert (await client.data(ME))["me"]["id"]
+    assert len(app.state.auth_cache) == 1
+    created = await client.data(CREATE_PROJECT, org=str(doc["orgId"]))
+    assert created["createProject"]["id"]
+    assert len(app.state.auth_cache) == 0
