@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,29 @@ def loom_app() -> Any:
 
     logs.configure("WARNING")
     return create_app(Settings())
+
+
+@contextlib.asynccontextmanager
+async def loom_authentication(db: Any) -> AsyncIterator[Callable[[str], Awaitable[Any]]]:
+    """`authenticate(key)` exactly as Loom's gateway does it, for the hand-written baselines:
+    its cache of found keys, kept honest by a change feed of its own (gateway/auth_cache.py)."""
+    from gateway.auth_cache import AuthCache
+    from gateway.change_feed import ChangeFeed
+    from gateway.settings import Settings
+
+    settings = Settings()
+    cache = AuthCache(settings.auth_cache_size)
+    feed = ChangeFeed(db, settings.subscription_queue_size, cache)
+    await feed.start()
+    await feed.ready()
+
+    async def authenticate(key: str) -> Any:
+        return await cache.authenticate(db, key)
+
+    try:
+        yield authenticate
+    finally:
+        await feed.stop()
 
 
 def run_async(work: Awaitable[Any]) -> Any:

@@ -6,7 +6,8 @@ Starts a throw-away embedded stack (real mongod + valkey) unless LOOM_MONGODB_UR
 LOOM_REDIS_URL are set, creates an organization and an owner key on a fresh database, then runs
 three uvicorn servers, each in its own process: Loom's app; a bare Starlette app whose single
 route answers the same JSON a `{ me { id email } }` query does; and a Starlette route doing
-Loom's authentication lookup without GraphQL (to show what the GraphQL layer costs). 16
+Loom's authentication as the gateway does it (its cache of found keys, kept by a change feed)
+without GraphQL (to show what the GraphQL layer costs). 16
 keep-alive connections, each driven by a lean HTTP/1.1 client coroutine, load each server in
 turn (warm-up, then a fixed duration) and the script prints requests/s, p50 and p99 latency,
 and the ratio loom_rps / bare_rps against the target.
@@ -50,8 +51,9 @@ def _bare_app(user_id: str, email: str) -> Any:
 
 
 def _authenticated_app() -> Any:
-    """Starlette doing Loom's authentication (the same one-aggregation lookup) without GraphQL:
-    the gap to Loom is what the GraphQL layer costs."""
+    """Starlette doing Loom's authentication (its cache of found keys, kept by a change feed,
+    as the gateway runs it) without GraphQL: the gap to Loom is what the GraphQL layer
+    costs."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -59,16 +61,22 @@ def _authenticated_app() -> Any:
 
     from gateway.connections import mongo_client
     from gateway.settings import Settings
-    from resolvers.api_keys import authenticate
 
     settings = Settings()
     db = mongo_client(str(settings.mongodb_url), settings)[settings.db_name]
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        async with harness.loom_authentication(db) as authenticate:
+            app.state.authenticate = authenticate
+            yield
+
     async def graphql(request: Request) -> JSONResponse:
-        _, user = await authenticate(db, request.headers["authorization"].split(" ", 1)[1])
+        key = request.headers["authorization"].split(" ", 1)[1]
+        _, user = await request.app.state.authenticate(key)
         return JSONResponse({"data": {"me": {"id": str(user["_id"]), "email": user["email"]}}})
 
-    return Starlette(routes=[Route("/graphql", graphql, methods=["POST"])])
+    return Starlette(routes=[Route("/graphql", graphql, methods=["POST"])], lifespan=lifespan)
 
 
 def serve(kind: str, port: int, parent: int, user_id: str, email: str) -> None:

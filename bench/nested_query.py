@@ -12,8 +12,8 @@ own process, answer the query below — 100 items and 1,000 annotations per resp
 
 - loom: Loom's gateway, the query as GraphQL;
 - baseline: one Starlette route doing the same reads with PyMongo's async client (Loom's
-  one-aggregation authentication, then one find per level, one `$in` find for the
-  annotations) and returning the same nested JSON.
+  authentication as its gateway runs it — the cache of found keys kept by a change feed — then
+  one find per level, one `$in` find for the annotations) and returning the same nested JSON.
 
 Each is loaded in turn by `--concurrency` keep-alive connections (default 16); every response
 is checked (no errors, exactly 100 items and 1,000 annotations). The script prints requests/s,
@@ -110,9 +110,15 @@ def baseline_app(settings: Any) -> Any:
 
     from gateway.connections import mongo_client
     from gateway.context import bearer_key
-    from resolvers.api_keys import authenticate
 
     db = mongo_client(str(settings.mongodb_url), settings)[settings.db_name]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        async with harness.loom_authentication(db) as authenticate:
+            app.state.authenticate = authenticate
+            yield
+
     by_name = [("name", 1), ("_id", 1)]
 
     async def projects_of(org_id: ObjectId) -> list[dict[str, Any]]:
@@ -127,7 +133,7 @@ def baseline_app(settings: Any) -> Any:
         return await cursor.sort([("filename", 1), ("_id", 1)]).limit(PAGE).to_list()
 
     async def graphql(request: Request) -> JSONResponse:
-        access, _ = await authenticate(db, bearer_key(request.headers) or "")
+        access, _ = await request.app.state.authenticate(bearer_key(request.headers) or "")
         orgs = await (
             db.organizations.find({"_id": {"$in": list(access.org_roles)}})
             .sort(by_name)
@@ -172,7 +178,7 @@ def baseline_app(settings: Any) -> Any:
         ]
         return JSONResponse({"data": {"organizations": {"nodes": org_nodes}}})
 
-    return Starlette(routes=[Route("/graphql", graphql, methods=["POST"])])
+    return Starlette(routes=[Route("/graphql", graphql, methods=["POST"])], lifespan=lifespan)
 
 
 def serve(kind: str, port: int, parent: int) -> None:

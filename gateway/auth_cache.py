@@ -37,6 +37,10 @@ class AuthCache:
     def __len__(self) -> int:
         return len(self._found)
 
+    async def authenticate(self, db: AsyncDatabase, key: str) -> api_keys.Authenticated:
+        """The caller behind a bearer key, its key found through the cache."""
+        return await api_keys.admit(db, await self.find_key(db, key))
+
     async def find_key(self, db: AsyncDatabase, key: str) -> dict[str, Any]:
         """What `api_keys.find_key` finds for `key`, from the cache when it can be trusted."""
         digest = api_keys.digest(key)

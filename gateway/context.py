@@ -15,7 +15,6 @@ from gateway.connections import Connections
 from gateway.settings import Settings
 from resolvers import annotations, datasets, items, projects
 from resolvers.access import Access
-from resolvers.api_keys import admit
 from resolvers.errors import NotFound, Unauthenticated
 from resolvers.pagination import Page
 from triggers import commands
@@ -179,7 +178,6 @@ class Context:
     async def _authenticate(self) -> Access:
         if self.api_key is None:
             raise Unauthenticated("Send an API key: 'Authorization: Bearer <key>'")
-        db = self.connections.db
-        access, user = await admit(db, await self.auth_cache.find_key(db, self.api_key))
+        access, user = await self.auth_cache.authenticate(self.connections.db, self.api_key)
         self.loaders.users.prime(user["_id"], user)
         return access

@@ -7,7 +7,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.context import bearer_key
-from resolvers.api_keys import authenticate
 from resolvers.errors import LoomError, NotFound, Unauthenticated
 from resolvers.files import CHUNK, open_content
 from resolvers.inputs import object_id
@@ -28,7 +27,7 @@ async def item_file(request: Request) -> Response:
         key = bearer_key(request.headers)
         if key is None:
             raise Unauthenticated("Send an API key: 'Authorization: Bearer <key>'")
-        access, _ = await authenticate(db, key)
+        access, _ = await request.app.state.auth_cache.authenticate(db, key)
         item = await get_item(access, object_id(request.path_params["item_id"]))
         stream = await open_content(db, item["sha256"])
         if stream is None:
