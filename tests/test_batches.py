@@ -151,3 +151,27 @@ async def test_rerun_batch_refuses_unfinished_statuses_and_bad_filters_and_start
         error = await world.client.error(RERUN_MATCHING, p=world.project, **variables)
         assert error["extensions"]["code"] == "BAD_USER_INPUT", error
     assert await snapshot(db) == before
+
+
+async def test_a_rerun_filter_naming_another_orgs_executions_reruns_none_of_them(
+    member, db, settings
+):
+    world = await make_world(member)
+    await _seed_items(db, ObjectId(world.dataset), 3)
+    stranger = await make_world(member, org="beta")
+    worker = start_worker(settings, **FAST)
+    try:
+        started = await world.client.data(
+            EXECUTE_BATCH, s=await _service(world), input={"function": "fail", "filter": {}}
+        )
+        await _finished(db, ObjectId(started["executeBatch"]["id"]))
+        await _all_ended(db, 3)
+        theirs = [str(e["_id"]) for e in await db.executions.find().to_list()]
+        before = await snapshot(db)
+        for filter_ in ({"id": {"$in": theirs}}, {"projectId": world.project}):
+            rerun = await stranger.client.data(RERUN_MATCHING, p=stranger.project, filter=filter_)
+            command = await _finished(db, ObjectId(rerun["rerunBatch"]["id"]))
+            assert command["status"] == "success"
+    finally:
+        stop(worker)
+    assert await db.executions.find().sort("_id").to_list() == before["executions"]
