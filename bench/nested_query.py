@@ -648,7 +648,10 @@ async def _profile_run(
             check(response.status_code, response.content)
         return elapsed * 1000 / n
 
-    async with loom.router.lifespan_context(loom):
+    async with (
+        loom.router.lifespan_context(loom),
+        baseline.router.lifespan_context(baseline),
+    ):
         await timed(loom, warmup)
         await timed(baseline, warmup)
         figures = {"loom": await timed(loom, requests), "baseline": await timed(baseline, requests)}
