@@ -102,7 +102,7 @@ async def loom_authentication(db: Any) -> AsyncIterator[Callable[[str], Awaitabl
     from gateway.settings import Settings
 
     settings = Settings()
-    cache = AuthCache(settings.auth_cache_size)
+    cache = AuthCache(settings.auth_cache_size, settings.auth_cache_max_age_s)
     feed = ChangeFeed(db, settings.subscription_queue_size, cache)
     await feed.start()
     await feed.ready()

@@ -47,7 +47,7 @@ def create_app(settings: Settings, connections: Connections | None = None) -> St
         owned = connections is None
         app.state.connections = connections or await Connections.open(settings)
         app.state.settings = settings
-        app.state.auth_cache = AuthCache(settings.auth_cache_size)
+        app.state.auth_cache = AuthCache(settings.auth_cache_size, settings.auth_cache_max_age_s)
         app.state.feed = ChangeFeed(
             app.state.connections.db, settings.subscription_queue_size, app.state.auth_cache
         )

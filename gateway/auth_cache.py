@@ -13,9 +13,12 @@ open:
   revokes a key or removes a member never sees the old state afterwards;
 - when the feed is lost the cache is cleared and nothing is kept until it is open again;
 - a lookup that was under way while the cache was cleared is not kept: it may have read the
-  state from before the change (`generation`).
+  state from before the change (`generation`);
+- whatever happens to the feed unnoticed (a stalled connection, majority commits held up, a
+  rolled-back write after a failover), no entry is used longer than `max_age_s`.
 """
 
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -28,11 +31,12 @@ from resolvers import api_keys
 
 
 class AuthCache:
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, max_age_s: float = 30.0) -> None:
         self.maxsize = maxsize
+        self.max_age_s = max_age_s
         self.generation = 0
         self.live = False
-        self._found: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._found: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._found)
@@ -44,14 +48,15 @@ class AuthCache:
     async def find_key(self, db: AsyncDatabase, key: str) -> dict[str, Any]:
         """What `api_keys.find_key` finds for `key`, from the cache when it can be trusted."""
         digest = api_keys.digest(key)
-        found = self._found.get(digest)
-        if found is not None:
+        entry = self._found.get(digest)
+        if entry is not None and time.monotonic() - entry[0] < self.max_age_s:
             self._found.move_to_end(digest)
-            return found
-        generation = self.generation
+            return entry[1]
+        generation, looked_up = self.generation, time.monotonic()
         found = await api_keys.find_key(db, key)
         if self.live and generation == self.generation and self.maxsize > 0:
-            self._found[digest] = found
+            self._found[digest] = (looked_up, found)
+            self._found.move_to_end(digest)
             if len(self._found) > self.maxsize:
                 self._found.popitem(last=False)
         return found
@@ -72,15 +77,18 @@ class AuthCache:
 
 
 class MutationsClearAuthCache(SchemaExtension):
-    """Clears the process's cache once a document holding a mutation has run (any mutation:
+    """Clears the process's cache once a document holding a mutation has executed — however
+    execution ended, and before the result is handed over on any transport (any mutation:
     telling which ones touch access would be a list to keep in step with the schema)."""
 
-    def on_operation(self) -> Iterator[None]:
-        yield
-        document = self.execution_context.graphql_document
-        if document is not None and any(
-            isinstance(definition, OperationDefinitionNode)
-            and definition.operation == OperationType.MUTATION
-            for definition in document.definitions
-        ):
-            self.execution_context.context.auth_cache.invalidate()
+    def on_execute(self) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            document = self.execution_context.graphql_document
+            if document is not None and any(
+                isinstance(definition, OperationDefinitionNode)
+                and definition.operation == OperationType.MUTATION
+                for definition in document.definitions
+            ):
+                self.execution_context.context.auth_cache.invalidate()

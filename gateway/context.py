@@ -160,6 +160,13 @@ class Context:
         self.connection_params: dict[str, Any] | None = None
         self._access: asyncio.Future[Access] | None = None
 
+    def renew(self) -> None:
+        """Start a new operation on a long-lived connection: authenticate afresh (through the
+        cache) and with fresh DataLoaders, as each HTTP request does, so a WebSocket never
+        carries out an operation with access its key has lost."""
+        self._access = None
+        self.loaders = Loaders(self.connections.db, self.access)
+
     async def access(self) -> Access:
         """The authenticated caller; UNAUTHENTICATED when the request carries no valid key.
 

@@ -1,4 +1,6 @@
-"""graphql-transport-ws as Strawberry speaks it, except that subscriptions are grouped.
+"""graphql-transport-ws as Strawberry speaks it, except that each operation authenticates
+afresh (a socket whose key was revoked is closed with 4403 at its next operation) and that
+subscriptions are grouped.
 
 A subscription joins the group of subscriptions that would produce the same results (see
 gateway/subscription_groups.py) and sends that group's pre-encoded results under its own
@@ -26,7 +28,7 @@ from gateway.context import Context
 from gateway.graphql_errors import classify
 from gateway.inboxes import Inbox, Overflowed
 from gateway.subscription_groups import Shared
-from resolvers.errors import RateLimited
+from resolvers.errors import RateLimited, Unauthenticated
 
 
 @functools.lru_cache(maxsize=256)
@@ -41,6 +43,12 @@ def is_subscription(query: str, operation_name: str | None, max_tokens: int) -> 
 
 class GroupingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Operation[Context, None]) -> None:
+        self.context.renew()
+        try:
+            await self.context.access()
+        except Unauthenticated as exc:
+            await self.websocket.close(4403, exc.message)
+            return
         if not self._groupable(operation):
             await super().run_operation(operation)
             return

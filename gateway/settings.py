@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     subscription_queue_size: int = Field(1000, ge=1)
     ws_compression: bool = False
     auth_cache_size: int = Field(10_000, ge=0)
+    auth_cache_max_age_s: float = Field(30.0, gt=0)
     limits: Limits = Field(default_factory=Limits)
 
     @property

@@ -4,10 +4,12 @@ keeping a lookup that raced with a change."""
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import websockets
 from bson import ObjectId
 from pymongo import AsyncMongoClient, monitoring
 from starlette.applications import Starlette
@@ -194,3 +196,37 @@ async def test_any_mutation_clears_the_cache_of_its_gateway_before_it_answers(me
     created = await client.data(CREATE_PROJECT, org=str(doc["orgId"]))
     assert created["createProject"]["id"]
     assert len(app.state.auth_cache) == 0
+
+
+async def test_an_entry_past_its_max_age_is_looked_up_again(member, db):
+    client, doc = await member("acme", "owner")
+    revoked = {"$set": {"revokedAt": doc["createdAt"]}}
+    for max_age_s, outcome in ((60.0, "stale"), (0.0, "refused")):
+        cache = AuthCache(maxsize=10, max_age_s=max_age_s)
+        cache.open()
+        await db.api_keys.update_one({"_id": doc["_id"]}, {"$set": {"revokedAt": None}})
+        await cache.find_key(db, client.key)
+        await db.api_keys.update_one({"_id": doc["_id"]}, revoked)  # unseen: no feed here
+        try:
+            await cache.find_key(db, client.key)
+            seen = "stale"
+        except Unauthenticated:
+            seen = "refused"
+        assert seen == outcome
+
+
+async def test_a_websocket_whose_key_was_revoked_is_closed_at_its_next_operation(
+    member, server, app
+):
+    client, doc = await member("acme", "owner")
+    url = server.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {"apiKey": client.key}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        me = {"id": "1", "type": "subscribe", "payload": {"query": ME}}
+        await ws.send(json.dumps(me))
+        assert json.loads(await ws.recv())["payload"]["data"]["me"]["id"]
+        await client.data(REVOKE_KEY, id=str(doc["_id"]))
+        await ws.send(json.dumps({**me, "id": "2"}))
+        await asyncio.wait_for(ws.wait_closed(), 10)
+    assert ws.close_code == 4403
