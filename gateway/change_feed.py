@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from gateway.auth_cache import AuthCache
 from gateway.inboxes import Inbox
@@ -31,6 +31,8 @@ WATCHED = ("executions", "commands")
 ACCESS = ("api_keys", "users", "organizations", "org_members")
 """Collections a caller's authentication is read from: any change to them clears the cache."""
 RETRY_S = 1.0
+PLACE_LOST = {260, 280, 286}
+"""InvalidResumeToken, ChangeStreamFatalError, ChangeStreamHistoryLost: resuming is impossible."""
 
 
 @dataclass(eq=False)
@@ -78,10 +80,24 @@ class ChangeFeed:
             self.subscribers.discard(subscriber)
 
     def publish(self, collection: str, document: dict[str, Any]) -> None:
-        """Hand a changed document to the subscribers of its collection that want it."""
+        """Hand a changed document to the subscribers of its collection that want it. A
+        subscriber whose filter fails on a document is dropped, never the feed."""
         for subscriber in list(self.subscribers):
-            if subscriber.collection == collection and subscriber.wants(document):
+            if subscriber.collection != collection:
+                continue
+            try:
+                wanted = subscriber.wants(document)
+            except Exception:
+                log.exception("a subscriber's filter failed on %s; dropping it", collection)
+                subscriber.inbox.drop()
+                continue
+            if wanted:
                 subscriber.inbox.put(document)
+
+    def _drop_subscribers(self) -> None:
+        """The feed cannot promise them every change any more: they must subscribe again."""
+        for subscriber in list(self.subscribers):
+            subscriber.inbox.drop()
 
     async def _run(self) -> None:
         pipeline = [
@@ -106,9 +122,21 @@ class ChangeFeed:
                     ) as stream:
                         self.auth_cache.open()
                         self._ready.set()
-                        async for change in stream:
+                        while stream.alive:
+                            change = await stream.try_next()
+                            # Advances on empty batches too: a quiet feed keeps a fresh place.
                             resume_after = stream.resume_token
-                            self._dispatch(change)
+                            if change is not None:
+                                self._dispatch(change)
+                except OperationFailure as exc:
+                    self.auth_cache.close()
+                    if exc.code in PLACE_LOST:
+                        log.error("change stream lost its place, starting afresh: %s", exc)
+                        resume_after = None
+                        self._drop_subscribers()
+                    else:
+                        log.warning("change stream interrupted, resuming: %s", exc)
+                    await asyncio.sleep(RETRY_S)
                 except PyMongoError as exc:
                     self.auth_cache.close()
                     log.warning("change stream interrupted, resuming: %s", exc)

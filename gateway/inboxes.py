@@ -41,6 +41,14 @@ class Inbox(Generic[T]):
             return
         self._queue.put_nowait(item)
 
+    def drop(self) -> None:
+        """Drop the consumer now, whatever it has waiting: its next read says so."""
+        if not self.overflowed:
+            self.overflowed = True
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(_DROPPED)
+
     def close(self) -> None:
         """The stream ended: the consumer gets what is waiting, then the end."""
         self._queue.put_nowait(_CLOSED)

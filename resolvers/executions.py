@@ -9,6 +9,7 @@ the execution according to the service's `onReset`.
        └───────────────────────────→ terminated   (terminated before it started)
 """
 
+import asyncio
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
@@ -288,7 +289,9 @@ async def claim(
     """Move `created` → `inProgress` for this worker, holding one of its service's concurrency
     slots; None if someone else claimed it (or it ended), ServiceBusy when the service already
     runs as many executions as its `concurrency` allows. An execution whose service was
-    deactivated while it waited is `aborted` instead, and None returned."""
+    deactivated while it waited is `aborted` instead, and None returned. A claim cancelled
+    midway (its worker stopping) gives its slot back, and hands the execution back if the
+    claim itself had landed."""
     waiting = await db.executions.find_one(
         {"_id": execution_id, "status": str(Status.CREATED)}, {"serviceId": 1}
     )
@@ -298,6 +301,24 @@ async def claim(
     service = await _take_slot(db, waiting["serviceId"], execution_id, claim_id)
     if service is None:
         raise ServiceBusy
+    try:
+        return await _claim_with_slot(db, waiting, claim_id, service, worker, lease)
+    except asyncio.CancelledError:
+        mine = {"_id": execution_id, "serviceId": waiting["serviceId"], "slot": claim_id}
+        if not await hand_back(db, mine, f"{worker} stopped"):
+            await _release_slot(db, waiting["serviceId"], claim_id)
+        raise
+
+
+async def _claim_with_slot(
+    db: AsyncDatabase,
+    waiting: dict[str, Any],
+    claim_id: ObjectId,
+    service: dict[str, Any],
+    worker: str,
+    lease: timedelta,
+) -> dict[str, Any] | None:
+    execution_id = waiting["_id"]
     if not service["active"]:
         await _abort(db, execution_id, "its service was deactivated before it started")
         await _release_slot(db, waiting["serviceId"], claim_id)
@@ -346,7 +367,10 @@ async def reconcile_slots(db: AsyncDatabase) -> None:
 
 
 def _ours(execution: dict[str, Any]) -> dict[str, Any]:
-    return {"_id": execution["_id"], "worker": execution["worker"], "status": "inProgress"}
+    """The execution as long as it is still this run's: the claim, not the worker, names the
+    run — a worker whose run was reaped may claim the execution again while the old run is
+    still winding down, and that run must not end the new one."""
+    return {"_id": execution["_id"], "slot": execution["slot"], "status": "inProgress"}
 
 
 async def heartbeat(
@@ -411,6 +435,11 @@ async def finish(
     return ended.modified_count == 1
 
 
+HANDED_BACK = "handed back"
+"""How a hand-back's status-log entry starts: the run it ends and the hand-back itself do not
+count as changes for the execution's job id, since arq runs the same job again."""
+
+
 async def hand_back(db: AsyncDatabase, execution: dict[str, Any], reason: str) -> bool:
     """A stopping worker returns a run it will not finish: back to `created` at once — its
     attempt not counted, its slot freed — for the job arq runs again, instead of waiting for
@@ -428,7 +457,7 @@ async def hand_back(db: AsyncDatabase, execution: dict[str, Any], reason: str) -
                 "updatedAt": now(),
             },
             "$inc": {"attempts": -1},
-            "$push": {"statusLog": _entry(Status.CREATED, reason)},
+            "$push": {"statusLog": _entry(Status.CREATED, f"{HANDED_BACK}: {reason}")},
         },
     )
     if back.modified_count == 1:

@@ -30,8 +30,9 @@ async def _stream(
                 yield await subscriber.next()
             except Overflowed as exc:
                 raise RateLimited(
-                    f"This subscription fell {feed.queue_size} updates behind and was "
-                    "dropped; subscribe again",
+                    f"This subscription was dropped: it fell {feed.queue_size} updates "
+                    "behind, or the gateway could no longer promise it every change; "
+                    "subscribe again",
                     limit="subscriptionQueue",
                     max=feed.queue_size,
                 ) from exc

@@ -320,3 +320,19 @@ async def test_a_malformed_subscribe_is_refused_and_its_id_can_be_used_again(
         message = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert message["id"] == "1"
     assert message["payload"]["data"]["executionUpdated"]["progress"]["percent"] == 70
+
+
+async def test_a_subscriber_whose_filter_fails_is_dropped_and_the_feed_goes_on(db):
+    feed = ChangeFeed(db, queue_size=3, auth_cache=AuthCache(maxsize=0))
+    async with (
+        feed.subscribe("executions", lambda doc: doc["status"] == "success") as strict,
+        feed.subscribe("executions", lambda doc: True) as everything,
+    ):
+        waiting = asyncio.create_task(strict.next())
+        feed.publish("executions", {"n": 1})
+        feed.publish("executions", {"n": 2, "status": "success"})
+        assert [(await everything.next())["n"] for _ in range(2)] == [1, 2]
+        with pytest.raises(Overflowed):
+            await waiting
+        assert strict.inbox.overflowed
+        assert not everything.inbox.overflowed

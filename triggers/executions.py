@@ -33,8 +33,13 @@ ORPHAN_CHECK_TRIES = 20
 
 def job_id(execution: dict[str, Any]) -> str:
     """The execution id for its first run; with the length of its status log after that, which
-    grows with every change, so each new attempt gets a new job and a repeat queues nothing."""
-    changes = len(execution["statusLog"])
+    grows with every change, so each new attempt gets a new job and a repeat queues nothing. A
+    run handed back by a stopping worker, and the hand-back, do not count: arq runs that same
+    job again."""
+    changes = sum(
+        -1 if entry["message"].startswith(executions.HANDED_BACK) else 1
+        for entry in execution["statusLog"]
+    )
     return str(execution["_id"]) if changes == 1 else f"{execution['_id']}:{changes}"
 
 
