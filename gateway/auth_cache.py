@@ -19,7 +19,6 @@ open:
 """
 
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,16 +26,16 @@ from graphql import OperationDefinitionNode, OperationType
 from pymongo.asynchronous.database import AsyncDatabase
 from strawberry.extensions import SchemaExtension
 
+from gateway.recently_used import RecentlyUsed
 from resolvers import api_keys
 
 
 class AuthCache:
     def __init__(self, maxsize: int, max_age_s: float = 30.0) -> None:
-        self.maxsize = maxsize
         self.max_age_s = max_age_s
         self.generation = 0
         self.live = False
-        self._found: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._found: RecentlyUsed[str, tuple[float, dict[str, Any]]] = RecentlyUsed(maxsize)
 
     def __len__(self) -> int:
         return len(self._found)
@@ -50,15 +49,11 @@ class AuthCache:
         digest = api_keys.digest(key)
         entry = self._found.get(digest)
         if entry is not None and time.monotonic() - entry[0] < self.max_age_s:
-            self._found.move_to_end(digest)
             return entry[1]
         generation, looked_up = self.generation, time.monotonic()
         found = await api_keys.find_key(db, key)
-        if self.live and generation == self.generation and self.maxsize > 0:
-            self._found[digest] = (looked_up, found)
-            self._found.move_to_end(digest)
-            if len(self._found) > self.maxsize:
-                self._found.popitem(last=False)
+        if self.live and generation == self.generation:
+            self._found.put(digest, (looked_up, found))
         return found
 
     def invalidate(self) -> None:

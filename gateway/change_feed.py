@@ -128,18 +128,14 @@ class ChangeFeed:
                             resume_after = stream.resume_token
                             if change is not None:
                                 self._dispatch(change)
-                except OperationFailure as exc:
+                except PyMongoError as exc:
                     self.auth_cache.close()
-                    if exc.code in PLACE_LOST:
+                    if isinstance(exc, OperationFailure) and exc.code in PLACE_LOST:
                         log.error("change stream lost its place, starting afresh: %s", exc)
                         resume_after = None
                         self._drop_subscribers()
                     else:
                         log.warning("change stream interrupted, resuming: %s", exc)
-                    await asyncio.sleep(RETRY_S)
-                except PyMongoError as exc:
-                    self.auth_cache.close()
-                    log.warning("change stream interrupted, resuming: %s", exc)
                     await asyncio.sleep(RETRY_S)
         finally:
             self.auth_cache.close()

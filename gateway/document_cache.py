@@ -7,31 +7,16 @@ hands over documents that already parsed once, and lets Strawberry parse — and
 rest as usual.
 """
 
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 from graphql import DocumentNode
 from strawberry.extensions import SchemaExtension
 
+from gateway.recently_used import RecentlyUsed
 
-class ParsedDocuments:
-    """The most recently used documents, by query text and parse options."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._documents: OrderedDict[Any, DocumentNode] = OrderedDict()
-
-    def get(self, key: Any) -> DocumentNode | None:
-        document = self._documents.get(key)
-        if document is not None:
-            self._documents.move_to_end(key)
-        return document
-
-    def put(self, key: Any, document: DocumentNode) -> None:
-        self._documents[key] = document
-        if len(self._documents) > self.maxsize:
-            self._documents.popitem(last=False)
+ParsedDocuments = RecentlyUsed[Any, DocumentNode]
+"""Documents by query text and parse options."""
 
 
 class DocumentCache(SchemaExtension):

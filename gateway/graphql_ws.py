@@ -138,9 +138,5 @@ class GroupingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         return encoded.decode() if isinstance(encoded, bytes) else encoded
 
     def _dropped(self, size: int) -> GraphQLError:
-        error = RateLimited(
-            f"This subscription fell {size} updates behind and was dropped; subscribe again",
-            limit="subscriptionQueue",
-            max=size,
-        )
+        error = RateLimited.subscription_dropped(size)
         return classify(GraphQLError(error.message, original_error=error), self.context.request_id)

@@ -9,13 +9,14 @@ queued again by any worker's start-up.
 """
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
 from pydantic import Field
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import commands, dql
@@ -109,29 +110,19 @@ async def run_batch(
     }
     total = max(await db.items.count_documents(query), 1)
     done = await db.executions.count_documents({"batchId": command["_id"]})
-    cursor = command["cursor"]
-    while True:
-        after = [{"_id": {"$gt": cursor}}] if cursor else []
-        page = (
-            await db.items.find({"$and": [query, *after]}, {"_id": 1})
-            .sort("_id", 1)
-            .limit(page_size)
-            .to_list()
-        )
-        if not page:
-            return
+    async for page in _pages(db.items, query, command["cursor"], page_size):
         created = [
             new_execution(
                 spec["creator"],
                 service,
                 spec["function"],
                 spec["input"],
-                {"type": "item", "id": item["_id"]},
+                {"type": "item", "id": item},
                 batchId=command["_id"],
             )
             for item in page
         ]
-        cursor, done = page[-1]["_id"], done + len(page)
+        cursor, done = page[-1], done + len(page)
 
         async def work(
             session: AsyncClientSession,
@@ -145,6 +136,26 @@ async def run_batch(
 
         await in_transaction(db, work)
         await enqueue(created)
+
+
+def _after(cursor: ObjectId | None) -> dict[str, Any]:
+    return {"_id": {"$gt": cursor}} if cursor else {}
+
+
+async def _pages(
+    collection: AsyncCollection, query: dict[str, Any], cursor: ObjectId | None, size: int
+) -> AsyncIterator[list[ObjectId]]:
+    """The ids of the documents matching `query` after `cursor`, page by page in id order: a
+    command resumed from its last committed cursor goes on where that page ended."""
+    while page := (
+        await collection.find({"$and": [query, _after(cursor)]}, {"_id": 1})
+        .sort("_id", 1)
+        .limit(size)
+        .to_list()
+    ):
+        ids = [doc["_id"] for doc in page]
+        yield ids
+        cursor = ids[-1]
 
 
 async def run_rerun(
@@ -163,21 +174,10 @@ async def run_rerun(
             dql.to_mongo("executions", json.loads(spec["filter"])),
         ]
     }
-    cursor = command["cursor"]
-    after = [{"_id": {"$gt": cursor}}] if cursor else []
-    total = max(await db.executions.count_documents({"$and": [query, *after]}), 1)
+    left = {"$and": [query, _after(command["cursor"])]}
+    total = max(await db.executions.count_documents(left), 1)
     done = 0
-    while True:
-        after = [{"_id": {"$gt": cursor}}] if cursor else []
-        page = (
-            await db.executions.find({"$and": [query, *after]}, {"_id": 1})
-            .sort("_id", 1)
-            .limit(page_size)
-            .to_list()
-        )
-        if not page:
-            return
-        ids = [execution["_id"] for execution in page]
+    async for ids in _pages(db.executions, query, command["cursor"], page_size):
         cursor, done = ids[-1], done + len(ids)
 
         async def work(

@@ -29,13 +29,7 @@ async def _stream(
             try:
                 yield await subscriber.next()
             except Overflowed as exc:
-                raise RateLimited(
-                    f"This subscription was dropped: it fell {feed.queue_size} updates "
-                    "behind, or the gateway could no longer promise it every change; "
-                    "subscribe again",
-                    limit="subscriptionQueue",
-                    max=feed.queue_size,
-                ) from exc
+                raise RateLimited.subscription_dropped(feed.queue_size) from exc
 
 
 @strawberry.type

@@ -7,7 +7,7 @@ from bson import ObjectId
 
 from resolvers.timestamps import new_document
 from tests.datasets_world import image_bytes, make_world
-from tests.workers import start_worker, stop
+from tests.workers import start_worker, stop, worker_processes
 
 CLONE = """mutation($id: ID!, $input: CloneDatasetInput!) {
   cloneDataset(datasetId: $id, input: $input) { id status progress input } }"""
@@ -109,9 +109,8 @@ async def test_clone_resumes_after_its_worker_is_killed_without_duplicates(membe
         "LOOM_COMMAND_LEASE_S": "1",
         "LOOM_COMMAND_SWEEP_S": "0.2",
     }
-    first = start_worker(settings, **fast_recovery)
-    second = None
-    try:
+    with worker_processes(settings, **fast_recovery) as start:
+        first = start()
         async with await db.commands.watch(full_document="updateLookup") as changes:
             started = await world.client.data(CLONE, id=world.dataset, input={"name": "copy"})
             command_id = ObjectId(started["cloneDataset"]["id"])
@@ -123,12 +122,8 @@ async def test_clone_resumes_after_its_worker_is_killed_without_duplicates(membe
                     break
         killed_at = await db.commands.find_one({"_id": command_id})
         assert killed_at["status"] == "inProgress"
-        second = start_worker(settings, **fast_recovery)
+        start()
         done = await _finished(db, command_id)
-    finally:
-        stop(first)
-        if second is not None:
-            stop(second)
     assert done["status"] == "success", done
     assert done["attempts"] == 2
     target = done["input"]["targetId"]

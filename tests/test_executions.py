@@ -15,7 +15,7 @@ from resolvers import executions
 from tests.datasets_world import image_bytes, make_world
 from tests.snapshots import snapshot
 from tests.waiting import eventually
-from tests.workers import start_worker, stop
+from tests.workers import start_worker, stop, worker_processes
 
 CREATE_SERVICE = """mutation($p: ID!, $input: ServiceInput!) {
   createService(projectId: $p, input: $input) { id name functions onReset } }"""
@@ -202,19 +202,14 @@ async def test_killed_worker_execution_is_rerun_or_failed_by_its_service_policy(
 ):
     world = await make_world(member)
     service = await _service(world, onReset=on_reset)
-    first = start_worker(settings, **FAST)
-    second = None
-    try:
+    with worker_processes(settings, **FAST) as start:
+        first = start()
         execution = await _execute(world, service, "sleeper", seconds=1.5, steps=3)
         await _until(db, execution, lambda d: d["status"] == "inProgress")
         first.send_signal(signal.SIGKILL)
         first.wait()
-        second = start_worker(settings, **FAST)
+        start()
         done = await _until(db, execution, _ended)
-    finally:
-        stop(first)
-        if second is not None:
-            stop(second)
     assert done["status"] == final
     assert done["attempts"] == (2 if on_reset == "rerun" else 1)
     assert await db.executions.count_documents({"status": "inProgress"}) == 0
@@ -225,9 +220,8 @@ async def test_a_stopping_worker_hands_its_running_execution_back_without_losing
 ):
     world = await make_world(member)
     service = await _service(world, onReset="failed")
-    first = start_worker(settings, **FAST)
-    second = None
-    try:
+    with worker_processes(settings, **FAST) as start:
+        first = start()
         execution = await _execute(world, service, "sleeper", seconds=4, steps=4)
         await _until(db, execution, lambda d: d["status"] == "inProgress")
         first.send_signal(signal.SIGTERM)
@@ -235,13 +229,9 @@ async def test_a_stopping_worker_hands_its_running_execution_back_without_losing
             _until(db, execution, lambda d: d["status"] == "created"), 30
         )
         assert await asyncio.to_thread(first.wait, 30) == 0
-        second = start_worker(settings, **FAST)
+        start()
         done = await asyncio.wait_for(_until(db, execution, _ended), 30)
         await _slots_freed(db, service)
-    finally:
-        stop(first)
-        if second is not None:
-            stop(second)
     assert handed["attempts"] == 0
     assert handed["statusLog"][-1]["message"].endswith(" stopped")
     assert done["status"] == "success"
@@ -465,20 +455,15 @@ async def test_a_termination_requested_before_its_worker_stops_ends_terminated_n
 ):
     world = await make_world(member)
     service = await _service(world)
-    first = start_worker(settings, **FAST)
-    second = None
-    try:
+    with worker_processes(settings, **FAST) as start:
+        first = start()
         execution = await _execute(world, service, "sleeper", seconds=30, steps=30)
         await _until(db, execution, lambda d: d["status"] == "inProgress")
         await world.client.data(TERMINATE, id=execution)
         first.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(first.wait, 30) == 0
-        second = start_worker(settings, **FAST)
+        start()
         done = await asyncio.wait_for(_until(db, execution, _ended), 30)
         await _slots_freed(db, service)
-    finally:
-        stop(first)
-        if second is not None:
-            stop(second)
     assert done["status"] == "terminated"
     assert [s["status"] for s in done["statusLog"]].count("inProgress") == 1

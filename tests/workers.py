@@ -1,8 +1,10 @@
 """Real `loom worker` processes for tests, on the test's own database."""
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 
 from gateway.settings import Settings
 from tests.conftest import REPO
@@ -29,3 +31,19 @@ def stop(worker: subprocess.Popen) -> None:
     if worker.poll() is None:
         worker.kill()
         worker.wait()
+
+
+@contextlib.contextmanager
+def worker_processes(settings: Settings, **env: str) -> Iterator[Callable[[], subprocess.Popen]]:
+    """`start()` starts one more worker; every worker started is stopped on leaving."""
+    started: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        started.append(start_worker(settings, **env))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            stop(worker)
