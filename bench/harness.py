@@ -63,9 +63,8 @@ def _exit_with_parent(parent: int) -> None:
 def run_uvicorn(app: Any, port: int, parent: int, websockets: bool = False) -> None:
     """Serve `app` on 127.0.0.1:`port` with Loom's uvicorn options, until terminated or until
     `parent` is gone."""
-    import uvicorn
 
-    from gateway.serving import uvicorn_config
+    from gateway.serving import run, uvicorn_config
     from gateway.settings import Settings
 
     _exit_with_parent(parent)
@@ -80,7 +79,7 @@ def run_uvicorn(app: Any, port: int, parent: int, websockets: bool = False) -> N
         loop=LOOP_IMPL,
         **({} if websockets else {"ws": "none"}),
     )
-    uvicorn.Server(config).run()
+    run(config)
 
 
 def loom_app() -> Any:

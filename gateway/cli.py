@@ -18,14 +18,11 @@ import signal
 import sys
 from collections.abc import Iterator
 
-import uvicorn
-
-from gateway import bootstrap, logs
+from gateway import bootstrap, logs, serving
 from gateway.app import create_app
 from gateway.connections import mongo_client
 from gateway.embedded import EmbeddedStack, EmbeddedStackError
 from gateway.embedded import children as child_processes
-from gateway.serving import uvicorn_config
 from gateway.settings import Settings
 from resolvers.access import OrgRole
 from triggers.worker import build_worker
@@ -55,7 +52,7 @@ def stack_for(settings: Settings) -> Iterator[Settings]:
 
 
 def serve(settings: Settings) -> None:
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    serving.run(serving.uvicorn_config(create_app(settings), settings))
 
 
 def dev(settings: Settings, seed_demo: bool) -> None:
