@@ -8,7 +8,9 @@ token, so subscribers miss nothing while it reconnects. Each event carries the d
 was right after its change (post-images, enabled in gateway/indexes.py), never a later state.
 
 The same stream tells the authentication cache (gateway/auth_cache.py) when anything a caller's
-access is built from changes, and when the stream itself is open or lost.
+access is built from changes, and when the stream itself is open or lost. It tells every
+subscriber too, in order with the documents: a running subscription re-checks its caller's
+access before it delivers anything that changed after a key was revoked or a member removed.
 """
 
 import asyncio
@@ -28,22 +30,51 @@ log = logging.getLogger("loom.feed")
 
 WATCHED = ("executions", "commands")
 """Collections whose changed documents subscriptions receive."""
-ACCESS = ("api_keys", "users", "organizations", "org_members")
-"""Collections a caller's authentication is read from: any change to them clears the cache."""
+ACCESS = ("api_keys", "users", "organizations", "org_members", "project_members")
+"""Collections a caller's access is read from: any change to them clears the authentication
+cache and makes every subscriber re-check its access."""
 RETRY_S = 1.0
 PLACE_LOST = {260, 280, 286}
 """InvalidResumeToken, ChangeStreamFatalError, ChangeStreamHistoryLost: resuming is impossible."""
 
 
+@dataclass(frozen=True)
+class AccessChanged:
+    """Delivered among a subscriber's documents where access changed: the ones after it must
+    be checked against the caller's access as it is now. `number` counts the changes."""
+
+    number: int
+
+
 @dataclass(eq=False)
 class Subscriber:
+    """`wants` is what the subscription asked for; `sees`, what its caller may see, or None
+    while the caller's access is being re-checked (everything it wants is kept until then)."""
+
     collection: str
     wants: Callable[[dict[str, Any]], bool]
-    inbox: Inbox[dict[str, Any]]
+    sees: Callable[[dict[str, Any]], bool] | None
+    inbox: Inbox[dict[str, Any] | AccessChanged]
+    access_changes: int = 0
 
-    async def next(self) -> dict[str, Any]:
-        """The next document; raises Overflowed once the subscriber was dropped."""
+    async def next(self) -> dict[str, Any] | AccessChanged:
+        """The next document or access change; raises Overflowed once the subscriber was
+        dropped."""
         return await self.inbox.get()
+
+    def keeps(self, document: dict[str, Any]) -> bool:
+        return self.wants(document) and (self.sees is None or self.sees(document))
+
+    def access_changed(self) -> None:
+        self.access_changes += 1
+        self.sees = None
+        self.inbox.put(AccessChanged(self.access_changes))
+
+    def rechecked(self, change: AccessChanged, sees: Callable[[dict[str, Any]], bool]) -> None:
+        """The consumer re-checked its caller's access after `change`: documents are filtered
+        by `sees` again, unless access changed once more since."""
+        if change.number == self.access_changes:
+            self.sees = sees
 
 
 class ChangeFeed:
@@ -52,6 +83,9 @@ class ChangeFeed:
         self.queue_size = queue_size
         self.auth_cache = auth_cache
         self.subscribers: set[Subscriber] = set()
+        self.access_changes = 0
+        """How many access changes this process has seen: a subscriber that read its caller's
+        access before registering compares it, to learn whether it read a stale state."""
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
 
@@ -70,9 +104,12 @@ class ChangeFeed:
 
     @contextlib.asynccontextmanager
     async def subscribe(
-        self, collection: str, wants: Callable[[dict[str, Any]], bool]
+        self,
+        collection: str,
+        wants: Callable[[dict[str, Any]], bool],
+        sees: Callable[[dict[str, Any]], bool] | None = None,
     ) -> AsyncIterator[Subscriber]:
-        subscriber = Subscriber(collection, wants, Inbox(self.queue_size))
+        subscriber = Subscriber(collection, wants, sees, Inbox(self.queue_size))
         self.subscribers.add(subscriber)
         try:
             yield subscriber
@@ -86,7 +123,7 @@ class ChangeFeed:
             if subscriber.collection != collection:
                 continue
             try:
-                wanted = subscriber.wants(document)
+                wanted = subscriber.keeps(document)
             except Exception:
                 log.exception("a subscriber's filter failed on %s; dropping it", collection)
                 subscriber.inbox.drop()
@@ -145,6 +182,9 @@ class ChangeFeed:
         if collection in ACCESS:
             if changes_access(change):
                 self.auth_cache.invalidate()
+                self.access_changes += 1
+                for subscriber in list(self.subscribers):
+                    subscriber.access_changed()
             return
         document = change.get("fullDocument")
         if document is not None:

@@ -176,6 +176,12 @@ class Context:
             self._access = asyncio.ensure_future(self._authenticate())
         return await self._access
 
+    async def reauthenticate(self) -> Access:
+        """The caller as it is now, for a running subscription whose caller's access changed:
+        resolvers from here on see the new one too."""
+        self._access = None
+        return await self.access()
+
     async def enqueue_command(self, command: dict[str, Any]) -> None:
         await commands.enqueue(self.connections.redis, command)
 

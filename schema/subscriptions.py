@@ -1,35 +1,57 @@
 """Live subscriptions (graphql-transport-ws on /graphql): executions and commands as they change.
 
-Every subscription checks each document against the caller's access before delivering it, on
-top of the filter it asked for.
+Every subscription checks each document against its caller's access as it is when the document
+is delivered, on top of the filter it asked for. When access changes while it runs (a key
+revoked, a member removed from or added to an organization or project, in any process), it
+re-checks before delivering anything that changed afterwards: it goes on with the new access,
+or ends with the error the same subscription would now get (UNAUTHENTICATED, NOT_FOUND).
 """
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import strawberry
 
+from gateway.change_feed import AccessChanged
 from gateway.inboxes import Overflowed
 from resolvers import commands, executions, projects, services
+from resolvers.access import Access
 from resolvers.errors import RateLimited
 from resolvers.inputs import object_id
 from schema.commands import Command
 from schema.services import Execution
 
+Document = dict[str, Any]
+Check = Callable[[Access], Awaitable[Callable[[Document], bool]]]
+"""Verifies, for a caller's access, what a subscription names (NOT_FOUND when it may not see
+it), and returns the subscription's filter."""
 
-async def _stream(
-    info: strawberry.Info, collection: str, wants: Callable[[dict[str, Any]], bool]
-) -> AsyncGenerator[dict[str, Any], None]:
-    access = await info.context.access()
-    sees = await access.sees()
-    feed = info.context.feed
+
+async def _stream(info: strawberry.Info, collection: str, check: Check) -> AsyncGenerator[Document]:
+    """The changed documents of `collection` that pass `check`'s filter and the caller's
+    access, from now on."""
+    context = info.context
+    feed = context.feed
     await feed.ready()
-    async with feed.subscribe(collection, lambda doc: sees(doc) and wants(doc)) as subscriber:
+    changes = feed.access_changes
+    access = await context.reauthenticate()
+    wants = await check(access)
+    sees = await access.sees()
+    async with feed.subscribe(collection, wants, sees) as subscriber:
+        if feed.access_changes != changes:
+            subscriber.access_changed()
         while True:
             try:
-                yield await subscriber.next()
+                item = await subscriber.next()
             except Overflowed as exc:
                 raise RateLimited.subscription_dropped(feed.queue_size) from exc
+            if isinstance(item, AccessChanged):
+                access = await context.reauthenticate()
+                await check(access)
+                sees = await access.sees()
+                subscriber.rechecked(item, sees)
+            elif wants(item) and sees(item):
+                yield item
 
 
 @strawberry.type
@@ -46,31 +68,37 @@ class Subscription:
         project_id: strawberry.ID | None = None,
         statuses: list[str] | None = None,
     ) -> AsyncGenerator[Execution, None]:
-        access = await info.context.access()
-        wanted: dict[str, Any] = {}
-        if execution_id is not None:
-            wanted["_id"] = (await executions.get_execution(access, object_id(execution_id)))["_id"]
-        if service_id is not None:
-            service = await services.get_service(access, object_id(service_id, "serviceId"))
-            wanted["serviceId"] = service["_id"]
-        if project_id is not None:
-            project = await projects.get_project(access, object_id(project_id, "projectId"))
-            wanted["projectId"] = project["_id"]
         allowed = set(statuses) if statuses else None
 
-        def wants(doc: dict[str, Any]) -> bool:
-            if any(doc.get(key) != value for key, value in wanted.items()):
-                return False
-            return allowed is None or doc["status"] in allowed
+        async def check(access: Access) -> Callable[[Document], bool]:
+            wanted: Document = {}
+            if execution_id is not None:
+                execution = await executions.get_execution(access, object_id(execution_id))
+                wanted["_id"] = execution["_id"]
+            if service_id is not None:
+                service = await services.get_service(access, object_id(service_id, "serviceId"))
+                wanted["serviceId"] = service["_id"]
+            if project_id is not None:
+                project = await projects.get_project(access, object_id(project_id, "projectId"))
+                wanted["projectId"] = project["_id"]
 
-        async for doc in _stream(info, "executions", wants):
+            def wants(doc: Document) -> bool:
+                if any(doc.get(key) != value for key, value in wanted.items()):
+                    return False
+                return allowed is None or doc["status"] in allowed
+
+            return wants
+
+        async for doc in _stream(info, "executions", check):
             yield Execution.from_doc(doc)
 
     @strawberry.subscription(description="Every change of one command from now on.")
     async def command_updated(
         self, info: strawberry.Info, command_id: strawberry.ID
     ) -> AsyncGenerator[Command, None]:
-        access = await info.context.access()
-        command = await commands.get_command(access, object_id(command_id, "commandId"))
-        async for doc in _stream(info, "commands", lambda d: d["_id"] == command["_id"]):
+        async def check(access: Access) -> Callable[[Document], bool]:
+            command = await commands.get_command(access, object_id(command_id, "commandId"))
+            return lambda doc: doc["_id"] == command["_id"]
+
+        async for doc in _stream(info, "commands", check):
             yield Command.from_doc(doc)
