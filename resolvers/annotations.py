@@ -280,7 +280,8 @@ async def update_annotation(
 
 
 async def delete_annotations(access: Access, annotation_ids: list[ObjectId]) -> int:
-    """Delete annotations (all or none) with the annotations that name them as parent."""
+    """Delete annotations (all or none) with their descendants: the annotations that name them
+    as parent, those that name these, and so on."""
     if len(annotation_ids) > MAX_BULK:
         raise LimitExceeded("maxAnnotationsPerRequest", MAX_BULK, f"{len(annotation_ids)}")
     scope = await access.scope()
@@ -291,11 +292,21 @@ async def delete_annotations(access: Access, annotation_ids: list[ObjectId]) -> 
     items, _ = await _targets(access, {a["itemId"] for a in found})
 
     async def work(session: AsyncClientSession) -> int:
-        ids = [a["_id"] for a in found]
-        children = await access.db.annotations.find(
-            {"parentId": {"$in": ids}}, {"itemId": 1}, session=session
-        ).to_list()
-        doomed = {a["_id"]: a for a in [*found, *children]}
+        doomed = {a["_id"]: a for a in found}
+        parents = list(doomed)
+        on_items = list({a["itemId"] for a in found})  # a child is on its parent's item
+        while parents:
+            children = await access.db.annotations.find(
+                {
+                    "itemId": {"$in": on_items},
+                    "parentId": {"$in": parents},
+                    "_id": {"$nin": list(doomed)},
+                },
+                {"itemId": 1},
+                session=session,
+            ).to_list()
+            doomed.update((a["_id"], a) for a in children)
+            parents = [a["_id"] for a in children]
         await access.db.annotations.delete_many({"_id": {"$in": list(doomed)}}, session=session)
         per_item = Counter({})
         for annotation in doomed.values():

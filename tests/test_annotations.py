@@ -165,7 +165,7 @@ async def test_update_revalidates_coordinates_for_the_type(member, db):
     assert await snapshot(db) == before
 
 
-async def test_children_need_a_parent_on_the_same_item_and_go_with_it(member, db):
+async def test_children_need_a_parent_on_the_same_item_and_go_with_it_with_their_own(member, db):
     world, item = await _world_with_item(member)
     other = (await world.upload("b.png", image_bytes("PNG", 8, 8)))["id"]
     parent = await world.client.data(
@@ -180,7 +180,11 @@ async def test_children_need_a_parent_on_the_same_item_and_go_with_it(member, db
     assert code == "BAD_USER_INPUT"
     assert await snapshot(db) == before
 
-    assert (await world.client.data(DELETE, ids=[parent_id]))["deleteAnnotations"] == 2
+    grandchild = {**child, "label": "dark", "parentId": created["createAnnotation"]["id"]}
+    await world.client.data(CREATE, input=grandchild)
+
+    assert (await world.client.data(DELETE, ids=[parent_id]))["deleteAnnotations"] == 3
+    assert await db.annotations.count_documents({}) == 0
     data = await world.client.data(ITEM, id=item)
     assert data["item"] == {"annotationsCount": 0, "annotated": False, "annotations": []}
     assert (await world.client.data(COUNT, id=world.dataset))["dataset"]["annotationsCount"] == 0
