@@ -57,6 +57,12 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("projectId", ASCENDING)]),
     ],
     "workers": [IndexModel([("lastSeenAt", ASCENDING)], expireAfterSeconds=120)],
+    "blobs": [
+        IndexModel([("gridfsId", ASCENDING)]),
+        # Only unreferenced blobs are in it: the sweep finds them without a scan.
+        IndexModel([("refs", ASCENDING)], partialFilterExpression={"refs": {"$lte": 0}}),
+    ],
+    "files.files": [IndexModel([("uploadDate", ASCENDING)])],
 }
 
 

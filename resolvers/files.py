@@ -5,11 +5,17 @@ new copy; releasing the last reference deletes the blob. A blob is only ever del
 atomic `find_one_and_delete(refs <= 0)`, and a reference is only ever added by `$inc` on an
 existing blob inside the transaction that creates the item — so a file cannot vanish under an
 item that was committed with a reference to it.
+
+A crash can still leave garbage behind, never a dangling reference: a blob at refs <= 0 (between
+the commit that dropped its last reference and `collect`), or a GridFS copy no blob points to
+(between `write` and the transaction that references or discards it). `sweep` deletes both.
 """
 
 import asyncio
+import contextlib
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import IO, Any
 
 from bson import ObjectId
@@ -119,6 +125,34 @@ async def collect(db: AsyncDatabase, sha256s: list[str]) -> None:
                 await bucket(db).delete(gone["gridfsId"])
             except NoFile:
                 continue
+
+
+async def sweep(db: AsyncDatabase, after: datetime, grace: timedelta) -> datetime:
+    """Delete unreferenced blobs, and the GridFS copies uploaded from `after` until `grace`
+    ago that no blob points to (younger ones may belong to uploads still under way). Returns
+    where the next sweep of copies starts."""
+    await collect(db, [b["_id"] async for b in db.blobs.find({"refs": {"$lte": 0}}, {"_id": 1})])
+    until = now() - grace
+    orphans = await db[f"{BUCKET}.files"].aggregate(
+        [
+            {"$match": {"uploadDate": {"$gte": after, "$lt": until}}},
+            {"$project": {"_id": 1}},
+            {
+                "$lookup": {
+                    "from": "blobs",
+                    "localField": "_id",
+                    "foreignField": "gridfsId",
+                    "pipeline": [{"$project": {"_id": 1}}],
+                    "as": "blobs",
+                }
+            },
+            {"$match": {"blobs": []}},
+        ]
+    )
+    async for orphan in orphans:
+        with contextlib.suppress(NoFile):
+            await bucket(db).delete(orphan["_id"])
+    return max(after, until)
 
 
 async def open_content(db: AsyncDatabase, sha256: str) -> Any:

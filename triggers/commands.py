@@ -4,7 +4,6 @@ The arq job id is `command:<id>:<attempts>`: queueing the same command twice bef
 a no-op, while a command whose worker died (one more attempt recorded) gets a fresh job.
 """
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -71,11 +70,9 @@ async def run_command(ctx: dict[str, Any], command_id: str) -> None:
     await commands.finish(db, command)
 
 
-async def sweep_forever(ctx: dict[str, Any]) -> None:
+async def requeue_stalled(ctx: dict[str, Any]) -> None:
     """Requeue commands whose worker died; every worker runs this, duplicates are harmless."""
-    while True:
-        for command_id in await commands.stalled(ctx["db"]):
-            command = await ctx["db"].commands.find_one({"_id": command_id})
-            if command is not None:
-                await enqueue(ctx["redis"], command)
-        await asyncio.sleep(ctx["settings"].command_sweep_s)
+    for command_id in await commands.stalled(ctx["db"]):
+        command = await ctx["db"].commands.find_one({"_id": command_id})
+        if command is not None:
+            await enqueue(ctx["redis"], command)

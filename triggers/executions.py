@@ -189,14 +189,12 @@ async def requeue_waiting(ctx: dict[str, Any]) -> None:
             await enqueue(ctx["redis"], full)
 
 
-async def reap_forever(ctx: dict[str, Any]) -> None:
+async def reap_lost(ctx: dict[str, Any]) -> None:
     """Rerun or fail executions whose worker died; every worker runs this."""
-    while True:
-        for execution in await executions.reap(ctx["db"]):
-            log.warning("execution %s lost its worker; queued again", execution["_id"])
-            await enqueue(ctx["redis"], execution)
-        await executions.reconcile_slots(ctx["db"])
-        await asyncio.sleep(ctx["settings"].reaper_interval_s)
+    for execution in await executions.reap(ctx["db"]):
+        log.warning("execution %s lost its worker; queued again", execution["_id"])
+        await enqueue(ctx["redis"], execution)
+    await executions.reconcile_slots(ctx["db"])
 
 
 async def enqueue_many(redis: ArqRedis, batch: list[dict[str, Any]]) -> None:

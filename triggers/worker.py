@@ -5,7 +5,9 @@ operators (and, later, the execution reaper) know which workers are alive; a wor
 cleanly removes its entry, one that is killed expires by TTL. The `ping` job answers with the
 worker's id: the cheapest proof that the queue path gateway → Redis → worker works.
 `run_command` carries out Commands (triggers/commands.py), `run_execution` runs service
-functions (triggers/executions.py).
+functions (triggers/executions.py). In the background each worker also requeues stalled
+commands, reaps executions whose worker died and sweeps stored files a crash left behind
+(triggers/periodic.py).
 """
 
 import asyncio
@@ -20,8 +22,10 @@ from arq.worker import Worker, func
 from gateway.connections import mongo_client
 from gateway.settings import Settings
 from resolvers.timestamps import now
-from triggers.commands import run_command, sweep_forever
-from triggers.executions import reap_forever, requeue_waiting, run_execution
+from triggers.commands import requeue_stalled, run_command
+from triggers.executions import reap_lost, requeue_waiting, run_execution
+from triggers.file_sweeps import sweep_files
+from triggers.periodic import every
 
 HEARTBEAT_INTERVAL_S = 10.0
 MAX_EXECUTION_S = 7 * 24 * 3600
@@ -35,15 +39,12 @@ async def ping(ctx: dict[str, Any]) -> str:
     return ctx["worker_id"]
 
 
-async def _heartbeat_forever(ctx: dict[str, Any]) -> None:
-    started = now()
-    while True:
-        await ctx["db"].workers.update_one(
-            {"_id": ctx["worker_id"]},
-            {"$set": {"lastSeenAt": now(), "pid": os.getpid(), "startedAt": started}},
-            upsert=True,
-        )
-        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+async def _heartbeat(ctx: dict[str, Any]) -> None:
+    await ctx["db"].workers.update_one(
+        {"_id": ctx["worker_id"]},
+        {"$set": {"lastSeenAt": now(), "pid": os.getpid(), "startedAt": ctx["started_at"]}},
+        upsert=True,
+    )
 
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
@@ -56,10 +57,16 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         ctx["db"] = ctx["mongo"][settings.db_name]
         ctx["settings"] = settings
         ctx["worker_id"] = worker_id()
+        ctx["started_at"] = now()
+        rounds = [
+            (HEARTBEAT_INTERVAL_S, "heartbeat", _heartbeat),
+            (settings.command_sweep_s, "command sweep", requeue_stalled),
+            (settings.reaper_interval_s, "execution reaper", reap_lost),
+            (settings.file_sweep_s, "file sweep", sweep_files),
+        ]
         ctx["loops"] = [
-            asyncio.create_task(_heartbeat_forever(ctx)),
-            asyncio.create_task(sweep_forever(ctx)),
-            asyncio.create_task(reap_forever(ctx)),
+            asyncio.create_task(every(interval, name, lambda work=work: work(ctx)))
+            for interval, name, work in rounds
         ]
         await requeue_waiting(ctx)
 

@@ -1,0 +1,75 @@
+"""The workers' sweep of what a crash left in file storage, and the loops that run it."""
+
+import asyncio
+import io
+
+from bson import ObjectId
+
+from resolvers import files
+from tests.datasets_world import image_bytes, make_world
+from triggers.file_sweeps import sweep_files
+from triggers.periodic import every
+
+
+def _ctx(db, settings, grace_s: float) -> dict:
+    return {"db": db, "settings": settings.model_copy(update={"file_sweep_grace_s": grace_s})}
+
+
+async def test_a_sweep_deletes_unreferenced_blobs_and_their_content_and_keeps_the_rest(
+    member, db, settings, http
+):
+    world = await make_world(member)
+    lost = await world.upload("lost.png", image_bytes("PNG", 8, 8, (1, 2, 3)))
+    kept = await world.upload("kept.png", image_bytes("PNG", 8, 8, (4, 5, 6)))
+    lost_blob = await db.blobs.find_one({"_id": lost["sha256"]})
+    # A crash right after the commit that deleted the item, before its content was collected:
+    await db.items.delete_one({"_id": ObjectId(lost["id"])})
+    await db.blobs.update_one({"_id": lost["sha256"]}, {"$inc": {"refs": -1}})
+
+    await sweep_files(_ctx(db, settings, grace_s=3600))
+
+    assert await db.blobs.find_one({"_id": lost["sha256"]}) is None
+    assert await db["files.files"].find_one({"_id": lost_blob["gridfsId"]}) is None
+    assert await db["files.chunks"].count_documents({"files_id": lost_blob["gridfsId"]}) == 0
+    assert (await db.blobs.find_one({"_id": kept["sha256"]}))["refs"] == 1
+    download = await http.get(
+        f"/items/{kept['id']}/file", headers={"Authorization": f"Bearer {world.client.key}"}
+    )
+    assert download.content == image_bytes("PNG", 8, 8, (4, 5, 6))
+
+
+async def test_a_sweep_deletes_copies_no_blob_points_to_once_they_are_older_than_the_grace(
+    member, db, settings
+):
+    world = await make_world(member)
+    kept = await world.upload("kept.png", image_bytes("PNG", 8, 8))
+    kept_copy = (await db.blobs.find_one({"_id": kept["sha256"]}))["gridfsId"]
+    # A crash between writing an upload and the transaction that references or discards it:
+    orphan = await files.write(db, io.BytesIO(b"half an upload"), "orphan.bin")
+
+    await sweep_files(_ctx(db, settings, grace_s=3600))
+    assert await db["files.files"].find_one({"_id": orphan.gridfs_id}) is not None
+
+    await sweep_files(_ctx(db, settings, grace_s=0))
+    assert await db["files.files"].find_one({"_id": orphan.gridfs_id}) is None
+    assert await db["files.chunks"].count_documents({"files_id": orphan.gridfs_id}) == 0
+    assert await db["files.files"].find_one({"_id": kept_copy}) is not None
+
+
+async def test_a_background_round_that_fails_does_not_end_its_loop():
+    rounds: list[int] = []
+    third = asyncio.Event()
+
+    async def flaky() -> None:
+        rounds.append(len(rounds))
+        if len(rounds) == 3:
+            third.set()
+        if len(rounds) < 3:
+            raise ConnectionError("MongoDB is failing over")
+
+    loop = asyncio.create_task(every(0, "flaky", flaky))
+    try:
+        await asyncio.wait_for(third.wait(), 10)
+    finally:
+        loop.cancel()
+    assert rounds[:3] == [0, 1, 2]
