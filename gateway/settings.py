@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(10, ge=1, le=1000)
     worker_poll_delay_s: float = Field(0.05, gt=0)
     reaper_interval_s: float = Field(5.0, gt=0)
+    queue_check_s: float = Field(300.0, gt=0)
     file_sweep_s: float = Field(600.0, gt=0)
     file_sweep_grace_s: float = Field(3600.0, ge=0)
     subscription_queue_size: int = Field(1000, ge=1)

@@ -10,7 +10,7 @@ the execution according to the service's `onReset`.
 """
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -506,6 +506,12 @@ async def _reap_one(db: AsyncDatabase, execution: dict[str, Any]) -> dict[str, A
     return updated
 
 
-async def waiting(db: AsyncDatabase) -> list[dict[str, Any]]:
-    """Executions still `created`: after a Redis loss their jobs must be queued again."""
-    return await db.executions.find({"status": str(Status.CREATED)}, {"attempts": 1}).to_list()
+async def waiting(
+    db: AsyncDatabase, unchanged_since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Executions still `created` (unchanged since `unchanged_since`, if given), with what
+    their job ids are made of: a job Redis lost or let expire must be queued again."""
+    query: dict[str, Any] = {"status": str(Status.CREATED)}
+    if unchanged_since is not None:
+        query["updatedAt"] = {"$lt": unchanged_since}
+    return await db.executions.find(query, {"statusLog.message": 1}).to_list()

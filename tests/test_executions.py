@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from arq.constants import job_key_prefix
+from arq.jobs import Job, JobStatus
 from bson import ObjectId
 
 from resolvers import executions
@@ -16,6 +18,7 @@ from tests.datasets_world import image_bytes, make_world
 from tests.snapshots import snapshot
 from tests.waiting import eventually
 from tests.workers import start_worker, stop, worker_processes
+from triggers.executions import job_id, requeue_waiting
 
 CREATE_SERVICE = """mutation($p: ID!, $input: ServiceInput!) {
   createService(projectId: $p, input: $input) { id name functions onReset } }"""
@@ -257,6 +260,27 @@ async def test_executions_queued_before_redis_was_flushed_all_complete(member, d
         stop(process)
     assert [d["status"] for d in done] == ["success"] * 5
     assert [d["output"] for d in done] == [{"n": n} for n in range(5)]
+
+
+async def test_a_quiet_waiting_execution_whose_job_record_is_gone_is_queued_once_again(
+    member, db, redis, settings
+):
+    world = await make_world(member)
+    service = await _service(world)
+    lost, kept = [await _execute(world, service, "echo", n=n) for n in range(2)]
+    lost_job = job_id(await db.executions.find_one({"_id": ObjectId(lost)}))
+    kept_job = job_id(await db.executions.find_one({"_id": ObjectId(kept)}))
+    await redis.delete(job_key_prefix + lost_job)
+    await redis.zrem(redis.default_queue_name, lost_job)
+    ctx = {"db": db, "redis": redis, "settings": settings}
+
+    await requeue_waiting(ctx, unchanged_for=timedelta(minutes=5))
+    assert await Job(lost_job, redis).status() == JobStatus.not_found
+
+    kept_score = await redis.zscore(redis.default_queue_name, kept_job)
+    await requeue_waiting(ctx, unchanged_for=timedelta(0))
+    assert await Job(lost_job, redis).status() == JobStatus.queued
+    assert await redis.zscore(redis.default_queue_name, kept_job) == kept_score
 
 
 async def test_another_orgs_services_and_executions_are_not_found(member, db):

@@ -21,6 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import executions, functions
 from resolvers.executions import Status
+from resolvers.timestamps import now
 
 log = logging.getLogger("loom.executions")
 
@@ -29,6 +30,9 @@ SERVICE_BUSY_RETRY_S = 0.5
 ORPHAN_CHECK_TRIES = 20
 """Every so many tries, a job that keeps finding no slot checks that its service still exists
 (a service deleted in the instant an execution was created for it would hold it forever)."""
+
+
+QUEUE_CHECK_PAGE = 1000
 
 
 def job_id(execution: dict[str, Any]) -> str:
@@ -178,15 +182,23 @@ def _json(value: Any) -> Any:
     return str(value)
 
 
-async def requeue_waiting(ctx: dict[str, Any]) -> None:
-    """On start-up: queue `created` executions whose job Redis no longer has."""
-    for execution in await executions.waiting(ctx["db"]):
-        full = await ctx["db"].executions.find_one({"_id": execution["_id"]})
-        if full is None:
-            continue
-        status = await Job(job_id(full), ctx["redis"]).status()
-        if status == JobStatus.not_found:
-            await enqueue(ctx["redis"], full)
+async def requeue_waiting(ctx: dict[str, Any], unchanged_for: timedelta | None = None) -> None:
+    """Queue `created` executions whose job Redis no longer has: at start-up all of them (Redis
+    may have lost its data), then periodically those unchanged for `unchanged_for` (a job
+    record expires a day after it was queued, which a run handed back later outlives). Job
+    records are looked up a page at a time; only a missing one costs more round trips."""
+    redis = ctx["redis"]
+    since = now() - unchanged_for if unchanged_for is not None else None
+    found = await executions.waiting(ctx["db"], since)
+    for start in range(0, len(found), QUEUE_CHECK_PAGE):
+        page = found[start : start + QUEUE_CHECK_PAGE]
+        async with redis.pipeline(transaction=False) as pipe:
+            for execution in page:
+                pipe.exists(job_key_prefix + job_id(execution))
+            recorded = await pipe.execute()
+        for execution, exists in zip(page, recorded, strict=True):
+            if not exists and await Job(job_id(execution), redis).status() == JobStatus.not_found:
+                await enqueue(redis, execution)
 
 
 async def reap_lost(ctx: dict[str, Any]) -> None:

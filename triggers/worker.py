@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import socket
+from datetime import timedelta
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -47,6 +48,10 @@ async def _heartbeat(ctx: dict[str, Any]) -> None:
     )
 
 
+async def _requeue_quiet(ctx: dict[str, Any]) -> None:
+    await requeue_waiting(ctx, timedelta(seconds=ctx["settings"].queue_check_s))
+
+
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
     if settings.mongodb_url is None or settings.redis_url is None:
         raise ValueError("resolve the embedded stack's URLs before building a worker")
@@ -63,6 +68,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             (settings.command_sweep_s, "command sweep", requeue_stalled),
             (settings.reaper_interval_s, "execution reaper", reap_lost),
             (settings.file_sweep_s, "file sweep", sweep_files),
+            (settings.queue_check_s, "queue check", _requeue_quiet),
         ]
         ctx["loops"] = [
             asyncio.create_task(every(interval, name, lambda work=work: work(ctx)))
