@@ -14,7 +14,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from gateway.indexes import ensure_indexes
 from resolvers import memberships, projects
 from resolvers.access import OrgRole
-from resolvers.api_keys import authenticate, issue_key
+from resolvers.api_keys import authenticate, find_key, issue_key
+from resolvers.errors import Unauthenticated
 from resolvers.inputs import parse
 from resolvers.memberships import ORG_MEMBERS
 from resolvers.organizations import OrganizationInput
@@ -66,12 +67,31 @@ async def create_key(
     return await issue_key(db, user["_id"], key_name, organization["_id"])
 
 
-async def seed_demo(db: AsyncDatabase) -> tuple[str, dict[str, Any]]:
-    """A small demo organization with one project; returns a fresh owner key for it."""
-    key, doc = await create_key(db, DEMO_ORG, OrgRole.OWNER, DEMO_EMAIL, "demo")
+async def seed_demo(db: AsyncDatabase, saved_key: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A small demo organization with one project, and an owner key for it: `saved_key` again
+    while it is a live owner key of the demo organization (so `loom dev` shows the same key on
+    every start), a fresh one otherwise."""
+    key, doc = await _demo_key(db, saved_key) or await create_key(
+        db, DEMO_ORG, OrgRole.OWNER, DEMO_EMAIL, "demo"
+    )
     if await db.projects.find_one({"orgId": doc["orgId"], "name": DEMO_PROJECT}) is None:
         access, _ = await authenticate(db, key)
         await projects.create_project(
             access, doc["orgId"], {"name": DEMO_PROJECT, "description": "Demo data"}
         )
     return key, doc
+
+
+async def _demo_key(db: AsyncDatabase, key: str | None) -> tuple[str, dict[str, Any]] | None:
+    if key is None:
+        return None
+    try:
+        found = await find_key(db, key)
+    except Unauthenticated:
+        return None
+    organization = await db.organizations.find_one({"_id": found["orgId"]})
+    owns = any(
+        m["orgId"] == found["orgId"] and m["role"] == str(OrgRole.OWNER)
+        for m in found["memberships"]
+    )
+    return (key, found) if owns and organization and organization["name"] == DEMO_ORG else None

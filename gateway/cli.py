@@ -78,11 +78,19 @@ def dev(settings: Settings, seed_demo: bool) -> None:
 
 
 async def _seed_demo(settings: Settings) -> tuple[str, dict]:
+    """The demo data, and its key, kept in the dev home so each start shows the same one."""
+    saved = settings.home / "dev" / "demo-key"
     client = mongo_client(str(settings.mongodb_url), settings)
     try:
-        return await bootstrap.seed_demo(client[settings.db_name])
+        known = saved.read_text().strip() if saved.exists() else None
+        key, doc = await bootstrap.seed_demo(client[settings.db_name], known)
     finally:
         await client.close()
+    if key != known:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.touch(mode=0o600)
+        saved.write_text(key + "\n")
+    return key, doc
 
 
 async def _create_key(settings: Settings, args: argparse.Namespace) -> tuple[str, dict]:
