@@ -70,10 +70,11 @@ class Subscriber:
         self.sees = None
         self.inbox.put(AccessChanged(self.access_changes))
 
-    def rechecked(self, change: AccessChanged, sees: Callable[[dict[str, Any]], bool]) -> None:
-        """The consumer re-checked its caller's access after `change`: documents are filtered
-        by `sees` again, unless access changed once more since."""
-        if change.number == self.access_changes:
+    def rechecked(self, upto: int, sees: Callable[[dict[str, Any]], bool]) -> None:
+        """The consumer re-checked its caller's access, reading it after the first `upto`
+        changes had been delivered: documents are filtered by `sees` again, unless access
+        changed once more since."""
+        if upto == self.access_changes:
             self.sees = sees
 
 

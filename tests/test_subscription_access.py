@@ -128,22 +128,20 @@ async def test_a_key_revoked_by_another_process_ends_its_running_subscription(
         assert await _error_then_complete(updates) == "UNAUTHENTICATED"
 
 
-async def test_documents_are_kept_unfiltered_until_the_recheck_of_the_latest_access_change(db):
+async def test_documents_are_kept_unfiltered_until_a_recheck_newer_than_every_change(db):
     feed = ChangeFeed(db, queue_size=10, auth_cache=AuthCache(maxsize=0))
     in_org_a = lambda doc: doc["org"] == "a"  # noqa: E731
     async with feed.subscribe("executions", lambda doc: True, in_org_a) as subscriber:
         feed.publish("executions", {"org": "b", "n": 0})
         subscriber.access_changed()
+        assert await subscriber.next() == AccessChanged(1)
         feed.publish("executions", {"org": "b", "n": 1})
         subscriber.access_changed()
-        first = await subscriber.next()
-        assert first == AccessChanged(1)
-        subscriber.rechecked(first, in_org_a)
+        subscriber.rechecked(1, in_org_a)
         feed.publish("executions", {"org": "b", "n": 2})
         assert (await subscriber.next())["n"] == 1
-        second = await subscriber.next()
-        assert second == AccessChanged(2)
-        subscriber.rechecked(second, in_org_a)
+        assert await subscriber.next() == AccessChanged(2)
+        subscriber.rechecked(2, in_org_a)
         feed.publish("executions", {"org": "b", "n": 3})
         feed.publish("executions", {"org": "a", "n": 4})
         assert [(await subscriber.next())["n"] for _ in range(2)] == [2, 4]
