@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
@@ -49,26 +50,36 @@ class AccessChanged:
 @dataclass(eq=False)
 class Subscriber:
     """`wants` is what the subscription asked for; `sees`, what its caller may see, or None
-    while the caller's access is being re-checked (everything it wants is kept until then)."""
+    while the caller's access is being re-checked (everything it wants is kept until then).
+    `user_id` is the caller's: only changes to that user's access concern it (None: all do)."""
 
     collection: str
     wants: Callable[[dict[str, Any]], bool]
     sees: Callable[[dict[str, Any]], bool] | None
+    user_id: ObjectId | None
     inbox: Inbox[dict[str, Any] | AccessChanged]
     access_changes: int = 0
+    marker_waiting: bool = False
 
     async def next(self) -> dict[str, Any] | AccessChanged:
         """The next document or access change; raises Overflowed once the subscriber was
         dropped."""
-        return await self.inbox.get()
+        item = await self.inbox.get()
+        if isinstance(item, AccessChanged):
+            self.marker_waiting = False
+        return item
 
     def keeps(self, document: dict[str, Any]) -> bool:
         return self.wants(document) and (self.sees is None or self.sees(document))
 
     def access_changed(self) -> None:
+        """One marker stands for every change until the consumer reads it: a burst of changes
+        takes one place in the inbox."""
         self.access_changes += 1
         self.sees = None
-        self.inbox.put(AccessChanged(self.access_changes))
+        if not self.marker_waiting:
+            self.marker_waiting = True
+            self.inbox.put(AccessChanged(self.access_changes))
 
     def rechecked(self, upto: int, sees: Callable[[dict[str, Any]], bool]) -> None:
         """The consumer re-checked its caller's access, reading it after the first `upto`
@@ -109,8 +120,9 @@ class ChangeFeed:
         collection: str,
         wants: Callable[[dict[str, Any]], bool],
         sees: Callable[[dict[str, Any]], bool] | None = None,
+        user_id: ObjectId | None = None,
     ) -> AsyncIterator[Subscriber]:
-        subscriber = Subscriber(collection, wants, sees, Inbox(self.queue_size))
+        subscriber = Subscriber(collection, wants, sees, user_id, Inbox(self.queue_size))
         self.subscribers.add(subscriber)
         try:
             yield subscriber
@@ -149,14 +161,29 @@ class ChangeFeed:
                         {"ns.coll": {"$in": list(ACCESS)}},
                     ]
                 }
-            }
+            },
+            # Pre-images only name whose access changed; data events go without them.
+            {
+                "$set": {
+                    "fullDocumentBeforeChange": {
+                        "$cond": [
+                            {"$in": ["$ns.coll", list(ACCESS)]},
+                            "$fullDocumentBeforeChange",
+                            "$$REMOVE",
+                        ]
+                    }
+                }
+            },
         ]
         resume_after = None
         try:
             while True:
                 try:
                     async with await self.db.watch(
-                        pipeline, full_document="whenAvailable", resume_after=resume_after
+                        pipeline,
+                        full_document="whenAvailable",
+                        full_document_before_change="whenAvailable",
+                        resume_after=resume_after,
                     ) as stream:
                         self.auth_cache.open()
                         self._ready.set()
@@ -171,6 +198,9 @@ class ChangeFeed:
                     if isinstance(exc, OperationFailure) and exc.code in PLACE_LOST:
                         log.error("change stream lost its place, starting afresh: %s", exc)
                         resume_after = None
+                        # New subscribers wait for the new stream: access they read before it
+                        # opens could change unseen.
+                        self._ready.clear()
                         self._drop_subscribers()
                     else:
                         log.warning("change stream interrupted, resuming: %s", exc)
@@ -184,21 +214,39 @@ class ChangeFeed:
             if changes_access(change):
                 self.auth_cache.invalidate()
                 self.access_changes += 1
+                users = users_affected(change)
                 for subscriber in list(self.subscribers):
-                    subscriber.access_changed()
+                    if users is None or subscriber.user_id is None or subscriber.user_id in users:
+                        subscriber.access_changed()
             return
         document = change.get("fullDocument")
         if document is not None:
             self.publish(collection, document)
 
 
+BOOKKEEPING = {"api_keys": {"lastUsedAt"}, "organizations": {"membersVersion", "updatedAt"}}
+"""Fields whose updates change nobody's access: a key's last use (which authentication itself
+writes) and the version an organization's membership changes bump (each of those changes is
+an event of its own)."""
+
+
 def changes_access(change: dict[str, Any]) -> bool:
-    """Every change to the access collections does, but a key's last-used time being recorded
-    (which authentication itself writes)."""
-    if change["ns"]["coll"] != "api_keys" or change["operationType"] != "update":
+    """Every change to the access collections does, but updates of bookkeeping fields only."""
+    ignored = BOOKKEEPING.get(change["ns"]["coll"])
+    if ignored is None or change["operationType"] != "update":
         return True
     description = change.get("updateDescription") or {}
     touched = set(description.get("updatedFields") or {}) | set(
         description.get("removedFields") or []
     )
-    return touched != {"lastUsedAt"} or bool(description.get("truncatedArrays"))
+    return not touched <= ignored or bool(description.get("truncatedArrays"))
+
+
+def users_affected(change: dict[str, Any]) -> set[ObjectId] | None:
+    """The users whose access an access change may alter; None when that is not known (an
+    organization changed, or a document without images), meaning everyone's."""
+    if change["ns"]["coll"] == "users":
+        return {change["documentKey"]["_id"]}
+    images = (change.get("fullDocument"), change.get("fullDocumentBeforeChange"))
+    users = {image["userId"] for image in images if image and "userId" in image}
+    return users or None

@@ -177,8 +177,9 @@ class Context:
         return await self._access
 
     async def reauthenticate(self) -> Access:
-        """The caller as it is now, for a running subscription whose caller's access changed:
-        resolvers from here on see the new one too."""
+        """The caller as it is now, for a running subscription whose caller's access changed.
+        Resolvers from here on see the new access, including those of other operations on the
+        same WebSocket: it is the same key, in a newer state."""
         self._access = None
         return await self.access()
 

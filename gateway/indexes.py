@@ -66,14 +66,15 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
-POST_IMAGES = ("executions", "commands")
+CHANGE_IMAGES = ("executions", "commands", "api_keys", "org_members", "project_members")
 """Collections whose change events carry the document as it was right after the change (not
-as it is when the event is read), so subscribers see every state, not a later one twice."""
+as it is when the event is read), so subscribers see every state, not a later one twice, and
+as it was right before (a membership's deletion names the user whose access it changes)."""
 
 
 async def ensure_indexes(db: AsyncDatabase) -> None:
     """Create what is missing; existing indexes with the same spec are left as they are."""
     for collection, models in INDEXES.items():
         await db[collection].create_indexes(models)
-    for collection in POST_IMAGES:
+    for collection in CHANGE_IMAGES:
         await db.command("collMod", collection, changeStreamPreAndPostImages={"enabled": True})

@@ -37,7 +37,7 @@ async def _stream(info: strawberry.Info, collection: str, check: Check) -> Async
     access = await context.reauthenticate()
     wants = await check(access)
     sees = await access.sees()
-    async with feed.subscribe(collection, wants, sees) as subscriber:
+    async with feed.subscribe(collection, wants, sees, access.user_id) as subscriber:
         if feed.access_changes != changes:
             subscriber.access_changed()
         rechecked = 0

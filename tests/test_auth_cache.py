@@ -172,9 +172,12 @@ def _change(collection: str, operation: str, **description: object) -> dict:
         (_change("org_members", "update", updatedFields={"role": "member"}), True),
         (_change("users", "update", updatedFields={"email": "x@y.io"}), True),
         (_change("organizations", "replace"), True),
+        (_change("organizations", "update", updatedFields={"membersVersion": 2}), False),
+        (_change("organizations", "update", updatedFields={"name": "Renamed"}), True),
+        (_change("project_members", "delete"), True),
     ],
 )
-def test_every_access_change_but_a_recorded_use_clears_the_cache(change, clears):
+def test_every_access_change_but_bookkeeping_clears_the_cache(change, clears):
     assert changes_access(change) is clears
 
 

@@ -13,10 +13,13 @@ from bson import ObjectId
 from gateway.auth_cache import AuthCache
 from gateway.change_feed import AccessChanged, ChangeFeed
 from resolvers.timestamps import now
+from resolvers.transactions import in_transaction
 from tests.datasets_world import CREATE_PROJECT, World, make_world
+from tests.test_auth_cache import caught_up
 from tests.test_subscriptions import (
     EXECUTION_UPDATED,
     _execute,
+    _members,
     _next_data,
     _percent,
     _service,
@@ -67,13 +70,35 @@ async def test_a_member_removed_from_a_project_receives_nothing_changed_there_af
     vision = await _execute(world, await _service(world))
     lidar_project, lidar = await _second_project(world)
     client, user = await _annotator(member, world, world.project, lidar_project)
-    await app.state.feed.ready()
+    await caught_up(app, db)
     async with subscribe(server, client.key, EXECUTION_UPDATED) as updates:
         await _wait_for_subscribers(app, 1)
         await _percent(db, vision, 10)
         assert (await _next_data(updates))[1]["id"] == vision
         await world.client.data(REMOVE_FROM_PROJECT, p=world.project, u=user)
         await _percent(db, vision, 20)
+        await _percent(db, lidar, 30)
+        assert (await _next_data(updates))[1]["id"] == lidar
+
+
+async def test_a_change_committed_with_the_removal_is_not_delivered(member, server, db, app):
+    world = await make_world(member)
+    vision = await _execute(world, await _service(world))
+    lidar_project, lidar = await _second_project(world)
+    client, user = await _annotator(member, world, world.project, lidar_project)
+    await caught_up(app, db)
+    async with subscribe(server, client.key, EXECUTION_UPDATED) as updates:
+        await _wait_for_subscribers(app, 1)
+
+        async def removal_and_change(session) -> None:
+            membership = {"projectId": ObjectId(world.project), "userId": ObjectId(user)}
+            await db.project_members.delete_one(membership, session=session)
+            await db.executions.update_one(
+                {"_id": ObjectId(vision)}, {"$set": {"progress.percent": 20}}, session=session
+            )
+
+        # Both events reach the feed back to back, before the subscription can re-check.
+        await in_transaction(db, removal_and_change)
         await _percent(db, lidar, 30)
         assert (await _next_data(updates))[1]["id"] == lidar
 
@@ -85,7 +110,7 @@ async def test_a_member_added_to_a_project_receives_what_changes_there_from_then
     vision = await _execute(world, await _service(world))
     lidar_project, lidar = await _second_project(world)
     client, user = await _annotator(member, world, lidar_project)
-    await app.state.feed.ready()
+    await caught_up(app, db)
     async with subscribe(server, client.key, EXECUTION_UPDATED) as updates:
         await _wait_for_subscribers(app, 1)
         await _percent(db, vision, 10)
@@ -103,7 +128,7 @@ async def test_a_subscription_to_an_execution_ends_with_not_found_when_its_calle
     world = await make_world(member)
     vision = await _execute(world, await _service(world))
     client, user = await _annotator(member, world, world.project)
-    await app.state.feed.ready()
+    await caught_up(app, db)
     async with subscribe(server, client.key, EXECUTION_UPDATED, e=vision) as updates:
         await _wait_for_subscribers(app, 1)
         await _percent(db, vision, 10)
@@ -120,28 +145,56 @@ async def test_a_key_revoked_by_another_process_ends_its_running_subscription(
     world = await make_world(member)
     vision = await _execute(world, await _service(world))
     client, user = await _annotator(member, world, world.project)
-    await app.state.feed.ready()
-    async with subscribe(server, client.key, EXECUTION_UPDATED) as updates:
-        await _wait_for_subscribers(app, 1)
+    await caught_up(app, db)
+    async with (
+        subscribe(server, client.key, EXECUTION_UPDATED, "op-1") as first,
+        subscribe(server, client.key, EXECUTION_UPDATED, "op-2") as second,
+    ):
+        await _members(app, count=2, groups=1)
         await db.api_keys.update_many({"userId": ObjectId(user)}, {"$set": {"revokedAt": now()}})
         await _percent(db, vision, 10)
-        assert await _error_then_complete(updates) == "UNAUTHENTICATED"
+        assert await _error_then_complete(first) == "UNAUTHENTICATED"
+        assert await _error_then_complete(second) == "UNAUTHENTICATED"
+    assert app.state.feed.subscribers == set()
 
 
-async def test_documents_are_kept_unfiltered_until_a_recheck_newer_than_every_change(db):
+async def test_an_access_change_concerns_only_the_subscribers_of_its_user(member, db, app):
+    world = await make_world(member)
+    _, removed = await _annotator(member, world, world.project)
+    _, bystander = await _annotator(member, world, world.project)
+    feed = app.state.feed
+    await caught_up(app, db)
+    everything = lambda doc: True  # noqa: E731
+    async with (
+        feed.subscribe("executions", everything, everything, ObjectId(removed)) as concerned,
+        feed.subscribe("executions", everything, everything, ObjectId(bystander)) as unconcerned,
+    ):
+        await db.project_members.delete_one(
+            {"projectId": ObjectId(world.project), "userId": ObjectId(removed)}
+        )
+        assert await asyncio.wait_for(concerned.next(), 10) == AccessChanged(1)
+        await caught_up(app, db)
+        assert unconcerned.access_changes == 0
+        assert unconcerned.sees is everything
+
+
+async def test_a_burst_of_access_changes_takes_one_place_and_one_recheck_covers_it(db):
     feed = ChangeFeed(db, queue_size=10, auth_cache=AuthCache(maxsize=0))
     in_org_a = lambda doc: doc["org"] == "a"  # noqa: E731
     async with feed.subscribe("executions", lambda doc: True, in_org_a) as subscriber:
         feed.publish("executions", {"org": "b", "n": 0})
         subscriber.access_changed()
-        assert await subscriber.next() == AccessChanged(1)
         feed.publish("executions", {"org": "b", "n": 1})
         subscriber.access_changed()
-        subscriber.rechecked(1, in_org_a)
+        assert await subscriber.next() == AccessChanged(1)
+        assert subscriber.access_changes == 2  # what a re-check starting now covers
         feed.publish("executions", {"org": "b", "n": 2})
-        assert (await subscriber.next())["n"] == 1
-        assert await subscriber.next() == AccessChanged(2)
-        subscriber.rechecked(2, in_org_a)
+        subscriber.access_changed()
+        subscriber.rechecked(2, in_org_a)  # a newer change came: documents stay unfiltered
         feed.publish("executions", {"org": "b", "n": 3})
-        feed.publish("executions", {"org": "a", "n": 4})
-        assert [(await subscriber.next())["n"] for _ in range(2)] == [2, 4]
+        assert [(await subscriber.next())["n"] for _ in range(2)] == [1, 2]
+        assert await subscriber.next() == AccessChanged(3)
+        subscriber.rechecked(3, in_org_a)
+        feed.publish("executions", {"org": "b", "n": 4})
+        feed.publish("executions", {"org": "a", "n": 5})
+        assert [(await subscriber.next())["n"] for _ in range(2)] == [3, 5]
