@@ -7,19 +7,21 @@ through Loom's `/graphql`, against a hand-written Starlette endpoint doing the s
 Starts a throw-away embedded stack (real mongod + valkey) unless LOOM_MONGODB_URL and
 LOOM_REDIS_URL are set, and seeds a fresh database directly with PyMongo (documents of exactly
 the shape Loom's resolvers write): one organization with an owner key, one project, 10 datasets
-x 2,000 items x 10 box annotations (200,000 annotations). Then two uvicorn servers, each in its
-own process, answer the query below — 100 items and 1,000 annotations per response:
+x 2,000 items x 10 box annotations (200,000 annotations). Then three uvicorn servers, each in
+its own process, answer the query below — 100 items and 1,000 annotations per response:
 
-- loom: Loom's gateway, the query as GraphQL;
+- loom: Loom's gateway, the query as GraphQL (it reads only the annotation fields a query
+  selects);
 - baseline: one Starlette route doing the same reads with PyMongo's async client (Loom's
   authentication as its gateway runs it — the cache of found keys kept by a change feed — then
-  one find per level, one `$in` find for the annotations) and returning the same nested JSON.
+  one find per level, one `$in` find for the annotations) and returning the same nested JSON;
+- projected: the same route with each find reading only the fields the response needs.
 
 Each is loaded in turn by `--concurrency` keep-alive connections (default 16); every response
 is checked (no errors, exactly 100 items and 1,000 annotations). The script prints requests/s,
 p50/p99 latency, the MongoDB commands per request (counted by a PyMongo CommandListener inside
 each server, read at `/commands` just before and after the measured window), the CPU split,
-and the ratios against the goal (Loom within 3x of the baseline).
+and the ratios against the goal (Loom within 3x of the baseline), and to the projected route.
 
 `--profile` instead runs the query in-process (httpx.ASGITransport, no network, one request at
 a time) under cProfile and prints where Loom's time goes.
@@ -47,6 +49,7 @@ from harness import REPO, BadResponse, Result, Server
 from pymongo import monitoring
 
 EMAIL = "bench-owner@loom.dev"
+ITEM_FIELDS = ("name", "width", "height", "metadata")
 DATASETS = 10
 ITEMS_PER_DATASET = 2_000
 ANNOTATIONS_PER_ITEM = 10
@@ -100,8 +103,9 @@ def with_commands_route(app: Any, counter: CommandCounter) -> Any:
     return wrapped
 
 
-def baseline_app(settings: Any) -> Any:
-    """The query's reads written by hand: Loom's authentication, then one find per level."""
+def baseline_app(settings: Any, projected: bool = False) -> Any:
+    """The query's reads written by hand: Loom's authentication, then one find per level;
+    `projected`, each find reading only the fields the response needs."""
     from bson import ObjectId
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -121,21 +125,25 @@ def baseline_app(settings: Any) -> Any:
 
     by_name = [("name", 1), ("_id", 1)]
 
+    def fields(*names: str) -> dict[str, int] | None:
+        return dict.fromkeys(names, 1) if projected else None
+
     async def projects_of(org_id: ObjectId) -> list[dict[str, Any]]:
-        return await db.projects.find({"orgId": org_id}).sort(by_name).limit(20).to_list()
+        cursor = db.projects.find({"orgId": org_id}, fields("name"))
+        return await cursor.sort(by_name).limit(20).to_list()
 
     async def first_dataset(project_id: ObjectId) -> list[dict[str, Any]]:
         query = {"projectId": project_id, "deleting": False}
-        return await db.datasets.find(query).sort(by_name).limit(1).to_list()
+        return await db.datasets.find(query, fields("name")).sort(by_name).limit(1).to_list()
 
     async def items_of(dataset_id: ObjectId) -> list[dict[str, Any]]:
-        cursor = db.items.find({"datasetId": dataset_id})
+        cursor = db.items.find({"datasetId": dataset_id}, fields(*ITEM_FIELDS))
         return await cursor.sort([("filename", 1), ("_id", 1)]).limit(PAGE).to_list()
 
     async def graphql(request: Request) -> JSONResponse:
         access, _ = await request.app.state.authenticate(bearer_key(request.headers) or "")
         orgs = await (
-            db.organizations.find({"_id": {"$in": list(access.org_roles)}})
+            db.organizations.find({"_id": {"$in": list(access.org_roles)}}, fields("name"))
             .sort(by_name)
             .limit(20)
             .to_list()
@@ -145,7 +153,8 @@ def baseline_app(settings: Any) -> Any:
         items = await asyncio.gather(*(items_of(d["_id"]) for ds in datasets for d in ds))
         item_ids = [i["_id"] for page in items for i in page]
         annotations: dict[ObjectId, list[dict[str, Any]]] = {i: [] for i in item_ids}
-        cursor = db.annotations.find({"itemId": {"$in": item_ids}}).sort(
+        query = {"itemId": {"$in": item_ids}}
+        cursor = db.annotations.find(query, fields("itemId", "label", "coordinates")).sort(
             [("itemId", 1), ("_id", 1)]
         )
         async for a in cursor:
@@ -186,7 +195,7 @@ def serve(kind: str, port: int, parent: int) -> None:
 
     counter = CommandCounter()
     monitoring.register(counter)  # before any client exists: every client of this process
-    app = harness.loom_app() if kind == "loom" else baseline_app(Settings())
+    app = harness.loom_app() if kind == "loom" else baseline_app(Settings(), kind == "projected")
     harness.run_uvicorn(with_commands_route(app, counter), port, parent, websockets=kind == "loom")
 
 
@@ -456,11 +465,11 @@ def commands_per_request(result: Result) -> tuple[float, dict[str, float]]:
     return sum(used.values()) / result.requests, per_name
 
 
-def report(loom: Result, baseline: Result) -> bool:
+def report(loom: Result, baseline: Result, projected: Result) -> bool:
     columns = (*harness.RESULT_COLUMNS[:5], "mongo cmds/req", *harness.RESULT_COLUMNS[5:])
     rows = [columns]
     breakdown = []
-    for r in (baseline, loom):
+    for r in (baseline, projected, loom):
         total, per_name = commands_per_request(r)
         row = harness.result_row(r)
         rows.append((*row[:5], f"{total:.2f}", *row[5:]))
@@ -480,6 +489,10 @@ def report(loom: Result, baseline: Result) -> bool:
     print(
         f"ratio baseline_rps / loom_rps = {throughput:.2f}x (goal <= {GOAL:g}x: "
         f"{'MET' if throughput <= GOAL else 'NOT MET'})"
+    )
+    print(
+        f"ratio projected_rps / loom_rps = {projected.rps / loom.rps:.2f}x (against the "
+        "hand-written route that also reads only the fields the response needs, as Loom does)"
     )
     harness.print_cpu_legend()
     return met
@@ -504,14 +517,18 @@ def benchmark(seconds: float, warmup: int, concurrency: int) -> int:
         try:
             key = seed_database(mongodb_url, db_name)
             env = harness.server_env(mongodb_url, redis_url, db_name)
-            servers = [Server(__file__, kind, env) for kind in ("loom", "baseline")]
-            loom, baseline = servers
+            kinds = ("loom", "baseline", "projected")
+            servers = [Server(__file__, kind, env) for kind in kinds]
+            loom, baseline, projected = servers
             loom.wait_ready(httpx.Request("GET", f"{loom.url}/readyz"))
             body = json.dumps({"query": QUERY}).encode()
             headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
-            baseline.wait_ready(
-                httpx.Request("POST", f"{baseline.url}/graphql", headers=headers, content=body)
-            )
+            for hand_written in (baseline, projected):
+                hand_written.wait_ready(
+                    httpx.Request(
+                        "POST", f"{hand_written.url}/graphql", headers=headers, content=body
+                    )
+                )
             print(f"servers ready: {harness.describe(servers)}", flush=True)
             sizes = {}
             for server in servers:
@@ -537,8 +554,9 @@ def benchmark(seconds: float, warmup: int, concurrency: int) -> int:
                 )
 
             baseline_result = load(baseline)
+            projected_result = load(projected)
             loom_result = load(loom)
-            report(loom_result, baseline_result)
+            report(loom_result, baseline_result, projected_result)
         finally:
             for server in servers:
                 server.stop()
@@ -705,7 +723,9 @@ def main() -> int:
     parser.add_argument("--profile-requests", type=int, default=200, help="requests profiled")
     parser.add_argument("--top", type=int, default=25, help="functions listed by the profile")
     parser.add_argument("--profile-out", metavar="PATH", help="also write the pstats file there")
-    parser.add_argument("--serve", choices=["loom", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", choices=["loom", "baseline", "projected"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -5,6 +5,7 @@ labels accepts any label (ontologies are often built after the first annotations
 """
 
 from collections import Counter
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -318,13 +319,18 @@ async def delete_annotations(access: Access, annotation_ids: list[ObjectId]) -> 
 
 
 async def of_items(
-    db: AsyncDatabase, item_ids: list[ObjectId], query: dict[str, Any]
+    db: AsyncDatabase,
+    item_ids: list[ObjectId],
+    query: dict[str, Any],
+    fields: Iterable[str] | None = None,
 ) -> dict[ObjectId, list[dict[str, Any]]]:
     """The annotations of already-visible items matching `query`, grouped by item, in one
-    query — what the per-request loader batches every `item.annotations` field into."""
+    query — what the per-request loader batches every `item.annotations` field into. Only
+    `fields` (with `_id` and `itemId`) are read, when given."""
     grouped: dict[ObjectId, list[dict[str, Any]]] = {}
+    projection = None if fields is None else dict.fromkeys([*fields, "itemId"], 1)
     cursor = (
-        db.annotations.find({"$and": [{"itemId": {"$in": item_ids}}, query]})
+        db.annotations.find({"$and": [{"itemId": {"$in": item_ids}}, query]}, projection)
         .sort([("itemId", 1), ("_id", 1)])
         .batch_size(MAX_BULK)
     )

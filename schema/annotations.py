@@ -12,6 +12,7 @@ from resolvers.inputs import object_id
 from schema.enums import AnnotationStatusEnum, AnnotationTypeEnum
 from schema.inputs import as_input
 from schema.relay import Node
+from schema.selections import projection
 
 if TYPE_CHECKING:
     from schema.items import Item
@@ -54,36 +55,63 @@ class Annotation(Node):
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "Annotation":
-        model = doc["modelInfo"]
+        """From a whole document, or one read with only the fields a query selected
+        (DOCUMENT_FIELDS): the others are left None, and nothing reads them."""
+        model = doc.get("modelInfo")
+        kind, status, parent = doc.get("type"), doc.get("status"), doc.get("parentId")
         return cls(
             id=strawberry.ID(str(doc["_id"])),
             item_id=doc["itemId"],
-            dataset_id=strawberry.ID(str(doc["datasetId"])),
-            type=AnnotationTypeEnum(doc["type"]),
-            label=doc["label"],
-            coordinates=doc["coordinates"],
-            attributes=doc["attributes"],
-            status=AnnotationStatusEnum(doc["status"]),
-            automated=doc["automated"],
-            parent_id=strawberry.ID(str(doc["parentId"])) if doc["parentId"] else None,
-            object_id=doc["objectId"],
-            frames=doc["frames"],
+            dataset_id=doc.get("datasetId") and strawberry.ID(str(doc["datasetId"])),
+            type=kind and ANNOTATION_TYPES[kind],
+            label=doc.get("label"),
+            coordinates=doc.get("coordinates"),
+            attributes=doc.get("attributes"),
+            status=status and ANNOTATION_STATUSES[status],
+            automated=doc.get("automated"),
+            parent_id=strawberry.ID(str(parent)) if parent else None,
+            object_id=doc.get("objectId"),
+            frames=doc.get("frames"),
             model_info=ModelInfo(
                 name=model["name"], model_id=model["modelId"], confidence=model["confidence"]
             )
             if model
             else None,
-            metadata=doc["metadata"],
-            created_at=doc["createdAt"],
-            updated_at=doc["updatedAt"],
+            metadata=doc.get("metadata"),
+            created_at=doc.get("createdAt"),
+            updated_at=doc.get("updatedAt"),
         )
+
+
+ANNOTATION_TYPES = {member.value: member for member in AnnotationTypeEnum}
+ANNOTATION_STATUSES = {member.value: member for member in AnnotationStatusEnum}
+DOCUMENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "id": (),
+    "item": (),
+    "datasetId": ("datasetId",),
+    "type": ("type",),
+    "label": ("label",),
+    "coordinates": ("coordinates",),
+    "attributes": ("attributes",),
+    "status": ("status",),
+    "automated": ("automated",),
+    "parentId": ("parentId",),
+    "objectId": ("objectId",),
+    "frames": ("frames",),
+    "modelInfo": ("modelInfo",),
+    "metadata": ("metadata",),
+    "createdAt": ("createdAt",),
+    "updatedAt": ("updatedAt",),
+}
+"""The document fields each GraphQL field of Annotation is built from (`_id` always comes)."""
 
 
 async def item_annotations(info: strawberry.Info, item_id: Any, dql: Any) -> list[Annotation]:
     """An item's annotations through the per-request loader: the items of one page cost one
     query together, whatever their number."""
     query = json_util.dumps(annotations.filter_of(dql), sort_keys=True)
-    docs = await info.context.loaders.annotations_of_item.load((item_id, query))
+    fields = projection(info, DOCUMENT_FIELDS, "itemId")
+    docs = await info.context.loaders.annotations_of_item.load((item_id, query, fields))
     return [Annotation.from_doc(doc) for doc in docs]
 
 
