@@ -13,11 +13,13 @@ open:
   revokes a key or removes a member never sees the old state afterwards;
 - when the feed is lost the cache is cleared and nothing is kept until it is open again;
 - a lookup that was under way while the cache was cleared is not kept: it may have read the
-  state from before the change (`generation`);
+  state from before the change (`generation`); requests for one key share a lookup under way
+  only if it started after the last clearing;
 - whatever happens to the feed unnoticed (a stalled connection, majority commits held up, a
   rolled-back write after a failover), no entry is used longer than `max_age_s`.
 """
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +38,7 @@ class AuthCache:
         self.generation = 0
         self.live = False
         self._found: RecentlyUsed[str, tuple[float, dict[str, Any]]] = RecentlyUsed(maxsize)
+        self._lookups: dict[tuple[str, int], asyncio.Future[dict[str, Any]]] = {}
 
     def __len__(self) -> int:
         return len(self._found)
@@ -45,16 +48,34 @@ class AuthCache:
         return await api_keys.admit(db, await self.find_key(db, key))
 
     async def find_key(self, db: AsyncDatabase, key: str) -> dict[str, Any]:
-        """What `api_keys.find_key` finds for `key`, from the cache when it can be trusted."""
+        """What `api_keys.find_key` finds for `key`, from the cache when it can be trusted.
+        Concurrent requests with a key not in the cache (a burst of a new client's first
+        requests, subscriptions re-checking together) share one lookup."""
         digest = api_keys.digest(key)
         entry = self._found.get(digest)
         if entry is not None and time.monotonic() - entry[0] < self.max_age_s:
             return entry[1]
-        generation, looked_up = self.generation, time.monotonic()
+        flight = (digest, self.generation)
+        lookup = self._lookups.get(flight)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up(db, key, digest, self.generation))
+            self._lookups[flight] = lookup
+            lookup.add_done_callback(lambda done: self._landed(flight, done))
+        return await asyncio.shield(lookup)
+
+    async def _look_up(
+        self, db: AsyncDatabase, key: str, digest: str, generation: int
+    ) -> dict[str, Any]:
+        looked_up = time.monotonic()
         found = await api_keys.find_key(db, key)
         if self.live and generation == self.generation:
             self._found.put(digest, (looked_up, found))
         return found
+
+    def _landed(self, flight: tuple[str, int], lookup: asyncio.Future[dict[str, Any]]) -> None:
+        self._lookups.pop(flight, None)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved here: every waiter may have gone
 
     def invalidate(self) -> None:
         self.generation += 1

@@ -20,6 +20,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.read_concern import ReadConcern
 
 from resolvers.errors import Forbidden, NotFound
 
@@ -130,7 +131,8 @@ class Access:
     async def project_roles(self) -> dict[ObjectId, ProjectRole]:
         """The caller's project memberships, inside organizations it still belongs to."""
         if self._project_roles is None:
-            cursor = self.db.project_members.find(
+            members = self.db.project_members.with_options(read_concern=ReadConcern("majority"))
+            cursor = members.find(
                 {"userId": self.user_id, "orgId": {"$in": list(self.org_roles)}},
                 {"projectId": 1, "role": 1},
             )

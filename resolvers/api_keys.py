@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.read_concern import ReadConcern
 
 from resolvers.access import Access, Principal
 from resolvers.errors import NotFound, Unauthenticated
@@ -112,7 +113,10 @@ async def find_key(db: AsyncDatabase, key: str) -> dict[str, Any]:
         },
         {"$lookup": {"from": "users", "localField": "userId", "foreignField": "_id", "as": "user"}},
     ]
-    found = await (await db.api_keys.aggregate(pipeline)).to_list()
+    # Majority-committed state only, as the change feed that clears the cache sees it: a
+    # write a failover rolls back is never taken for a grant.
+    keys = db.api_keys.with_options(read_concern=ReadConcern("majority"))
+    found = await (await keys.aggregate(pipeline)).to_list()
     if not found or not found[0]["user"]:
         raise Unauthenticated("Invalid or revoked API key")
     return found[0]

@@ -34,11 +34,12 @@ class KeyLookups(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.count = 0
+        self.read_concerns: list[dict | None] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.count += event.command_name == "aggregate" and event.command.get("aggregate") == (
-            "api_keys"
-        )
+        if event.command_name == "aggregate" and event.command.get("aggregate") == "api_keys":
+            self.count += 1
+            self.read_concerns.append(event.command.get("readConcern"))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         """Only starts are counted."""
@@ -179,6 +180,41 @@ def _change(collection: str, operation: str, **description: object) -> dict:
 )
 def test_every_access_change_but_bookkeeping_clears_the_cache(change, clears):
     assert changes_access(change) is clears
+
+
+async def test_concurrent_requests_with_a_key_not_cached_share_one_majority_read(
+    member, settings, stack
+):
+    client, _ = await member("acme", "owner")
+    lookups = KeyLookups()
+    mongo = AsyncMongoClient(stack["mongodb_url"], tz_aware=True, event_listeners=[lookups])
+    try:
+        db = mongo[settings.db_name]
+        cache = AuthCache(maxsize=10)
+        cache.open()
+        found = await asyncio.gather(*(cache.find_key(db, client.key) for _ in range(20)))
+        assert lookups.count == 1
+        assert all(f is found[0] for f in found)
+
+        cache.invalidate()
+
+        async def after_a_change() -> dict:
+            cache.invalidate()  # a change arrives while the first lookup is under way
+            return await cache.find_key(db, client.key)
+
+        await asyncio.gather(cache.find_key(db, client.key), after_a_change())
+        assert lookups.count == 3
+
+        bogus = "loom_" + "0" * 43
+        refused = await asyncio.gather(
+            *(cache.find_key(db, bogus) for _ in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(r, Unauthenticated) for r in refused)
+        assert lookups.count == 4
+        # Only majority-committed grants, as the feed that clears the cache reports them.
+        assert lookups.read_concerns == [{"level": "majority"}] * 4
+    finally:
+        await mongo.close()
 
 
 async def test_the_cache_keeps_the_most_recently_used_keys(member, db):
