@@ -293,7 +293,12 @@ async def delete_annotations(access: Access, annotation_ids: list[ObjectId]) -> 
     items, _ = await _targets(access, {a["itemId"] for a in found})
 
     async def work(session: AsyncClientSession) -> int:
-        doomed = {a["_id"]: a for a in found}
+        # Read again in the transaction that deletes: a concurrent delete of the same
+        # annotations makes this one conflict and run again, and then find them gone.
+        roots = await access.db.annotations.find(query, {"itemId": 1}, session=session).to_list()
+        if len(roots) != len(found):
+            raise NotFound("Some annotations were not found")
+        doomed = {a["_id"]: a for a in roots}
         parents = list(doomed)
         on_items = list({a["itemId"] for a in found})  # a child is on its parent's item
         while parents:

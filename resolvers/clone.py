@@ -94,36 +94,39 @@ async def run_clone(
     cursor: ObjectId | None = command["cursor"]
     done = await db.items.count_documents({"datasetId": target_id})
     while True:
-        after = {"_id": {"$gt": cursor}} if cursor else {}
-        batch = (
-            await db.items.find({"datasetId": source_id, **after})
-            .sort("_id", 1)
-            .limit(batch_size)
-            .to_list()
-        )
-        if not batch:
-            break
-        copies = [_copy_item(item, target_id, spec["withMetadata"]) for item in batch]
-        new_ids = {copy["clonedFrom"]: copy["_id"] for copy in copies}
-        annotations = []
-        if spec["withAnnotations"]:
-            annotations = await db.annotations.find({"itemId": {"$in": list(new_ids)}}).to_list()
-        cursor = batch[-1]["_id"]
-        done += len(batch)
 
-        async def work(
-            session: AsyncClientSession,
-            copies: list[dict[str, Any]] = copies,
-            annotations: list[dict[str, Any]] = annotations,
-            new_ids: dict[ObjectId, ObjectId] = new_ids,
-            cursor: ObjectId = cursor,
-            done: int = done,
-        ) -> None:
+        async def step(
+            session: AsyncClientSession, cursor: ObjectId | None = cursor, done: int = done
+        ) -> tuple[ObjectId, int] | None:
+            """Copy the next batch. It is read in the transaction that copies it: a source item
+            deleted meanwhile is either not seen or makes this transaction conflict and run
+            again, so no copy ever references a file its deletion let go."""
+            after = {"_id": {"$gt": cursor}} if cursor else {}
+            batch = (
+                await db.items.find({"datasetId": source_id, **after}, session=session)
+                .sort("_id", 1)
+                .limit(batch_size)
+                .to_list()
+            )
+            if not batch:
+                return None
+            copies = [_copy_item(item, target_id, spec["withMetadata"]) for item in batch]
+            new_ids = {copy["clonedFrom"]: copy["_id"] for copy in copies}
+            annotations = []
+            if spec["withAnnotations"]:
+                annotations = await db.annotations.find(
+                    {"itemId": {"$in": list(new_ids)}}, session=session
+                ).to_list()
+            last, copied = batch[-1]["_id"], done + len(batch)
             await _insert_batch(db, target_id, copies, annotations, new_ids, session)
-            progress = min(99, done * 100 // total)
-            await commands.advance(db, command, cursor, progress, lease, session)
+            progress = min(99, copied * 100 // total)
+            await commands.advance(db, command, last, progress, lease, session)
+            return last, copied
 
-        await in_transaction(db, work)
+        stepped = await in_transaction(db, step)
+        if stepped is None:
+            break
+        cursor, done = stepped
     await db.datasets.update_one(
         {"_id": target_id}, {"$set": {"readonly": False, "updatedAt": now()}}
     )

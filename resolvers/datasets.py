@@ -127,14 +127,19 @@ async def delete_dataset(access: Access, dataset_id: ObjectId, confirm_name: str
     db = access.db
     await db.datasets.update_one({"_id": dataset_id}, {"$set": {"deleting": True}})
     await db.annotations.delete_many({"datasetId": dataset_id})
-    while batch := await db.items.find({"datasetId": dataset_id}, {"sha256": 1}).to_list(1000):
 
-        async def work(session: AsyncClientSession, batch: list[dict[str, Any]] = batch) -> None:
-            ids = [item["_id"] for item in batch]
-            await db.items.delete_many({"_id": {"$in": ids}}, session=session)
-            await files.unreference(db, Counter(item["sha256"] for item in batch), session)
+    async def next_batch(session: AsyncClientSession) -> list[dict[str, Any]]:
+        """Delete a batch of items and drop their references: only items this transaction
+        sees and deletes, so two deletes of one dataset never drop a reference twice (the
+        second conflicts, runs again and finds them gone)."""
+        query = {"datasetId": dataset_id}
+        batch = await db.items.find(query, {"sha256": 1}, session=session).to_list(1000)
+        ids = [item["_id"] for item in batch]
+        await db.items.delete_many({"_id": {"$in": ids}}, session=session)
+        await files.unreference(db, Counter(item["sha256"] for item in batch), session)
+        return batch
 
-        await in_transaction(db, work)
+    while batch := await in_transaction(db, next_batch):
         await files.collect(db, list({item["sha256"] for item in batch}))
     await db.datasets.delete_one({"_id": dataset_id})
 

@@ -95,9 +95,14 @@ async def reference(
 async def add_references(
     db: AsyncDatabase, counts: dict[str, int], session: AsyncClientSession | None = None
 ) -> None:
-    """More references to stored content (clones share files, they never copy them)."""
+    """More references to stored content (clones share files, they never copy them). Content
+    that is gone aborts the caller's transaction: a reference to it would be a dangling one."""
     for sha256, count in counts.items():
-        await db.blobs.update_one({"_id": sha256}, {"$inc": {"refs": count}}, session=session)
+        added = await db.blobs.update_one(
+            {"_id": sha256}, {"$inc": {"refs": count}}, session=session
+        )
+        if not added.matched_count:
+            raise RuntimeError(f"stored content {sha256} is gone; nothing may reference it")
 
 
 async def discard(db: AsyncDatabase, upload: Upload) -> None:

@@ -190,6 +190,30 @@ async def test_children_need_a_parent_on_the_same_item_and_go_with_it_with_their
     assert (await world.client.data(COUNT, id=world.dataset))["dataset"]["annotationsCount"] == 0
 
 
+async def test_two_concurrent_deletes_of_an_annotation_delete_it_once_and_count_exactly(member):
+    world, item = await _world_with_item(member)
+    box = {"itemId": item, "type": "BOX", "label": "car", "coordinates": BOX}
+    parent = (await world.client.data(CREATE, input=box))["createAnnotation"]["id"]
+    await world.client.data(CREATE, input={**box, "label": "wheel", "parentId": parent})
+    await world.client.data(CREATE, input={**box, "label": "bus"})
+
+    answers = await asyncio.gather(*(world.client.execute(DELETE, ids=[parent]) for _ in range(2)))
+
+    outcomes = [
+        str(a["data"]["deleteAnnotations"])
+        if a.get("data")
+        else a["errors"][0]["extensions"]["code"]
+        for a in answers
+    ]
+    assert sorted(outcomes) == ["2", "NOT_FOUND"]
+    data = await world.client.data(ITEM, id=item)
+    assert data["item"] == {
+        "annotationsCount": 1,
+        "annotated": True,
+        "annotations": [{"label": "bus", "type": "BOX"}],
+    }
+
+
 async def test_item_annotations_filter_by_dql(member):
     world, item = await _world_with_item(member)
     inputs = [

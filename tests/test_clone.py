@@ -1,11 +1,18 @@
 """Dataset clone: a Command run by a real worker, resumable after the worker is killed."""
 
+import asyncio
 import hashlib
 import signal
+from collections import Counter
+from datetime import timedelta
 
+import pytest
 from bson import ObjectId
 
+from resolvers import files
+from resolvers.clone import run_clone
 from resolvers.timestamps import new_document
+from resolvers.transactions import in_transaction
 from tests.datasets_world import image_bytes, make_world
 from tests.workers import start_worker, stop, worker_processes
 
@@ -16,6 +23,7 @@ DATASET = """query($id: ID!) { dataset(id: $id) { name readonly itemsCount annot
   directories labels { name }
   items(first: 50) { nodes { name metadata annotations { label } } } } }"""
 ADD_LABELS = "mutation($id: ID!, $l: JSON!) { addLabels(datasetId: $id, labels: $l) { id } }"
+DELETE_ITEMS = "mutation($d: ID!, $ids: [ID!]!) { deleteItems(datasetId: $d, itemIds: $ids) }"
 CREATE_MANY = "mutation($inputs: [AnnotationInput!]!) { createAnnotations(inputs: $inputs) { id } }"
 
 
@@ -152,3 +160,33 @@ async def test_another_orgs_command_is_not_found(member):
     stranger = await make_world(member, org="beta")
     assert await stranger.client.code(COMMAND, id=command_id) == "NOT_FOUND"
     assert (await world.client.data(COMMAND, id=command_id))["command"]["status"] == "created"
+
+
+async def test_a_clone_racing_deletions_of_its_source_keeps_every_reference_exact(member, db):
+    world = await make_world(member)
+    uploaded = [
+        await world.upload(f"{n}.png", image_bytes("PNG", 8, 8, (n, n, n))) for n in range(20)
+    ]
+    started = await world.client.data(CLONE, id=world.dataset, input={"name": "copy"})
+    command = await db.commands.find_one({"_id": ObjectId(started["cloneDataset"]["id"])})
+    target = ObjectId(started["cloneDataset"]["input"]["targetId"])
+
+    await asyncio.gather(
+        run_clone(db, command, 2, timedelta(seconds=60)),
+        *(world.client.data(DELETE_ITEMS, d=world.dataset, ids=[item["id"]]) for item in uploaded),
+    )
+
+    references = Counter(item["sha256"] for item in await db.items.find().to_list())
+    blobs = {blob["_id"]: blob["refs"] async for blob in db.blobs.find()}
+    assert {sha: blobs.get(sha) for sha in references} == dict(references)
+    assert await db.items.count_documents({"datasetId": target}) == len(references)
+
+
+async def test_a_reference_to_content_that_is_gone_aborts_its_transaction(db):
+    async def work(session) -> None:
+        await db.items.insert_one({"name": "copy"}, session=session)
+        await files.add_references(db, {"0" * 64: 1}, session)
+
+    with pytest.raises(RuntimeError, match="gone"):
+        await in_transaction(db, work)
+    assert await db.items.count_documents({}) == 0

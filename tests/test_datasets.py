@@ -1,5 +1,7 @@
 """Datasets: create, change, readonly, ontology, directories, deletion with confirmation."""
 
+import asyncio
+
 import pytest
 from bson import ObjectId
 
@@ -175,6 +177,26 @@ async def test_delete_needs_the_exact_name_and_then_removes_items_annotations_an
     assert [(b["refs"]) for b in blobs] == [1]
     assert await db["files.files"].count_documents({}) == 1
     assert await db["files.chunks"].count_documents({}) == 1
+
+
+async def test_two_concurrent_deletes_of_a_dataset_drop_its_references_once(member, db, http):
+    world = await make_world(member)
+    shared = image_bytes("PNG", 8, 8, (9, 9, 9))
+    for n in range(30):
+        await world.upload(f"{n}.png", shared)
+    other = await make_world_dataset(world, "trucks")
+    kept = await world.upload_to(other, "kept.png", shared)
+
+    answers = await asyncio.gather(
+        *(world.client.execute(DELETE, id=world.dataset, name="cars") for _ in range(2))
+    )
+
+    assert any(answer.get("data") and answer["data"]["deleteDataset"] for answer in answers)
+    assert (await db.blobs.find_one({"_id": kept["sha256"]}))["refs"] == 1
+    download = await http.get(
+        f"/items/{kept['id']}/file", headers={"Authorization": f"Bearer {world.client.key}"}
+    )
+    assert download.content == shared
 
 
 async def make_world_dataset(world, name: str) -> str:
