@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from gateway import bootstrap, logs, serving
 from gateway.app import create_app
@@ -87,10 +88,18 @@ async def _seed_demo(settings: Settings) -> tuple[str, dict]:
     finally:
         await client.close()
     if key != known:
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        saved.touch(mode=0o600)
-        saved.write_text(key + "\n")
+        _write_private(saved, key + "\n")
     return key, doc
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, readable by its owner only from the first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = path.with_name(path.name + ".new")
+    fresh.unlink(missing_ok=True)
+    with os.fdopen(os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
+    os.replace(fresh, path)
 
 
 async def _create_key(settings: Settings, args: argparse.Namespace) -> tuple[str, dict]:

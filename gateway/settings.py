@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(5.0, gt=0)
     queue_check_s: float = Field(300.0, gt=0)
     file_sweep_s: float = Field(600.0, gt=0)
-    file_sweep_grace_s: float = Field(3600.0, ge=0)
+    file_sweep_grace_s: float = Field(3600.0, ge=60)
     subscription_queue_size: int = Field(1000, ge=1)
     ws_compression: bool = False
     auth_cache_size: int = Field(10_000, ge=0)

@@ -17,6 +17,7 @@ from typing import Any
 from bson import ObjectId
 from pydantic import Field
 from pymongo import ReturnDocument
+from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import dql, functions
@@ -506,12 +507,10 @@ async def _reap_one(db: AsyncDatabase, execution: dict[str, Any]) -> dict[str, A
     return updated
 
 
-async def waiting(
-    db: AsyncDatabase, unchanged_since: datetime | None = None
-) -> list[dict[str, Any]]:
+def waiting(db: AsyncDatabase, unchanged_since: datetime | None = None) -> AsyncCursor:
     """Executions still `created` (unchanged since `unchanged_since`, if given), with what
     their job ids are made of: a job Redis lost or let expire must be queued again."""
     query: dict[str, Any] = {"status": str(Status.CREATED)}
     if unchanged_since is not None:
         query["updatedAt"] = {"$lt": unchanged_since}
-    return await db.executions.find(query, {"statusLog.message": 1}).to_list()
+    return db.executions.find(query, {"statusLog.message": 1})

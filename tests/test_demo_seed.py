@@ -9,6 +9,9 @@ from resolvers.timestamps import now
 
 async def test_each_start_shows_the_same_demo_key_kept_in_the_dev_home(settings, db, tmp_path):
     settings = settings.model_copy(update={"home": tmp_path})
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "demo-key").write_text("a stale key, readable by all\n")
+    (tmp_path / "dev" / "demo-key").chmod(0o644)
     first, doc = await cli._seed_demo(settings)
     again, _ = await cli._seed_demo(settings)
     assert again == first

@@ -262,25 +262,27 @@ async def test_executions_queued_before_redis_was_flushed_all_complete(member, d
     assert [d["output"] for d in done] == [{"n": n} for n in range(5)]
 
 
-async def test_a_quiet_waiting_execution_whose_job_record_is_gone_is_queued_once_again(
+async def test_a_quiet_waiting_execution_whose_job_is_not_queued_is_queued_once_again(
     member, db, redis, settings
 ):
     world = await make_world(member)
     service = await _service(world)
-    lost, kept = [await _execute(world, service, "echo", n=n) for n in range(2)]
-    lost_job = job_id(await db.executions.find_one({"_id": ObjectId(lost)}))
-    kept_job = job_id(await db.executions.find_one({"_id": ObjectId(kept)}))
-    await redis.delete(job_key_prefix + lost_job)
-    await redis.zrem(redis.default_queue_name, lost_job)
+    ids = [await _execute(world, service, "echo", n=n) for n in range(3)]
+    lost, unqueued, kept = [job_id(await db.executions.find_one({"_id": ObjectId(e)})) for e in ids]
+    await redis.delete(job_key_prefix + lost)  # Redis lost the job
+    await redis.zrem(redis.default_queue_name, lost)
+    await redis.zrem(redis.default_queue_name, unqueued)  # its queueing was cut short
     ctx = {"db": db, "redis": redis, "settings": settings}
 
     await requeue_waiting(ctx, unchanged_for=timedelta(minutes=5))
-    assert await Job(lost_job, redis).status() == JobStatus.not_found
+    assert await Job(lost, redis).status() == JobStatus.not_found
+    assert await Job(unqueued, redis).status() == JobStatus.not_found
 
-    kept_score = await redis.zscore(redis.default_queue_name, kept_job)
+    kept_score = await redis.zscore(redis.default_queue_name, kept)
     await requeue_waiting(ctx, unchanged_for=timedelta(0))
-    assert await Job(lost_job, redis).status() == JobStatus.queued
-    assert await redis.zscore(redis.default_queue_name, kept_job) == kept_score
+    assert await Job(lost, redis).status() == JobStatus.queued
+    assert await Job(unqueued, redis).status() == JobStatus.queued
+    assert await redis.zscore(redis.default_queue_name, kept) == kept_score
 
 
 async def test_another_orgs_services_and_executions_are_not_found(member, db):

@@ -2,10 +2,12 @@
 
 import asyncio
 import io
+from datetime import timedelta
 
 from bson import ObjectId
 
 from resolvers import files
+from resolvers.timestamps import now
 from tests.datasets_world import image_bytes, make_world
 from triggers.file_sweeps import sweep_files
 from triggers.periodic import every
@@ -73,3 +75,22 @@ async def test_a_background_round_that_fails_does_not_end_its_loop():
     finally:
         loop.cancel()
     assert rounds[:3] == [0, 1, 2]
+
+
+async def test_once_a_day_a_sweep_looks_at_every_copy_again(member, db, settings):
+    world = await make_world(member)
+    item = await world.upload("gone.png", image_bytes("PNG", 8, 8))
+    blob = await db.blobs.find_one({"_id": item["sha256"]})
+    await sweep_files(_ctx(db, settings, grace_s=0))  # the watermark passes the copy
+    # A crash while collecting the content: its blob went, its copy stayed.
+    await db.items.delete_one({"_id": ObjectId(item["id"])})
+    await db.blobs.delete_one({"_id": item["sha256"]})
+
+    await sweep_files(_ctx(db, settings, grace_s=0))
+    assert await db["files.files"].find_one({"_id": blob["gridfsId"]}) is not None
+
+    await db.sweeps.update_one(
+        {"_id": "files"}, {"$set": {"wholeAt": now() - timedelta(days=1, minutes=1)}}
+    )
+    await sweep_files(_ctx(db, settings, grace_s=0))
+    assert await db["files.files"].find_one({"_id": blob["gridfsId"]}) is None

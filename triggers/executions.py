@@ -185,20 +185,32 @@ def _json(value: Any) -> Any:
 async def requeue_waiting(ctx: dict[str, Any], unchanged_for: timedelta | None = None) -> None:
     """Queue `created` executions whose job Redis no longer has: at start-up all of them (Redis
     may have lost its data), then periodically those unchanged for `unchanged_for` (a job
-    record expires a day after it was queued, which a run handed back later outlives). Job
-    records are looked up a page at a time; only a missing one costs more round trips."""
-    redis = ctx["redis"]
+    record expires a day after it was queued, which a run handed back later outlives). They
+    are read and checked a page at a time."""
     since = now() - unchanged_for if unchanged_for is not None else None
-    found = await executions.waiting(ctx["db"], since)
-    for start in range(0, len(found), QUEUE_CHECK_PAGE):
-        page = found[start : start + QUEUE_CHECK_PAGE]
-        async with redis.pipeline(transaction=False) as pipe:
-            for execution in page:
-                pipe.exists(job_key_prefix + job_id(execution))
-            recorded = await pipe.execute()
-        for execution, exists in zip(page, recorded, strict=True):
-            if not exists and await Job(job_id(execution), redis).status() == JobStatus.not_found:
-                await enqueue(redis, execution)
+    page: list[dict[str, Any]] = []
+    async for execution in executions.waiting(ctx["db"], since):
+        page.append(execution)
+        if len(page) == QUEUE_CHECK_PAGE:
+            await _requeue_unqueued(ctx["redis"], page)
+            page = []
+    if page:
+        await _requeue_unqueued(ctx["redis"], page)
+
+
+async def _requeue_unqueued(redis: ArqRedis, page: list[dict[str, Any]]) -> None:
+    """One round trip finds the jobs in the queue; only the others cost a status check. A job
+    record left without its queue entry (a queueing cut short) is replaced: arq would refuse
+    to queue a job whose record exists."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for execution in page:
+            pipe.zscore(redis.default_queue_name, job_id(execution))
+        scores = await pipe.execute()
+    for execution, score in zip(page, scores, strict=True):
+        job = job_id(execution)
+        if score is None and await Job(job, redis).status() == JobStatus.not_found:
+            await redis.delete(job_key_prefix + job)
+            await enqueue(redis, execution)
 
 
 async def reap_lost(ctx: dict[str, Any]) -> None:

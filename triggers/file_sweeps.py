@@ -2,21 +2,30 @@
 
 Every worker sweeps every `file_sweep_s`; duplicates are harmless, each deletion being atomic.
 Where the last sweep of GridFS copies stopped is kept in `sweeps`, so each copy is looked at
-about once, however long the workers were down.
+about once, however long the workers were down; once a day the sweep looks at every copy
+again, for those a crash left behind after they were looked at (a content collected up to its
+blob, not its copy).
 """
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from resolvers import files
+from resolvers.timestamps import now
 
 MARK = "files"
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+EVERYTHING_EVERY = timedelta(days=1)
 
 
 async def sweep_files(ctx: dict[str, Any]) -> None:
     db, settings = ctx["db"], ctx["settings"]
-    mark = await db.sweeps.find_one({"_id": MARK})
-    after = mark["after"] if mark else BEGINNING
+    started = now()
+    mark = await db.sweeps.find_one({"_id": MARK}) or {}
+    whole = mark.get("wholeAt", BEGINNING) <= started - EVERYTHING_EVERY
+    after = BEGINNING if whole else mark["after"]
     until = await files.sweep(db, after, timedelta(seconds=settings.file_sweep_grace_s))
-    await db.sweeps.update_one({"_id": MARK}, {"$max": {"after": until}}, upsert=True)
+    update: dict[str, Any] = {"$max": {"after": until}}
+    if whole:
+        update["$max"]["wholeAt"] = started
+    await db.sweeps.update_one({"_id": MARK}, update, upsert=True)
