@@ -10,8 +10,13 @@ from gateway.settings import Settings
 
 
 def mongo_client(url: str, settings: Settings) -> AsyncMongoClient:
+    """Writes are acknowledged once a majority has them, whatever the server's default (a
+    replica set with an arbiter defaults to w:1): access is read at majority read concern, so
+    a grant is visible to the very next request, and no acknowledged write can be rolled
+    back."""
     return AsyncMongoClient(
         url,
+        w="majority",
         tz_aware=True,
         serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
         appname="loom",
