@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from gateway.app import create_app
 from gateway.auth_cache import AuthCache
 from gateway.change_feed import AccessChanged, changes_access
-from gateway.connections import Connections
+from gateway.connections import Connections, mongo_client
 from resolvers.errors import Unauthenticated
 from tests.graphql_client import GraphQLClient
 from tests.waiting import eventually
@@ -270,3 +270,11 @@ async def test_a_websocket_whose_key_was_revoked_is_closed_at_its_next_operation
         await ws.send(json.dumps({**me, "id": "2"}))
         await asyncio.wait_for(ws.wait_closed(), 10)
     assert ws.close_code == 4403
+
+
+async def test_writes_are_acknowledged_by_the_majority_that_access_reads_see(stack, settings):
+    client = mongo_client(stack["mongodb_url"], settings)
+    try:
+        assert client.write_concern.document == {"w": "majority"}
+    finally:
+        await client.close()
