@@ -34,7 +34,7 @@ def run(config: uvicorn.Config) -> None:
     Everything imported and built before serving (modules, the schema, the app) lives as long
     as the process. `gc.freeze()` moves it out of the collector's generations, so a full
     collection walks only what requests allocate instead of pausing every request in flight
-    for tens of milliseconds (bench/http_baseline.py: Loom's p99 went from 42 ms to 8 ms).
+    for tens of milliseconds (bench/http_baseline.py: Loom's p99 went from 42 ms to 9 ms).
     """
     gc.collect()
     gc.freeze()

@@ -300,7 +300,7 @@ async def delete_annotations(access: Access, annotation_ids: list[ObjectId]) -> 
             raise NotFound("Some annotations were not found")
         doomed = {a["_id"]: a for a in roots}
         parents = list(doomed)
-        on_items = list({a["itemId"] for a in found})  # a child is on its parent's item
+        on_items = list({a["itemId"] for a in roots})  # a child is on its parent's item
         while parents:
             children = await access.db.annotations.find(
                 {

@@ -12,7 +12,11 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger("loom.worker")
 
 
-async def every(interval_s: float, name: str, work: Callable[[], Awaitable[None]]) -> None:
+async def every(
+    interval_s: float, name: str, work: Callable[[], Awaitable[None]], first_in: float = 0
+) -> None:
+    """Run `work` every `interval_s`, the first time after `first_in`."""
+    await asyncio.sleep(first_in)
     while True:
         try:
             await work()

@@ -63,16 +63,18 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         ctx["settings"] = settings
         ctx["worker_id"] = worker_id()
         ctx["started_at"] = now()
+        # (interval, name, work, first round after): the queue check's first round would
+        # repeat the start-up one below.
         rounds = [
-            (HEARTBEAT_INTERVAL_S, "heartbeat", _heartbeat),
-            (settings.command_sweep_s, "command sweep", requeue_stalled),
-            (settings.reaper_interval_s, "execution reaper", reap_lost),
-            (settings.file_sweep_s, "file sweep", sweep_files),
-            (settings.queue_check_s, "queue check", _requeue_quiet),
+            (HEARTBEAT_INTERVAL_S, "heartbeat", _heartbeat, 0),
+            (settings.command_sweep_s, "command sweep", requeue_stalled, 0),
+            (settings.reaper_interval_s, "execution reaper", reap_lost, 0),
+            (settings.file_sweep_s, "file sweep", sweep_files, 0),
+            (settings.queue_check_s, "queue check", _requeue_quiet, settings.queue_check_s),
         ]
         ctx["loops"] = [
-            asyncio.create_task(every(interval, name, lambda work=work: work(ctx)))
-            for interval, name, work in rounds
+            asyncio.create_task(every(interval, name, lambda work=work: work(ctx), first_in))
+            for interval, name, work, first_in in rounds
         ]
         await requeue_waiting(ctx)
 
