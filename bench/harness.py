@@ -115,6 +115,29 @@ async def loom_authentication(db: Any) -> AsyncIterator[Callable[[str], Awaitabl
         await feed.stop()
 
 
+def authenticating_app(db: Any, graphql: Callable[[Any], Awaitable[Any]]) -> Any:
+    """A Starlette app with one route, `POST /graphql` → `graphql(request)`, where
+    `request.app.state.authenticate(key)` authenticates as Loom does (`loom_authentication`
+    over `db`): what every hand-written baseline stands on."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with loom_authentication(db) as authenticate:
+            app.state.authenticate = authenticate
+            yield
+
+    return Starlette(routes=[Route("/graphql", graphql, methods=["POST"])], lifespan=lifespan)
+
+
+def loom_database(settings: Any) -> Any:
+    """The database `settings` name, through a client configured as Loom's."""
+    from gateway.connections import mongo_client
+
+    return mongo_client(str(settings.mongodb_url), settings)[settings.db_name]
+
+
 def run_async(work: Awaitable[Any]) -> Any:
     """Run a coroutine on the event loop the servers use (uvloop when installed)."""
     if LOOP_IMPL == "uvloop":

@@ -60,29 +60,17 @@ def _authenticated_app() -> Any:
     """Starlette doing Loom's authentication (its cache of found keys, kept by a change feed,
     as the gateway runs it) without GraphQL: the gap to Loom is what the GraphQL layer
     costs."""
-    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
-    from starlette.routing import Route
 
-    from gateway.connections import mongo_client
     from gateway.settings import Settings
-
-    settings = Settings()
-    db = mongo_client(str(settings.mongodb_url), settings)[settings.db_name]
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> Any:
-        async with harness.loom_authentication(db) as authenticate:
-            app.state.authenticate = authenticate
-            yield
 
     async def graphql(request: Request) -> JSONResponse:
         key = request.headers["authorization"].split(" ", 1)[1]
         _, user = await request.app.state.authenticate(key)
         return JSONResponse({"data": {"me": {"id": str(user["_id"]), "email": user["email"]}}})
 
-    return Starlette(routes=[Route("/graphql", graphql, methods=["POST"])], lifespan=lifespan)
+    return harness.authenticating_app(harness.loom_database(Settings()), graphql)
 
 
 def _graphql_core_app() -> Any:
@@ -99,16 +87,10 @@ def _graphql_core_app() -> Any:
         parse,
         validate,
     )
-    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
-    from starlette.routing import Route
 
-    from gateway.connections import mongo_client
     from gateway.settings import Settings
-
-    settings = Settings()
-    db = mongo_client(str(settings.mongodb_url), settings)[settings.db_name]
 
     async def resolve_me(_: Any, info: Any) -> dict[str, str]:
         _, user = await info.context.authenticate(info.context.key)
@@ -127,12 +109,6 @@ def _graphql_core_app() -> Any:
         def __init__(self, authenticate: Any, key: str) -> None:
             self.authenticate, self.key = authenticate, key
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> Any:
-        async with harness.loom_authentication(db) as authenticate:
-            app.state.authenticate = authenticate
-            yield
-
     async def graphql(request: Request) -> JSONResponse:
         body = json.loads(await request.body())
         query = body["query"]
@@ -148,7 +124,7 @@ def _graphql_core_app() -> Any:
         )
         return JSONResponse({"data": result.data})
 
-    return Starlette(routes=[Route("/graphql", graphql, methods=["POST"])], lifespan=lifespan)
+    return harness.authenticating_app(harness.loom_database(Settings()), graphql)
 
 
 def serve(kind: str, port: int, parent: int, user_id: str, email: str) -> None:

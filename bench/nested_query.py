@@ -107,21 +107,12 @@ def baseline_app(settings: Any, projected: bool = False) -> Any:
     """The query's reads written by hand: Loom's authentication, then one find per level;
     `projected`, each find reading only the fields the response needs."""
     from bson import ObjectId
-    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
-    from starlette.routing import Route
 
-    from gateway.connections import mongo_client
     from gateway.context import bearer_key
 
-    db = mongo_client(str(settings.mongodb_url), settings)[settings.db_name]
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> Any:
-        async with harness.loom_authentication(db) as authenticate:
-            app.state.authenticate = authenticate
-            yield
+    db = harness.loom_database(settings)
 
     by_name = [("name", 1), ("_id", 1)]
 
@@ -187,7 +178,7 @@ def baseline_app(settings: Any, projected: bool = False) -> Any:
         ]
         return JSONResponse({"data": {"organizations": {"nodes": org_nodes}}})
 
-    return Starlette(routes=[Route("/graphql", graphql, methods=["POST"])], lifespan=lifespan)
+    return harness.authenticating_app(db, graphql)
 
 
 def serve(kind: str, port: int, parent: int) -> None:
