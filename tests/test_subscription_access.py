@@ -7,6 +7,7 @@ later change that is delivered first.
 """
 
 import asyncio
+from dataclasses import dataclass
 
 from bson import ObjectId
 
@@ -15,6 +16,7 @@ from gateway.change_feed import AccessChanged, ChangeFeed
 from resolvers.timestamps import now
 from resolvers.transactions import in_transaction
 from tests.datasets_world import CREATE_PROJECT, World, make_world
+from tests.graphql_client import GraphQLClient
 from tests.test_auth_cache import caught_up
 from tests.test_subscriptions import (
     EXECUTION_UPDATED,
@@ -54,6 +56,28 @@ async def _annotator(member, world: World, *projects: str):
     return client, user
 
 
+@dataclass
+class TwoProjects:
+    """An org's two projects with an execution in each, and an annotator of one or both."""
+
+    world: World
+    vision: str
+    lidar: str
+    client: GraphQLClient
+    user: str
+
+
+async def _two_projects(member, app, db, *, annotates_vision: bool) -> TwoProjects:
+    """Set up, then wait until the feed has seen every change of the set-up."""
+    world = await make_world(member)
+    vision = await _execute(world, await _service(world))
+    lidar_project, lidar = await _second_project(world)
+    projects = [world.project, lidar_project] if annotates_vision else [lidar_project]
+    client, user = await _annotator(member, world, *projects)
+    await caught_up(app, db)
+    return TwoProjects(world, vision, lidar, client, user)
+
+
 async def _error_then_complete(updates) -> str:
     message = await asyncio.wait_for(updates.next(), 10)
     assert message["type"] == "next", message
@@ -66,12 +90,9 @@ async def _error_then_complete(updates) -> str:
 async def test_a_member_removed_from_a_project_receives_nothing_changed_there_afterwards(
     member, server, db, app
 ):
-    world = await make_world(member)
-    vision = await _execute(world, await _service(world))
-    lidar_project, lidar = await _second_project(world)
-    client, user = await _annotator(member, world, world.project, lidar_project)
-    await caught_up(app, db)
-    async with subscribe(server, client.key, EXECUTION_UPDATED) as updates:
+    scene = await _two_projects(member, app, db, annotates_vision=True)
+    world, vision, lidar, user = scene.world, scene.vision, scene.lidar, scene.user
+    async with subscribe(server, scene.client.key, EXECUTION_UPDATED) as updates:
         await _wait_for_subscribers(app, 1)
         await _percent(db, vision, 10)
         assert (await _next_data(updates))[1]["id"] == vision
@@ -82,12 +103,9 @@ async def test_a_member_removed_from_a_project_receives_nothing_changed_there_af
 
 
 async def test_a_change_committed_with_the_removal_is_not_delivered(member, server, db, app):
-    world = await make_world(member)
-    vision = await _execute(world, await _service(world))
-    lidar_project, lidar = await _second_project(world)
-    client, user = await _annotator(member, world, world.project, lidar_project)
-    await caught_up(app, db)
-    async with subscribe(server, client.key, EXECUTION_UPDATED) as updates:
+    scene = await _two_projects(member, app, db, annotates_vision=True)
+    world, vision, lidar, user = scene.world, scene.vision, scene.lidar, scene.user
+    async with subscribe(server, scene.client.key, EXECUTION_UPDATED) as updates:
         await _wait_for_subscribers(app, 1)
 
         async def removal_and_change(session) -> None:
@@ -106,12 +124,9 @@ async def test_a_change_committed_with_the_removal_is_not_delivered(member, serv
 async def test_a_member_added_to_a_project_receives_what_changes_there_from_then_on(
     member, server, db, app
 ):
-    world = await make_world(member)
-    vision = await _execute(world, await _service(world))
-    lidar_project, lidar = await _second_project(world)
-    client, user = await _annotator(member, world, lidar_project)
-    await caught_up(app, db)
-    async with subscribe(server, client.key, EXECUTION_UPDATED) as updates:
+    scene = await _two_projects(member, app, db, annotates_vision=False)
+    world, vision, lidar, user = scene.world, scene.vision, scene.lidar, scene.user
+    async with subscribe(server, scene.client.key, EXECUTION_UPDATED) as updates:
         await _wait_for_subscribers(app, 1)
         await _percent(db, vision, 10)
         await _percent(db, lidar, 20)
