@@ -1,13 +1,12 @@
 """`item.annotations` reads only the document fields its selection needs — fragments and
 aliases included — and answers exactly what reading whole documents answers."""
 
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import monitoring
 
-from gateway.connections import Connections
 from schema.annotations import DOCUMENT_FIELDS
+from tests.command_monitoring import StartedCommands, listening_gateway
 from tests.graphql_client import GraphQLClient
 from tests.test_annotations import BOX, CREATE, _world_with_item
-from tests.test_auth_cache import gateway
 
 EVERYTHING = """query($id: ID!) { item(id: $id) { annotations {
   id datasetId type label coordinates attributes status automated parentId objectId frames
@@ -19,7 +18,7 @@ PIECES = """query($id: ID!) { item(id: $id) {
 fragment Shape on Annotation { id type coordinates }"""
 
 
-class AnnotationFinds(monitoring.CommandListener):
+class AnnotationFinds(StartedCommands):
     """The projection of every find on annotations: what was read."""
 
     def __init__(self) -> None:
@@ -28,12 +27,6 @@ class AnnotationFinds(monitoring.CommandListener):
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name == "find" and event.command.get("find") == "annotations":
             self.projections.append(event.command.get("projection"))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        """Only starts are recorded."""
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        """Only starts are recorded."""
 
 
 async def _annotated_item(member) -> tuple[GraphQLClient, str]:
@@ -51,15 +44,10 @@ async def test_each_selection_reads_only_its_fields_and_answers_as_whole_documen
 ):
     client, item = await _annotated_item(member)
     finds = AnnotationFinds()
-    mongo = AsyncMongoClient(stack["mongodb_url"], tz_aware=True, event_listeners=[finds])
-    try:
-        connections = Connections(mongo=mongo, db=mongo[settings.db_name], redis=redis)
-        async with gateway(settings, connections) as (_, http):
-            other = GraphQLClient(http, client.key)
-            whole = (await other.data(EVERYTHING, id=item))["item"]["annotations"]
-            pieces = (await other.data(PIECES, id=item))["item"]
-    finally:
-        await mongo.close()
+    async with listening_gateway(settings, stack, redis, finds) as (_, http):
+        other = GraphQLClient(http, client.key)
+        whole = (await other.data(EVERYTHING, id=item))["item"]["annotations"]
+        pieces = (await other.data(PIECES, id=item))["item"]
 
     read = sorted(" ".join(sorted(projection)) for projection in finds.projections)
     assert read == [

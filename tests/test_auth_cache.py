@@ -3,22 +3,24 @@ could make it stale — from this gateway, another gateway or a direct write —
 keeping a lookup that raced with a change."""
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 import websockets
 from bson import ObjectId
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import monitoring
 from starlette.applications import Starlette
 
-from gateway.app import create_app
 from gateway.auth_cache import AuthCache
 from gateway.change_feed import AccessChanged, changes_access
 from gateway.connections import Connections, mongo_client
 from resolvers.errors import Unauthenticated
+from tests.command_monitoring import (
+    StartedCommands,
+    gateway,
+    listening_client,
+    listening_gateway,
+)
 from tests.graphql_client import GraphQLClient
 from tests.waiting import eventually
 
@@ -29,7 +31,7 @@ CREATE_PROJECT = """mutation($org: ID!) {
   createProject(organizationId: $org, input: {name: "Vision"}) { id } }"""
 
 
-class KeyLookups(monitoring.CommandListener):
+class KeyLookups(StartedCommands):
     """Counts the aggregations on api_keys: one per authentication that missed the cache."""
 
     def __init__(self) -> None:
@@ -40,25 +42,6 @@ class KeyLookups(monitoring.CommandListener):
         if event.command_name == "aggregate" and event.command.get("aggregate") == "api_keys":
             self.count += 1
             self.read_concerns.append(event.command.get("readConcern"))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        """Only starts are counted."""
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        """Only starts are counted."""
-
-
-@contextlib.asynccontextmanager
-async def gateway(
-    settings, connections: Connections
-) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    """Another gateway process's app, over the same databases, with its own feed and cache."""
-    app = create_app(settings, connections)
-    async with app.router.lifespan_context(app):
-        await app.state.feed.ready()
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://other.test") as http:
-            yield app, http
 
 
 async def caught_up(app: Starlette, db) -> None:
@@ -77,17 +60,12 @@ async def caught_up(app: Starlette, db) -> None:
 async def test_a_key_is_looked_up_once_while_the_feed_is_open(member, settings, stack, redis):
     client, _ = await member("acme", "owner")
     lookups = KeyLookups()
-    mongo = AsyncMongoClient(stack["mongodb_url"], tz_aware=True, event_listeners=[lookups])
-    try:
-        connections = Connections(mongo=mongo, db=mongo[settings.db_name], redis=redis)
-        async with gateway(settings, connections) as (app, http):
-            other = GraphQLClient(http, client.key)
-            for _ in range(3):
-                assert (await other.data(ME))["me"]["id"]
-            assert lookups.count == 1
-            assert len(app.state.auth_cache) == 1
-    finally:
-        await mongo.close()
+    async with listening_gateway(settings, stack, redis, lookups) as (app, http):
+        other = GraphQLClient(http, client.key)
+        for _ in range(3):
+            assert (await other.data(ME))["me"]["id"]
+        assert lookups.count == 1
+        assert len(app.state.auth_cache) == 1
 
 
 async def test_a_revoked_key_is_refused_at_once_here_and_soon_by_another_gateway(
@@ -187,8 +165,7 @@ async def test_concurrent_requests_with_a_key_not_cached_share_one_majority_read
 ):
     client, _ = await member("acme", "owner")
     lookups = KeyLookups()
-    mongo = AsyncMongoClient(stack["mongodb_url"], tz_aware=True, event_listeners=[lookups])
-    try:
+    async with listening_client(stack, lookups) as mongo:
         db = mongo[settings.db_name]
         cache = AuthCache(maxsize=10)
         cache.open()
@@ -213,8 +190,6 @@ async def test_concurrent_requests_with_a_key_not_cached_share_one_majority_read
         assert lookups.count == 4
         # Only majority-committed grants, as the feed that clears the cache reports them.
         assert lookups.read_concerns == [{"level": "majority"}] * 4
-    finally:
-        await mongo.close()
 
 
 async def test_the_cache_keeps_the_most_recently_used_keys(member, db):

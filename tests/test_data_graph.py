@@ -1,12 +1,10 @@
 """The nested data graph: DQL-filtered keyset pages, joins, `node`, and a bounded number of
 MongoDB round trips whatever the size of the answer."""
 
-import httpx
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import monitoring
 
-from gateway.app import create_app
-from gateway.connections import Connections
+from tests.command_monitoring import StartedCommands, listening_gateway
 from tests.datasets_world import CREATE_DATASET, image_bytes, make_world
 
 ITEMS = """query($id: ID!, $filter: JSON, $first: Int!, $after: String, $order: ItemOrder) {
@@ -140,7 +138,7 @@ def _change_stream(command: dict) -> bool:
     return watching or command.get("collection") == "$cmd.aggregate"
 
 
-class ReadCounter(monitoring.CommandListener):
+class ReadCounter(StartedCommands):
     """Counts the read commands (find, aggregate, getMore, count…) MongoDB receives."""
 
     READS = frozenset({"find", "aggregate", "getMore", "count", "distinct"})
@@ -150,12 +148,6 @@ class ReadCounter(monitoring.CommandListener):
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.reads += event.command_name in self.READS and not _change_stream(event.command)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        """Only starts are counted."""
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        """Only starts are counted."""
 
 
 async def _annotated_org(member, org: str, datasets: int, items: int, annotations: int):
@@ -186,22 +178,14 @@ async def _annotated_org(member, org: str, datasets: int, items: int, annotation
 async def _nested_query_cost(settings, stack, redis, world) -> tuple[int, int, int]:
     """(MongoDB reads, items, annotations) of the nested query, through a counting client."""
     counter = ReadCounter()
-    client = AsyncMongoClient(stack["mongodb_url"], tz_aware=True, event_listeners=[counter])
-    connections = Connections(mongo=client, db=client[settings.db_name], redis=redis)
-    app = create_app(settings, connections)
-    try:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://loom.test") as http:
-                counter.reads = 0
-                response = await http.post(
-                    "/graphql",
-                    json={"query": NESTED, "variables": {"first": 100}},
-                    headers={"Authorization": f"Bearer {world.client.key}"},
-                )
-                reads = counter.reads
-    finally:
-        await client.close()
+    async with listening_gateway(settings, stack, redis, counter) as (_, http):
+        counter.reads = 0
+        response = await http.post(
+            "/graphql",
+            json={"query": NESTED, "variables": {"first": 100}},
+            headers={"Authorization": f"Bearer {world.client.key}"},
+        )
+        reads = counter.reads
     body = response.json()
     assert "errors" not in body, body
     (org,) = body["data"]["organizations"]["nodes"]

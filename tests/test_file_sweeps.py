@@ -5,10 +5,11 @@ import io
 from datetime import timedelta
 
 from bson import ObjectId
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import monitoring
 
 from resolvers import files
 from resolvers.timestamps import now
+from tests.command_monitoring import StartedCommands, listening_client
 from tests.datasets_world import image_bytes, make_world
 from triggers.file_sweeps import BEGINNING, sweep_files
 from triggers.periodic import every
@@ -97,7 +98,7 @@ async def test_once_a_day_a_sweep_looks_at_every_copy_again(member, db, settings
     assert await db["files.files"].find_one({"_id": blob["gridfsId"]}) is None
 
 
-class FileScans(monitoring.CommandListener):
+class FileScans(StartedCommands):
     """Where each sweep's scan of GridFS copies starts."""
 
     def __init__(self) -> None:
@@ -107,20 +108,11 @@ class FileScans(monitoring.CommandListener):
         if event.command_name == "aggregate" and event.command["aggregate"] == "files.files":
             self.starts.append(event.command["pipeline"][0]["$match"]["uploadDate"]["$gte"])
 
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        """Only starts are recorded."""
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        """Only starts are recorded."""
-
 
 async def test_of_workers_sweeping_at_once_one_looks_at_every_copy(db, settings, stack):
     await db.sweeps.insert_one({"_id": "files", "after": now(), "wholeAt": BEGINNING})
     scans = FileScans()
-    mongo = AsyncMongoClient(stack["mongodb_url"], tz_aware=True, event_listeners=[scans])
-    try:
+    async with listening_client(stack, scans) as mongo:
         ctx = _ctx(mongo[settings.db_name], settings, grace_s=0)
         await asyncio.gather(*(sweep_files(ctx) for _ in range(3)))
-    finally:
-        await mongo.close()
     assert sorted(start == BEGINNING for start in scans.starts) == [False, False, True]
