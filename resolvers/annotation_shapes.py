@@ -80,6 +80,59 @@ class AnnotationType(StrEnum):
     NOTE = "note"
 
 
+DTLPY_TYPES: dict[str, AnnotationType | None] = {
+    "box": AnnotationType.BOX,
+    "class": AnnotationType.CLASSIFICATION,
+    "cube": AnnotationType.CUBOID,
+    "ellipse": AnnotationType.ELLIPSE,
+    "note": AnnotationType.NOTE,
+    "point": AnnotationType.POINT,
+    "segment": AnnotationType.POLYGON,
+    "polyline": AnnotationType.POLYLINE,
+    "pose": AnnotationType.POSE,
+    "binary": AnnotationType.SEGMENTATION,
+    "cube_3d": None,
+    "comparison": None,
+    "subtitle": None,
+    "text_mark": None,
+    "gis": None,
+    "ref_semantic_3d": None,
+    "polyline_3d": None,
+    "text": None,
+    "ref_image": None,
+}
+"""dtlpy's `AnnotationType` values (dtlpy/entities/annotation.py) and Loom's type of the same
+shape, or None where Loom has no such shape. No dtlpy name is a different Loom type's name, so
+both vocabularies are accepted side by side."""
+
+
+def annotation_type(name: str) -> AnnotationType:
+    """Loom's type for a Loom or dtlpy type name; ValueError (with what to send instead) for
+    anything else, dtlpy's shapes that Loom does not have included."""
+    if name in DTLPY_TYPES:
+        loom = DTLPY_TYPES[name]
+        if loom is None:
+            raise ValueError(
+                f"dtlpy's annotation type {name!r} has no Loom equivalent; Loom's types are "
+                f"{', '.join(AnnotationType)}"
+            )
+        return loom
+    try:
+        return AnnotationType(name)
+    except ValueError:
+        raise ValueError(
+            f"unknown annotation type {name!r}; Loom's types are {', '.join(AnnotationType)} "
+            f"(dtlpy's {', '.join(k for k, v in DTLPY_TYPES.items() if v and k != v)} are "
+            "accepted for theirs)"
+        ) from None
+
+
+def stored_type(name: str) -> str:
+    """The type an annotation is stored with for a name a filter uses: dtlpy's names become
+    Loom's, every other name (dtlpy's shapes Loom lacks included) stays, and matches nothing."""
+    return str(DTLPY_TYPES.get(name) or name)
+
+
 @dataclass(frozen=True)
 class _Image:
     """The item's pixel size; either side may be unknown."""

@@ -7,17 +7,17 @@ labels accepts any label (ontologies are often built after the first annotations
 from collections import Counter
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from bson import ObjectId
-from pydantic import Field, StringConstraints, ValidationError, model_validator
+from pydantic import Field, StringConstraints, ValidationError, field_validator, model_validator
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import dql, json_documents, labels
 from resolvers.access import Access, Action
-from resolvers.annotation_shapes import AnnotationType, validate_coordinates
+from resolvers.annotation_shapes import AnnotationType, annotation_type, validate_coordinates
 from resolvers.datasets import writable_dataset
 from resolvers.errors import BadUserInput, LimitExceeded, LoomError, NotFound
 from resolvers.inputs import Input, object_id
@@ -66,6 +66,12 @@ class AnnotationInput(Input):
     frames: list[Frame] = Field(default_factory=list, max_length=MAX_FRAMES)
     model_info: ModelInfo | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _dtlpy_names_too(cls, value: Any) -> Any:
+        """dtlpy's type names (`class`, `segment`, `binary`, `cube`, …) name Loom's types."""
+        return annotation_type(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _frames_are_unique(self) -> "AnnotationInput":
@@ -344,11 +350,42 @@ async def of_items(
     return grouped
 
 
-def filter_of(dql_input: Any) -> dict[str, Any]:
-    """The MongoDB query for an `annotations(filter:)` argument: a bare DQL filter or a query."""
+SORTABLE = frozenset({"_id", "type", "label", "status", "automated", "createdAt", "updatedAt"})
+"""Fields every annotation has, each of one kind, so an item's annotations sort in memory."""
+
+
+class AnnotationRead(NamedTuple):
+    """What an `annotations(filter:)` argument asks for: the MongoDB query, the order, and the
+    dtlpy page (offset, size) of the item's annotations, if any."""
+
+    query: dict[str, Any]
+    sort: tuple[tuple[str, int], ...]
+    window: tuple[int, int] | None
+
+
+def read_of(dql_input: Any) -> AnnotationRead:
+    """An `annotations(filter:)` argument, a bare DQL filter or a whole query, checked."""
     if dql_input is None:
-        return {}
+        return AnnotationRead({}, (), None)
     query = dql.parse(dql.envelope("annotations", dql_input))
     if query.join is not None:
         raise BadUserInput("Annotation filters take no join", field="join")
-    return query.filter
+    unsortable = [field for field, _ in query.sort if field not in SORTABLE]
+    if unsortable:
+        raise BadUserInput(
+            f"An item's annotations can be ordered by {', '.join(sorted(SORTABLE - {'_id'}))}"
+            f" or id, not {', '.join(unsortable)}",
+            field="sort",
+        )
+    return AnnotationRead(query.filter, tuple(query.sort), query.window)
+
+
+def arrange(docs: list[dict[str, Any]], read: AnnotationRead) -> list[dict[str, Any]]:
+    """An item's annotations (read in id order) in the order and page the read asks for."""
+    ordered = list(docs)
+    for field, direction in reversed(read.sort):  # stable sorts, the last key first
+        ordered.sort(key=lambda doc: doc[field], reverse=direction < 0)
+    if read.window is None:
+        return ordered
+    offset, size = read.window
+    return ordered[offset : offset + size]

@@ -24,6 +24,22 @@ compare with numbers (ints and floats exactly; NaN equals nothing we accept), st
 their own kind. Other BSON types (binary, Decimal128, …) never satisfy a comparison in memory;
 Loom stores none in the fields DQL reaches.
 
+Wildcards in plain values, as Dataloop's DQL has them: a string containing `*` given as a bare
+value, to `$eq`, `$ne`, or as a member of `$in` / `$nin`, is a `$glob` pattern (`{"name":
+"dog*"}`, dtlpy's recursive directory filter `{"filename": "/test/**"}`, `{"mimetype":
+"image/*"}`). `*` and `**` alike match any run of characters, `/` included, so `/test/*` reaches
+into sub-directories as `/test/**` does (`{"dir": "/test"}` is one directory); `?` is a wildcard
+only inside such a pattern, and a value without `*` is compared exactly. Id, date and number
+fields take no patterns.
+
+dtlpy's names: `metadata.system.mimetype`, `.size`, `.width`, `.height` and `.originalname` are
+the item fields Loom keeps as `mimetype`, `size`, `width`, `height`, `metadata.system.originalName`;
+number fields take numbers written as strings too (`{"size": {"$gt": "0"}}`, as dtlpy's docs
+write them). An annotations filter's `type` values may be dtlpy's type names (`class`, `segment`,
+`binary`, `cube`), compared as Loom's (`classification`, `polygon`, `segmentation`, `cuboid`);
+dtlpy's types that Loom lacks (`cube_3d`, `subtitle`, …) stay as they are and match nothing, so
+dtlpy's default annotations filter (every type but `note`) works unchanged.
+
 `$glob`: `*` is any run of characters, `?` exactly one, everything else literal (there is no
 escape), case-sensitive, over the whole value. It becomes `{"$regex": "^…\\z", "$options": "s"}`:
 `\\z` because `$` would also match before a final newline, `s` so wildcards cross newlines. In
@@ -40,8 +56,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from bson import ObjectId
+from bson import ObjectId, Regex
 
+from resolvers.annotation_shapes import stored_type
 from resolvers.errors import BadUserInput, LimitExceeded
 from resolvers.inputs import object_id
 
@@ -57,6 +74,10 @@ MAX_PATH_SEGMENTS = 8
 """Below `metadata.` or `attributes.`."""
 MAX_PAGE_SIZE = 1000
 MAX_SORT_KEYS = 8
+MAX_OFFSET = 100_000
+"""Documents before a DQL page (`page * pageSize`): each is read and skipped."""
+DEFAULT_PAGE_SIZE = 1000
+"""dtlpy's, for a query that gives `page` without `pageSize`."""
 
 RESOURCE_FIELDS: dict[str, dict[str, str]] = {
     "items": {
@@ -78,6 +99,11 @@ RESOURCE_FIELDS: dict[str, dict[str, str]] = {
         "createdAt": "createdAt",
         "updatedAt": "updatedAt",
         "creator": "creator",
+        "metadata.system.mimetype": "mimetype",
+        "metadata.system.size": "size",
+        "metadata.system.width": "width",
+        "metadata.system.height": "height",
+        "metadata.system.originalname": "metadata.system.originalName",
     },
     "annotations": {
         "id": "_id",
@@ -140,6 +166,9 @@ _ID_FIELDS = frozenset(
     }
 )
 _DATE_FIELDS = frozenset({"createdAt", "updatedAt", "startedAt"})
+_NUMBER_FIELDS = frozenset(
+    {"size", "width", "height"} | {f"metadata.system.{f}" for f in ("size", "width", "height")}
+)
 _SEGMENT = re.compile(r"[A-Za-z0-9_\-]+")
 
 _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
@@ -177,6 +206,14 @@ class DqlQuery:
     page: int
     page_size: int | None
 
+    @property
+    def window(self) -> tuple[int, int] | None:
+        """(offset, size) of the dtlpy page asked for, None when the query asks for none."""
+        if self.page_size is None and self.page == 0:
+            return None
+        size = self.page_size or DEFAULT_PAGE_SIZE
+        return self.page * size, size
+
 
 def to_mongo(resource: str, filter: dict[str, Any] | None) -> dict[str, Any]:
     """The MongoDB query for a DQL filter of `resource` (`{}` for none)."""
@@ -200,7 +237,7 @@ def parse(dql: dict[str, Any]) -> DqlQuery:
             field=str(unknown[0]),
         )
     resource = _resource(dql.get("resource"))
-    return DqlQuery(
+    query = DqlQuery(
         resource=resource,
         filter=_query(_compile(resource, dql.get("filter"), "filter")),
         join=_join(resource, dql.get("join")),
@@ -208,6 +245,11 @@ def parse(dql: dict[str, Any]) -> DqlQuery:
         page=_page(dql.get("page")),
         page_size=_page_size(dql.get("pageSize")),
     )
+    if query.window and query.window[0] > MAX_OFFSET:
+        raise LimitExceeded(
+            "maxDqlOffset", MAX_OFFSET, f"page {query.page} starts after {query.window[0]} items"
+        )
+    return query
 
 
 def envelope(resource: str, value: Any) -> dict[str, Any]:
@@ -221,6 +263,13 @@ def envelope(resource: str, value: Any) -> dict[str, Any]:
 
 
 # -- validation: DQL -> a tree of clauses ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    """A plain value holding `*`: matched as a `$glob` by the equality operators."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -300,7 +349,8 @@ def _filter(resource: str, node: Any, where: str, depth: int) -> _Filter:
                 f"{key} is not allowed here: a filter holds fields, $and, $or and $not", field=at
             )
         else:
-            clauses.append(_Field(_path(resource, key, at), _conditions(key, value, at)))
+            path = _path(resource, key, at)
+            clauses.append(_Field(path, _conditions(resource, key, value, at)))
     return tuple(clauses)
 
 
@@ -328,13 +378,44 @@ def _path(resource: str, wire: str, where: str) -> tuple[str, ...]:
     )
 
 
-def _conditions(wire: str, value: Any, where: str) -> tuple[tuple[str, Any], ...]:
-    kind = "id" if wire in _ID_FIELDS else "date" if wire in _DATE_FIELDS else None
+def _conditions(resource: str, wire: str, value: Any, where: str) -> tuple[tuple[str, Any], ...]:
+    kind = _kind_of(wire)
     if not isinstance(value, dict):
-        return (("$eq", _scalar(value, kind, where)),)
-    if not value:
+        conditions: tuple[tuple[str, Any], ...] = (("$eq", _plain(value, kind, where)),)
+    elif not value:
         raise BadUserInput(f"{where} needs at least one operator", field=where)
-    return tuple((op, _operand(op, arg, kind, f"{where}.{op}")) for op, arg in value.items())
+    else:
+        conditions = tuple(
+            (op, _operand(op, arg, kind, f"{where}.{op}")) for op, arg in value.items()
+        )
+    if resource == "annotations" and wire == "type":
+        return tuple((op, _annotation_types(op, arg)) for op, arg in conditions)
+    return conditions
+
+
+def _kind_of(wire: str) -> str | None:
+    if wire in _ID_FIELDS:
+        return "id"
+    if wire in _DATE_FIELDS:
+        return "date"
+    return "number" if wire in _NUMBER_FIELDS else None
+
+
+def _annotation_types(op: str, arg: Any) -> Any:
+    """dtlpy's type names as the types Loom stores, in the operators that compare values."""
+    if op not in ("$eq", "$ne", "$in", "$nin"):
+        return arg
+    if isinstance(arg, tuple):
+        return tuple(stored_type(v) if isinstance(v, str) else v for v in arg)
+    return stored_type(arg) if isinstance(arg, str) else arg
+
+
+def _plain(value: Any, kind: str | None, where: str) -> Any:
+    """A value compared for equality: a string with `*` in it is a pattern."""
+    value = _scalar(value, kind, where)
+    if kind is None and isinstance(value, str) and "*" in value:
+        return _Pattern(re.sub(r"\*+", "*", value))
+    return value
 
 
 def _operand(op: str, arg: Any, kind: str | None, where: str) -> Any:
@@ -355,7 +436,9 @@ def _operand(op: str, arg: Any, kind: str | None, where: str) -> Any:
             raise BadUserInput(f"{where} must be a list of values", field=where)
         if len(arg) > MAX_IN_VALUES:
             raise LimitExceeded("maxDqlInValues", MAX_IN_VALUES, f"{where} has {len(arg)} values")
-        return tuple(_scalar(value, kind, f"{where}.{i}") for i, value in enumerate(arg))
+        return tuple(_plain(value, kind, f"{where}.{i}") for i, value in enumerate(arg))
+    if op in ("$eq", "$ne"):
+        return _plain(arg, kind, where)
     value = _scalar(arg, kind, where)
     if value is None and op in _COMPARISONS:
         raise BadUserInput(f"{op} cannot compare with null; use $eq: null or $exists", field=where)
@@ -367,6 +450,8 @@ def _not_an_operator(op: str) -> str:
         return '$not takes a whole filter: write {"$not": {"field": {...}}}'
     if op == "$regex":
         return "$regex is not allowed; use $glob with * and ?"
+    if op == "$match":
+        return "$match is not supported; write a wildcard pattern as the value, or use $glob"
     if op.startswith("$"):
         return f"{op} is not a DQL operator; field operators are {' '.join(_FIELD_OPERATORS)}"
     return (
@@ -385,6 +470,8 @@ def _scalar(value: Any, kind: str | None, where: str) -> Any:
         raise BadUserInput(f"{where} must be a string, number, boolean or null", field=where)
     if kind == "id":
         return object_id(value, where)
+    if kind == "number" and isinstance(value, str):
+        return _number(value, where)
     if kind == "date":
         if not isinstance(value, str):
             raise BadUserInput(f"{where} must be an ISO-8601 date string", field=where)
@@ -394,6 +481,19 @@ def _scalar(value: Any, kind: str | None, where: str) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise BadUserInput(f"{where} must be a finite number", field=where)
     return value
+
+
+def _number(text: str, where: str) -> int | float:
+    """A number written as a string, as dtlpy's docs write them: `"5242880"`."""
+    try:
+        number = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise BadUserInput(f"{where} must be a number, not {text!r}", field=where) from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise BadUserInput(f"{where} must be a finite number", field=where)
+    if isinstance(number, int) and not -_INT64 <= number < _INT64:
+        raise BadUserInput(f"{where} does not fit in 64 bits", field=where)
+    return number
 
 
 def _string(value: str, where: str) -> str:
@@ -493,26 +593,51 @@ def _page_size(page_size: Any) -> int | None:
 
 
 def _query(filter_: _Filter) -> dict[str, Any]:
-    query: dict[str, Any] = {}
+    """One object when its keys differ, else (two patterns on one field) an `$and` of them."""
+    parts: list[tuple[str, Any]] = []
     for clause in filter_:
         if isinstance(clause, _Logic):
             key = "$nor" if clause.operator == "$not" else clause.operator
-            query[key] = [_query(child) for child in clause.filters]
+            parts.append((key, [_query(child) for child in clause.filters]))
         else:
-            query[".".join(clause.path)] = _field_query(clause.conditions)
-    return query
+            path = ".".join(clause.path)
+            parts.extend((path, query) for query in _field_queries(clause.conditions))
+    if len({key for key, _ in parts}) == len(parts):
+        return dict(parts)
+    return {"$and": [{key: query} for key, query in parts]}
 
 
-def _field_query(conditions: tuple[tuple[str, Any], ...]) -> Any:
+def _field_queries(conditions: tuple[tuple[str, Any], ...]) -> list[Any]:
+    """The operator objects for one field: one, unless two conditions need the same MongoDB
+    operator (`$regex` for a `$glob` and a pattern, say)."""
     if len(conditions) == 1 and conditions[0][0] == "$eq":
-        return conditions[0][1]
-    operators: dict[str, Any] = {}
+        arg = conditions[0][1]
+        return [_regex(arg.text) if isinstance(arg, _Pattern) else arg]
+    objects: list[dict[str, Any]] = []
     for op, arg in conditions:
-        if op == "$glob":
-            operators.update({"$regex": _glob_regex(arg), "$options": "s"})
+        operators = _mongo_operators(op, arg)
+        free = next((o for o in objects if not set(o) & set(operators)), None)
+        if free is None:
+            objects.append(operators)
         else:
-            operators[op] = list(arg) if isinstance(arg, tuple) else arg
-    return operators
+            free.update(operators)
+    return objects
+
+
+def _mongo_operators(op: str, arg: Any) -> dict[str, Any]:
+    if op == "$glob" or (op == "$eq" and isinstance(arg, _Pattern)):
+        text = arg.text if isinstance(arg, _Pattern) else arg
+        return {"$regex": _glob_regex(text), "$options": "s"}
+    if op == "$ne" and isinstance(arg, _Pattern):
+        return {"$not": _regex(arg.text)}
+    if isinstance(arg, tuple):
+        return {op: [_regex(v.text) if isinstance(v, _Pattern) else v for v in arg]}
+    return {op: arg}
+
+
+def _regex(pattern: str) -> Regex:
+    """A pattern as a BSON regular expression: `$in`, `$nin` and `$not` take them as values."""
+    return Regex(_glob_regex(pattern), "s")
 
 
 def _glob_regex(pattern: str) -> str:
@@ -593,6 +718,8 @@ def _holds(op: str, arg: Any, values: list[Any]) -> bool:
 
 
 def _equals(value: Any, arg: Any) -> bool:
+    if isinstance(arg, _Pattern):
+        return isinstance(value, str) and _glob_matches(arg.text, value)
     if arg is None:
         return value is None or value is _MISSING
     return _compares(value, arg, operator.eq)

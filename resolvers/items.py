@@ -6,6 +6,7 @@ Every item has `type: "file"`, as in Dataloop, whose default item filter (`{"typ
 
 import mimetypes
 from collections import Counter
+from dataclasses import replace
 from typing import IO, Annotated, Any
 
 from bson import ObjectId
@@ -19,7 +20,7 @@ from resolvers.access import Access, Action
 from resolvers.datasets import get_dataset, writable_dataset
 from resolvers.errors import BadUserInput, Conflict, LimitExceeded, NotFound
 from resolvers.inputs import Changes, Description, Input, parse
-from resolvers.pagination import Page, PageRequest, Sort, paginate_many
+from resolvers.pagination import Page, PageRequest, Sort, Window, paginate_many
 from resolvers.timestamps import new_document, now
 from resolvers.transactions import in_transaction
 
@@ -258,7 +259,45 @@ async def duplicates(access: Access, dataset_id: ObjectId, limit: int) -> list[d
 
 
 SORTABLE = frozenset({"filename", "name", "createdAt", "updatedAt", "size", "_id"})
-"""Fields every item has, so keyset cursors over them never meet a missing value."""
+"""Fields every item has, each with a `{datasetId, field, _id}` index: a page is one index
+range, however deep."""
+SCANNED_SORTS = frozenset({"dir", "type", "mimetype", "hidden", "annotated", "width", "height"})
+"""Also sortable, as is any `metadata.user.<path>`, without an index (MongoDB 6.0 has no
+compound wildcard index, and `{datasetId, metadata.user.x, _id}` for every x is not possible):
+each page reads every matching item of the dataset and keeps the best `first` (a top-k sort).
+Their values may be missing or of mixed kinds: cursors over them are loose (pagination.py)."""
+MAX_SCANNED_SORT_ITEMS = 100_000
+"""Items a dataset may hold for a sort without an index: bounds what one page reads."""
+
+
+def _sort_keys(sort: Sort) -> list[str]:
+    """The keys of `sort` that have no index; BAD_USER_INPUT for keys that are not sortable."""
+    scanned = [
+        field
+        for field, _ in sort
+        if field not in SORTABLE and (field in SCANNED_SORTS or field.startswith("metadata.user."))
+    ]
+    unsortable = [f for f, _ in sort if f not in SORTABLE and f not in scanned]
+    if unsortable:
+        raise BadUserInput(
+            f"Items can be ordered by {', '.join(sorted(SORTABLE - {'_id'}))} (indexed), "
+            f"{', '.join(sorted(SCANNED_SORTS))} and metadata.user.<path>, "
+            f"not {', '.join(unsortable)}",
+            field="sort",
+        )
+    return scanned
+
+
+async def _check_scan(access: Access, dataset_ids: list[ObjectId], scanned: list[str]) -> None:
+    datasets = access.db.datasets.find({"_id": {"$in": dataset_ids}}, {"itemsCount": 1})
+    largest = max([d["itemsCount"] async for d in datasets], default=0)
+    if largest > MAX_SCANNED_SORT_ITEMS:
+        raise LimitExceeded(
+            "maxScannedSortItems",
+            MAX_SCANNED_SORT_ITEMS,
+            f"ordering by {', '.join(scanned)} reads every item of a dataset, and one holds "
+            f"{largest}; order by an indexed field ({', '.join(sorted(SORTABLE - {'_id'}))})",
+        )
 
 
 async def items_of_datasets(
@@ -270,7 +309,10 @@ async def items_of_datasets(
 ) -> dict[ObjectId, Page]:
     """A page of items for each of several visible datasets, in one round trip (two with an
     annotations join): filtered by DQL (a bare filter or a whole DQL query), ordered by
-    `sort`, else the query's own sort, else by filename."""
+    `sort`, else the query's own sort, else by filename.
+
+    A query's `page`/`pageSize` pick dtlpy's page (page 0 first) of that order; `first`/`after`
+    then walk that page with cursors. Without them the cursors walk every matching item."""
     clauses: list[dict[str, Any]] = [await access.scope()]
     if dql_input is not None:
         query = dql.parse(dql.envelope("items", dql_input))
@@ -281,14 +323,18 @@ async def items_of_datasets(
             )
             clauses.append({"_id": {"$in": item_ids}})
         sort = sort or query.sort
+        if query.window is not None:
+            page = replace(page, window=Window(*query.window))
     sort = sort or [("filename", 1)]
-    unsortable = [field for field, _ in sort if field not in SORTABLE]
-    if unsortable:
-        raise BadUserInput(
-            f"Items can be ordered by {', '.join(sorted(SORTABLE - {'_id'}))}, "
-            f"not {', '.join(unsortable)}",
-            field="sort",
-        )
+    scanned = _sort_keys(sort)
+    if scanned:
+        await _check_scan(access, dataset_ids, scanned)
     return await paginate_many(
-        access.db.items, "datasetId", dataset_ids, {"$and": clauses}, page, sort=sort
+        access.db.items,
+        "datasetId",
+        dataset_ids,
+        {"$and": clauses},
+        page,
+        sort=sort,
+        loose=scanned,
     )

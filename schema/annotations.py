@@ -1,6 +1,7 @@
 """Annotations: the graph's view of them, the per-item listing, and their mutations."""
 
 from datetime import datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
@@ -8,6 +9,7 @@ from bson import json_util
 from strawberry.scalars import JSON
 
 from resolvers import annotations
+from resolvers.annotation_shapes import DTLPY_TYPES, AnnotationType
 from resolvers.inputs import object_id
 from schema.enums import AnnotationStatusEnum, AnnotationTypeEnum
 from schema.inputs import as_input
@@ -109,10 +111,13 @@ DOCUMENT_FIELDS: dict[str, tuple[str, ...]] = {
 async def item_annotations(info: strawberry.Info, item_id: Any, dql: Any) -> list[Annotation]:
     """An item's annotations through the per-request loader: the items of one page cost one
     query together, whatever their number."""
-    query = json_util.dumps(annotations.filter_of(dql), sort_keys=True)
+    read = annotations.read_of(dql)
+    query = json_util.dumps(read.query, sort_keys=True)
     fields = projection(info, DOCUMENT_FIELDS, "itemId")
+    if fields is not None:
+        fields = tuple(sorted({*fields, *(field for field, _ in read.sort)}))
     docs = await info.context.loaders.annotations_of_item.load((item_id, query, fields))
-    return [Annotation.from_doc(doc) for doc in docs]
+    return [Annotation.from_doc(doc) for doc in annotations.arrange(docs, read)]
 
 
 @strawberry.input
@@ -130,10 +135,30 @@ class FrameInput:
     object_visible: bool | None = strawberry.UNSET
 
 
+AnnotationTypeInput = strawberry.enum(
+    Enum(
+        "AnnotationTypeInput",
+        {
+            **{member.name: member.value for member in AnnotationType},
+            **{
+                name.upper(): strawberry.enum_value(
+                    name, description=f"dtlpy's name for {loom.name}"
+                )
+                for name, loom in DTLPY_TYPES.items()
+                if loom is not None and name != loom
+            },
+        },
+    ),
+    description="An annotation type to create: Loom's, or dtlpy's name for one of them "
+    "(CLASS, SEGMENT, BINARY, CUBE). dtlpy's shapes that Loom lacks (cube_3d, subtitle, "
+    "text_mark, gis, …) have no value here.",
+)
+
+
 @strawberry.input
 class AnnotationInput:
     item_id: strawberry.ID
-    type: AnnotationTypeEnum
+    type: AnnotationTypeInput
     label: str
     coordinates: JSON | None = strawberry.UNSET
     attributes: JSON | None = strawberry.UNSET

@@ -88,7 +88,7 @@ async def test_items_join_on_annotations(member):
         {"name": {"$regex": "x"}},
         {"password": 1},
         {"resource": "annotations", "filter": {}},
-        {"resource": "items", "sort": {"metadata.user.rank": "ascending"}},
+        {"resource": "items", "sort": {"tags": "ascending"}},
     ],
     ids=["where", "regex", "unknown-field", "wrong-resource", "unsortable"],
 )

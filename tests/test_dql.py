@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from bson import ObjectId
+from bson import ObjectId, Regex
 from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import dql
@@ -497,3 +497,82 @@ def test_envelope_wraps_a_bare_filter_and_keeps_a_whole_query():
     assert envelope("items", whole) == {**whole, "resource": "items"}
     with pytest.raises(BadUserInput):
         envelope("items", {"resource": "annotations", "filter": {}})
+
+
+# -- dtlpy's ways -----------------------------------------------------------------------------
+
+
+def glob(pattern: str) -> Regex:
+    return Regex(dql._glob_regex(pattern), "s")
+
+
+def test_plain_values_with_a_star_are_patterns_in_every_equality_operator():
+    query = to_mongo(
+        "items",
+        {
+            "filename": "/test/**",
+            "name": {"$ne": "dog*"},
+            "tags": {"$in": ["a*", "b", None]},
+            "dir": {"$nin": ["/x*"]},
+            "metadata.user.note": "what?",
+        },
+    )
+    assert query == {
+        "filename": glob("/test/*"),
+        "name": {"$not": glob("dog*")},
+        "tags": {"$in": [glob("a*"), "b", None]},
+        "dir": {"$nin": [glob("/x*")]},
+        "metadata.user.note": "what?",
+    }
+
+
+def test_two_patterns_on_one_field_become_an_and():
+    query = to_mongo("items", {"name": {"$glob": "a*", "$eq": "*b"}, "dir": "/d"})
+    assert query == {
+        "$and": [
+            {"name": {"$regex": "^a.*\\z", "$options": "s"}},
+            {"name": {"$regex": "^.*b\\z", "$options": "s"}},
+            {"dir": "/d"},
+        ]
+    }
+
+
+def test_dtlpy_system_names_are_loom_fields_and_numbers_may_be_strings():
+    query = to_mongo(
+        "items",
+        {
+            "metadata.system.mimetype": "image/*",
+            "metadata.system.size": {"$gt": "0", "$lt": "5242880"},
+            "metadata.system.width": {"$gte": "1.5"},
+            "metadata.system.height": 10,
+            "metadata.system.originalname": "a.png",
+        },
+    )
+    assert query == {
+        "mimetype": glob("image/*"),
+        "size": {"$gt": 0, "$lt": 5242880},
+        "width": {"$gte": 1.5},
+        "height": 10,
+        "metadata.system.originalName": "a.png",
+    }
+
+
+def test_dtlpy_annotation_types_compare_as_loom_types():
+    query = to_mongo("annotations", {"type": {"$in": ["class", "segment", "binary", "cube_3d"]}})
+    assert query == {"type": {"$in": ["classification", "polygon", "segmentation", "cube_3d"]}}
+    assert to_mongo("annotations", {"type": {"$ne": "cube"}}) == {"type": {"$ne": "cuboid"}}
+    assert to_mongo("annotations", {"type": "class"}) == {"type": "classification"}
+    assert matches("annotations", {"type": "class"}, {"type": "classification"})
+
+
+@pytest.mark.parametrize(
+    ("query", "window"),
+    [
+        ({}, None),
+        ({"page": 0, "pageSize": 1000}, (0, 1000)),
+        ({"page": 2, "pageSize": 50}, (100, 50)),
+        ({"page": 3}, (3000, 1000)),
+    ],
+)
+def test_a_dtlpy_page_is_a_window_of_the_result(query: dict[str, Any], window: Any):
+    assert parse({"resource": "items", **query}).window == window

@@ -4,7 +4,8 @@ Each example inserts a batch of item-shaped documents — fields missing, null, 
 floats that tie, NaN, infinities, 2**53 neighbours), booleans, strings over a tiny alphabet,
 dates, arrays, sub-documents, arrays of sub-documents and of arrays — into a real collection,
 then runs several random filters (every operator, nested `$and`/`$or`/`$not`, numeric path
-segments) through `to_mongo` + `find` and through `matches` on the documents as read back, and
+segments, wildcard patterns in plain values, dtlpy's `metadata.system.*` names, numbers written
+as strings) through `to_mongo` + `find` and through `matches` on the documents as read back, and
 asserts the same documents come out. Hypothesis is synchronous, so this uses a plain
 `MongoClient` on the session's test stack.
 """
@@ -55,6 +56,7 @@ DOCUMENTS = st.lists(
         optional={
             "dir": st.one_of(TEXT, FLAT),
             "name": st.one_of(TEXT, FLAT),
+            "mimetype": st.one_of(TEXT, FLAT),
             "size": FLAT,
             "width": FLAT,
             "hidden": FLAT,
@@ -80,6 +82,9 @@ FIELDS = [
     "annotated",
     "createdAt",
     "id",
+    "mimetype",
+    "metadata.system.mimetype",
+    "metadata.system.size",
     "metadata.user",
     "metadata.user.a",
     "metadata.user.0",
@@ -142,7 +147,14 @@ class Vocabulary:
         return st.one_of(st.sampled_from(strings), TEXT) if strings else TEXT
 
 
-SPECIAL_SCALARS = {"id": ID_ARGS, "createdAt": DATE_ARGS}
+NUMBER_ARGS = st.one_of(st.none(), NUMBERS, st.sampled_from(["1", "0.5", "-1", "2e0"]))
+SPECIAL_SCALARS = {
+    "id": ID_ARGS,
+    "createdAt": DATE_ARGS,
+    "size": NUMBER_ARGS,
+    "width": NUMBER_ARGS,
+    "metadata.system.size": NUMBER_ARGS,
+}
 # "=" is a bare `{field: value}`. Hypothesis favours a list's first entries: subtle ones first.
 OPERATORS = ["$glob", "$ne", "$gt", "$nin", "$lte", "$exists", "$eq", "$in", "$gte", "$lt", "="]
 SHAPES = ["field", "field", "field", "$and", "$or", "$not", "field and $not"]
@@ -162,6 +174,9 @@ def _operand(draw: st.DrawFn, vocabulary: Vocabulary, field: str, op: str) -> An
     if op == "$glob":
         return draw(_globs(vocabulary.texts(field)))
     scalars = vocabulary.scalars(field)
+    if field not in SPECIAL_SCALARS and op in ("$eq", "$ne", "=", "$in", "$nin"):
+        # Plain values holding `*` are patterns too.
+        scalars = st.one_of(scalars, _globs(vocabulary.texts(field)).map(lambda p: p + "*"))
     if op in ("$in", "$nin"):
         return draw(st.lists(st.one_of(st.none(), scalars), max_size=3))
     if op in ("$gt", "$gte", "$lt", "$lte"):
@@ -176,7 +191,7 @@ def _field_filters(draw: st.DrawFn, vocabulary: Vocabulary) -> dict[str, Any]:
         ops = [op for op in OPERATORS if op != "$glob" or field not in SPECIAL_SCALARS]
         chosen = draw(st.lists(st.sampled_from(ops), min_size=1, max_size=2, unique=True))
         filter_[field] = (
-            _operand(draw, vocabulary, field, "$eq")
+            _operand(draw, vocabulary, field, "=")
             if "=" in chosen
             else {op: _operand(draw, vocabulary, field, op) for op in chosen}
         )
