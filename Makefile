@@ -4,7 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint bench install clean
+# GraphiQL is built from console/ into gateway/static/graphiql/, which the gateway serves and
+# the Python package ships. npm ci runs when the lock file changes, the build when any source
+# does; each step leaves a stamp so an unchanged tree rebuilds nothing.
+CONSOLE := console
+CONSOLE_MODULES := $(CONSOLE)/node_modules/.installed
+CONSOLE_SOURCES := $(CONSOLE)/package.json $(CONSOLE)/tsconfig.json $(shell find $(CONSOLE)/src -type f)
+FRONTEND := gateway/static/graphiql/.built
+
+# The graphql-http audit suite's npm packages, once that suite has a lock file.
+HTTP_AUDIT := tests/http_audit
+HTTP_AUDIT_MODULES := $(if $(wildcard $(HTTP_AUDIT)/package-lock.json),$(HTTP_AUDIT)/node_modules/.installed)
+
+# The browser tests drive Debian's Chromium.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: dev test lint bench install frontend clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,12 +28,31 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[embedded,test]'
 	touch $(STAMP)
 
+$(CONSOLE_MODULES): $(CONSOLE)/package.json $(CONSOLE)/package-lock.json
+	@command -v npm >/dev/null || { echo "Building console/ needs Node.js 20.19+ and npm"; exit 1; }
+	npm ci --prefix $(CONSOLE) --no-audit --no-fund
+	touch $@
+
+$(FRONTEND): $(CONSOLE_MODULES) $(CONSOLE_SOURCES)
+	npm run --prefix $(CONSOLE) build
+	touch $@
+
+$(HTTP_AUDIT)/node_modules/.installed: $(HTTP_AUDIT)/package-lock.json
+	npm ci --prefix $(HTTP_AUDIT) --no-audit --no-fund
+	touch $@
+
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y --no-install-recommends chromium
+
 install: $(STAMP)
 
-dev: $(STAMP)
+frontend: $(FRONTEND)
+
+dev: $(STAMP) $(FRONTEND)
 	$(BIN)/loom dev --seed-demo
 
-test: $(STAMP)
+test: $(STAMP) $(FRONTEND) $(CHROMIUM) $(HTTP_AUDIT_MODULES)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -26,4 +61,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/http_baseline.py
 
 clean:
-	rm -rf $(VENV) .loom
+	rm -rf $(VENV) .loom $(CONSOLE)/node_modules $(HTTP_AUDIT)/node_modules gateway/static/graphiql

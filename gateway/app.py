@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from pymongo.errors import PyMongoError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 
+from gateway import graphiql
 from gateway.auth_cache import AuthCache
 from gateway.change_feed import ChangeFeed
 from gateway.connections import Connections
@@ -66,6 +67,7 @@ def create_app(settings: Settings, connections: Connections | None = None) -> St
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            Mount(graphiql.ASSETS_PATH, app=graphiql.assets()),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
