@@ -63,6 +63,15 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("refs", ASCENDING)], partialFilterExpression={"refs": {"$lte": 0}}),
     ],
     "files.files": [IndexModel([("uploadDate", ASCENDING)])],
+    # Documents APQ stored go after 30 days (a client sends the text again on its next miss);
+    # trusted documents, imported by an operator, stay.
+    "persisted_documents": [
+        IndexModel(
+            [("createdAt", ASCENDING)],
+            expireAfterSeconds=30 * 24 * 3600,
+            partialFilterExpression={"trusted": False},
+        )
+    ],
 }
 
 

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     auth_cache_size: int = Field(10_000, ge=0)
     auth_cache_max_age_s: float = Field(30.0, gt=0)
     limits: Limits = Field(default_factory=Limits)
+    introspection: bool = True
+    trusted_documents_only: bool = False
 
     @property
     def uses_embedded_stack(self) -> bool:
