@@ -2,11 +2,17 @@
 
     loom dev [--seed-demo]        embedded mongod + Valkey, gateway and one worker
     loom serve                    the gateway only
-    loom worker                   one arq worker
+    loom worker [--concurrency N] one arq worker, running up to N jobs at once
     loom keys create --org ACME --role owner --email ops@acme.io
+    loom documents import persisted-documents.json   trust a manifest's documents
 
 With LOOM_MONGODB_URL / LOOM_REDIS_URL unset, every command uses the embedded stack under
 `$LOOM_HOME/dev`: it attaches to the one `loom dev` runs, or starts (and later stops) its own.
+
+A mistake of the user's or of the environment (a bad flag or setting, an invalid email, a port
+in use, a server that does not answer) is one line on stderr, `loom: …`, and exit status 2.
+Anything else is a bug in Loom: one line saying so and exit status 1, or with `--debug` the
+traceback.
 """
 
 import argparse
@@ -15,25 +21,55 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
-from gateway import bootstrap, logs, serving
+from pydantic import ValidationError
+from pymongo.errors import ConfigurationError, ConnectionFailure
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway import bootstrap, demo, logs, persisted_documents, serving
 from gateway.app import create_app
-from gateway.connections import mongo_client
+from gateway.connections import Connections, mongo_client
 from gateway.embedded import EmbeddedStack, EmbeddedStackError
 from gateway.embedded import children as child_processes
 from gateway.settings import Settings
 from resolvers.access import OrgRole
+from resolvers.errors import BadUserInput, LoomError
 from triggers.worker import build_worker
 
 log = logging.getLogger("loom")
 
 
+class UserError(Exception):
+    """A failure the user can fix: reported as one line, never with a traceback."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line and the same exit status as every user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"loom: {message} (see: {self.prog} --help)\n")
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 @contextlib.contextmanager
 def stack_for(settings: Settings) -> Iterator[Settings]:
-    """Settings with both URLs resolved, owning an embedded stack for the block if needed."""
+    """Settings with both URLs resolved, owning an embedded stack for the block if needed. A URL
+    that is set wins over the embedded stack's."""
     if not settings.uses_embedded_stack:
         yield settings
         return
@@ -41,15 +77,36 @@ def stack_for(settings: Settings) -> Iterator[Settings]:
     running = EmbeddedStack.running_at(root)
     if running is not None:
         log.info("attached to the running embedded stack under %s", root)
-        yield settings.model_copy(update=running)
+        yield _unset_urls(settings, running)
         return
     stack = EmbeddedStack(root, persistent=True, lib_dir=settings.home / "lib")
     log.info("starting the embedded stack (mongod + valkey) under %s", root)
     with stack:
         log.info("mongodb %s, redis %s", stack.mongodb_url, stack.redis_url)
-        yield settings.model_copy(
-            update={"mongodb_url": stack.mongodb_url, "redis_url": stack.redis_url}
-        )
+        urls = {"mongodb_url": stack.mongodb_url, "redis_url": stack.redis_url}
+        yield _unset_urls(settings, urls)
+
+
+def _unset_urls(settings: Settings, urls: dict[str, str]) -> Settings:
+    return settings.model_copy(
+        update={name: url for name, url in urls.items() if getattr(settings, name) is None}
+    )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse, before anything starts, a host and port the gateway could not listen on (uvicorn
+    would find out only after the stack, the seed and the worker had started)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise UserError(
+                f"cannot listen on {host}:{port}: {reason} (choose another with --port or "
+                "LOOM_PORT)"
+            ) from exc
 
 
 def serve(settings: Settings) -> None:
@@ -58,8 +115,8 @@ def serve(settings: Settings) -> None:
 
 def dev(settings: Settings, seed_demo: bool) -> None:
     if seed_demo:
-        key, doc = asyncio.run(_seed_demo(settings))
-        print(f"Demo organization {bootstrap.DEMO_ORG!r} ({doc['orgId']}) — API key:\n  {key}\n")
+        key, org_id = asyncio.run(_seed_demo(settings))
+        print(f"Demo organization {demo.DEMO_ORG!r} ({org_id}) — API key:\n  {key}\n")
     env = {
         **os.environ,
         "LOOM_MONGODB_URL": str(settings.mongodb_url),
@@ -78,18 +135,18 @@ def dev(settings: Settings, seed_demo: bool) -> None:
         child_processes.stop(worker)
 
 
-async def _seed_demo(settings: Settings) -> tuple[str, dict]:
+async def _seed_demo(settings: Settings) -> tuple[str, Any]:
     """The demo data, and its key, kept in the dev home so each start shows the same one."""
     saved = settings.home / "dev" / "demo-key"
-    client = mongo_client(str(settings.mongodb_url), settings)
+    connections = await Connections.open(settings)
     try:
         known = saved.read_text().strip() if saved.exists() else None
-        key, doc = await bootstrap.seed_demo(client[settings.db_name], known)
+        key, org_id = await demo.seed(connections.db, connections.redis, known)
     finally:
-        await client.close()
+        await connections.close()
     if key != known:
         _write_private(saved, key + "\n")
-    return key, doc
+    return key, org_id
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -111,21 +168,54 @@ async def _create_key(settings: Settings, args: argparse.Namespace) -> tuple[str
         await client.close()
 
 
+async def _import_documents(settings: Settings, manifest: Path) -> int:
+    client = mongo_client(str(settings.mongodb_url), settings)
+    try:
+        return await persisted_documents.import_manifest(client[settings.db_name], manifest)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    finally:
+        await client.close()
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="loom", description=__doc__.split("\n")[0])
+    root = Parser(prog="loom", description=__doc__.split("\n")[0])
+    root.add_argument("--debug", action="store_true", help="show the traceback of a bug")
+    # On each command too (`loom serve --debug`); SUPPRESS keeps a root --debug from being reset.
+    debug = Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     commands = root.add_subparsers(dest="command", required=True)
-    dev_cmd = commands.add_parser("dev", help="embedded stack + gateway + one worker")
+    dev_cmd = commands.add_parser(
+        "dev", parents=[debug], help="embedded stack + gateway + one worker"
+    )
     dev_cmd.add_argument("--seed-demo", action="store_true", help="load a demo organization")
-    for command in (dev_cmd, commands.add_parser("serve", help="the gateway only")):
+    serve_cmd = commands.add_parser("serve", parents=[debug], help="the gateway only")
+    for command in (dev_cmd, serve_cmd):
         command.add_argument("--host")
         command.add_argument("--port", type=int)
-    commands.add_parser("worker", help="one arq worker")
+    worker = commands.add_parser("worker", parents=[debug], help="one arq worker")
+    worker.add_argument(
+        "--concurrency",
+        type=_at_least_one,
+        dest="worker_max_jobs",
+        metavar="N",
+        help="jobs run at once (default: LOOM_WORKER_MAX_JOBS, or 10)",
+    )
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
-    create = keys.add_parser("create", help="give a user a role in an org and a key for it")
+    create = keys.add_parser(
+        "create", parents=[debug], help="give a user a role in an org and a key for it"
+    )
     create.add_argument("--org", required=True, help="organization id or name (created if new)")
     create.add_argument("--role", required=True, choices=[r.value for r in OrgRole])
     create.add_argument("--email", default="admin@loom.dev", help="the key's user")
     create.add_argument("--name", default="cli", help="a label for the key")
+    documents = commands.add_parser("documents", help="trusted documents").add_subparsers(
+        dest="action", required=True
+    )
+    trust = documents.add_parser(
+        "import", parents=[debug], help="trust the documents of a persisted-query manifest"
+    )
+    trust.add_argument("manifest", type=Path, help="Apollo's manifest or a {sha256: query} map")
     return root
 
 
@@ -134,29 +224,109 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings with the command's flags on top, all validated."""
+    flags = ("host", "port", "worker_max_jobs")
+    overrides = {name: value for name in flags if (value := getattr(args, name, None)) is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        invalid = BadUserInput.from_validation(exc).message
+        raise UserError(f"{invalid} (from the flags or LOOM_* variables)") from exc
+    try:
+        logs.configure(settings.log_level)
+    except ValueError as exc:
+        raise UserError(f"LOOM_LOG_LEVEL: {exc} (use DEBUG, INFO, WARNING or ERROR)") from exc
+    return settings
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> None:
+    if args.command in ("dev", "serve"):
+        check_port_free(settings.host, settings.port)
+    if args.command == "keys":
+        bootstrap.check_key_request(args.org, args.email, args.name)
+    with stack_for(settings) as resolved:
+        if args.command == "dev":
+            dev(resolved, args.seed_demo)
+        elif args.command == "serve":
+            serve(resolved)
+        elif args.command == "worker":
+            build_worker(resolved).run()
+        elif args.command == "documents":
+            count = asyncio.run(_import_documents(resolved, args.manifest))
+            print(f"{count} trusted documents imported from {args.manifest}")
+        else:
+            key, doc = asyncio.run(_create_key(resolved, args))
+            print(key)
+            log.info(
+                "key %s for user %s in organization %s", doc["_id"], doc["userId"], doc["orgId"]
+            )
+
+
+def _where(url: str | None) -> str:
+    """A server URL's hosts, without the credentials it may hold."""
+    if not url:
+        return "the embedded stack"
+    rest = url.split("://", 1)[-1]
+    return rest.split("/", 1)[0].rsplit("@", 1)[-1]
+
+
+def user_error(exc: BaseException, settings: Settings | None) -> str | None:
+    """The one line telling the user what to fix, or None when `exc` is a bug."""
+    mongodb_url = settings.mongodb_url if settings else None
+    redis_url = settings.redis_url if settings else None
+    if isinstance(exc, UserError | EmbeddedStackError):
+        return str(exc)
+    if isinstance(exc, LoomError):
+        return exc.message
+    if isinstance(exc, ValidationError):
+        return BadUserInput.from_validation(exc).message
+    if isinstance(exc, ConnectionFailure):
+        where = _where(mongodb_url)
+        cause = _first_cause(exc).removeprefix(f"{where}: ")
+        return f"cannot reach MongoDB at {where} ({cause}); check LOOM_MONGODB_URL"
+    if isinstance(exc, ConfigurationError):
+        return f"LOOM_MONGODB_URL cannot be used: {exc}"
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return f"cannot reach Redis at {_where(redis_url)} ({exc}); check LOOM_REDIS_URL"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return None
+
+
+def _first_cause(exc: ConnectionFailure) -> str:
+    """What the first server said, without pymongo's topology dump (one line of it is enough)."""
+    description = getattr(exc, "details", None)
+    servers = getattr(description, "server_descriptions", dict)()
+    errors = [server.error for server in servers.values() if server.error is not None]
+    reason = str(errors[0] if errors else exc)
+    return reason.split(" (configured timeouts")[0].split(", Timeout:")[0]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _exit_cleanly)
-    overrides = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
-    settings = Settings().model_copy(update=overrides)
-    logs.configure(settings.log_level)
+    settings: Settings | None = None
     try:
-        with stack_for(settings) as resolved:
-            if args.command == "dev":
-                dev(resolved, args.seed_demo)
-            elif args.command == "serve":
-                serve(resolved)
-            elif args.command == "worker":
-                build_worker(resolved).run()
-            else:
-                key, doc = asyncio.run(_create_key(resolved, args))
-                print(key)
-                log.info(
-                    "key %s for user %s in organization %s", doc["_id"], doc["userId"], doc["orgId"]
-                )
-    except EmbeddedStackError as exc:
-        print(f"loom: {exc}", file=sys.stderr)
+        settings = _settings(args)
+        _run(args, settings)
+    except Exception as exc:
+        message = user_error(exc, settings)
+        if message is not None:
+            print(_one_line(f"loom: {message}"), file=sys.stderr)
+            return 2
+        if args.debug:
+            raise
+        bug = _one_line(f"{type(exc).__name__}: {exc}")
+        print(
+            f"loom: this is a bug in Loom — {bug} (run again with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -7,6 +7,13 @@ gateway/subscription_groups.py) and sends that group's pre-encoded results under
 operation id. Queries and mutations sent over the socket run on their own, as do the
 subscriptions a group cannot share: those refused before execution (syntax, validation, limits)
 are re-run alone, so their errors are reported exactly as Strawberry reports them.
+
+A subscription sends a result only when it differs from the last one it sent (see
+gateway/subscription_groups.py): on graphql-transport-ws its group compares them; the legacy
+graphql-ws protocol (subscriptions-transport-ws clients), which Strawberry's own handler serves
+ungrouped, compares each operation's encoded payload with its last. (The graphql-transport-ws
+subscriptions that run alone send one message: the error that refused them.) Errors and the end
+of a subscription always go out.
 """
 
 import contextlib
@@ -17,10 +24,12 @@ from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError, OperationType, get_operation_ast, parse
 from starlette.websockets import WebSocketDisconnect
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
@@ -39,6 +48,22 @@ def is_subscription(query: str, operation_name: str | None, max_tokens: int) -> 
         return False
     operation = get_operation_ast(document, operation_name)
     return operation is not None and operation.operation == OperationType.SUBSCRIPTION
+
+
+def encode_payload(view: Any, result: ExecutionResult) -> str:
+    """A result's payload as Strawberry's handlers send it, encoded by the view."""
+    payload: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        payload["errors"] = [error.formatted for error in result.errors]
+    if result.extensions:
+        payload["extensions"] = result.extensions
+    encoded = view.encode_json(payload)
+    return encoded.decode() if isinstance(encoded, bytes) else encoded
+
+
+def has_errors(result: Any) -> bool:
+    """Whether a result carries errors: those are sent even when they repeat the last one."""
+    return bool(getattr(result, "errors", None))
 
 
 class GroupingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -85,7 +110,7 @@ class GroupingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 operation_name=operation.operation_name,
             )
 
-        async with groups.join(key, start, self._encode) as inbox:
+        async with groups.join(key, start, self._encode, has_errors) as inbox:
             shared = await self._send_results(operation, inbox)
         if shared:
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
@@ -129,14 +154,36 @@ class GroupingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         """The `next` payload, as Strawberry's handler would send it."""
         if isinstance(result, PreExecutionError) or not isinstance(result, ExecutionResult):
             return None
-        payload: dict[str, Any] = {"data": result.data}
-        if result.errors:
-            payload["errors"] = [error.formatted for error in result.errors]
-        if result.extensions:
-            payload["extensions"] = result.extensions
-        encoded = self.view.encode_json(payload)
-        return encoded.decode() if isinstance(encoded, bytes) else encoded
+        return encode_payload(self.view, result)
 
     def _dropped(self, size: int) -> GraphQLError:
         error = RateLimited.subscription_dropped(size)
         return classify(GraphQLError(error.message, original_error=error), self.context.request_id)
+
+
+class ChangesOnlyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """The legacy graphql-ws protocol as Strawberry speaks it, except that an operation's
+    `data` message is sent only when its payload differs from the last one sent."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_sent: dict[str, str] = {}
+
+    async def handle_async_results(self, operation_id: str, *args: Any) -> None:
+        try:
+            await super().handle_async_results(operation_id, *args)
+        finally:
+            # A new operation under this id waits for this one to end (cleanup_operation).
+            self._last_sent.pop(operation_id, None)
+
+    async def send_data_message(self, execution_result: ExecutionResult, operation_id: str) -> None:
+        encoded = encode_payload(self.view, execution_result)
+        if not execution_result.errors and self._last_sent.get(operation_id) == encoded:
+            return
+        self._last_sent[operation_id] = encoded
+        websocket = self.websocket.ws  # type: ignore[attr-defined]
+        head = '{"type":"data","id":' + json.dumps(operation_id) + ',"payload":'
+        try:
+            await websocket.send_text(head + encoded + "}")
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc

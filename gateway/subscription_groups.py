@@ -7,6 +7,12 @@ identical results — the same caller with the same memberships, document, opera
 variables (the grouping key, made by the WebSocket handler) — join one group. The group runs the
 subscription once, encodes each result once, and every member sends the same text.
 
+A result is sent only when it differs from the one before: a change to a document that no
+selected field shows (a worker renewing an execution's lease) would otherwise send the same
+payload again. Comparing the encoded text costs one string comparison per change, not
+per member; a member that joined since the last result still gets the next one, whatever it is
+(it has not seen the one before). Results `must_send` picks (errors) always go out.
+
 Each member reads from its own bounded inbox: one that falls a whole inbox behind is dropped,
 while the group and the other members go on. The group ends when its last member leaves.
 """
@@ -36,15 +42,36 @@ class Group:
         self,
         start: Callable[[], Awaitable[AsyncIterator[Any]]],
         encode: Callable[[Any], str | None],
+        must_send: Callable[[Any], bool],
         ended: Callable[["Group"], None],
     ) -> None:
         self.members: set[Inbox[Shared]] = set()
+        self._joined: set[Inbox[Shared]] = set()  # members that have not had the last result
+        self._last: str | None = None
         self._encode = encode
+        self._must_send = must_send
         self._ended = ended
         self._task = asyncio.create_task(self._run(start))
 
+    def add(self, inbox: Inbox[Shared]) -> None:
+        self.members.add(inbox)
+        self._joined.add(inbox)
+
+    def discard(self, inbox: Inbox[Shared]) -> None:
+        self.members.discard(inbox)
+        self._joined.discard(inbox)
+
     def cancel(self) -> None:
         self._task.cancel()
+
+    def _recipients(self, result: Any, encoded: str | None) -> set[Inbox[Shared]]:
+        """Every member, or only those that joined since the last result when this one
+        repeats it."""
+        repeated = encoded is not None and encoded == self._last and not self._must_send(result)
+        self._last = encoded
+        recipients = self._joined if repeated else self.members
+        self._joined = set()
+        return recipients
 
     async def _run(self, start: Callable[[], Awaitable[AsyncIterator[Any]]]) -> None:
         try:
@@ -52,7 +79,7 @@ class Group:
             async with contextlib.aclosing(results):  # type: ignore[type-var]
                 async for result in results:
                     shared = Shared(result, self._encode(result))
-                    for inbox in list(self.members):
+                    for inbox in self._recipients(result, shared.encoded):
                         inbox.put(shared)
         except Exception:
             log.exception("subscription group failed; its members are completed")
@@ -75,19 +102,21 @@ class SubscriptionGroups:
         key: Hashable,
         start: Callable[[], Awaitable[AsyncIterator[Any]]],
         encode: Callable[[Any], str | None],
+        must_send: Callable[[Any], bool] = lambda result: False,
     ) -> AsyncIterator[Inbox[Shared]]:
         """An inbox of the results of the group `key`; `start` opens its stream if the group is
-        new. Results produced before joining are not in it; every one after is."""
+        new. Results produced before joining are not in it; every one after is, except those
+        that repeat the one before (unless `must_send` them)."""
         group = self.groups.get(key)
         if group is None:
-            group = Group(start, encode, lambda ended: self._forget(key, ended))
+            group = Group(start, encode, must_send, lambda ended: self._forget(key, ended))
             self.groups[key] = group
         inbox: Inbox[Shared] = Inbox(self.inbox_size)
-        group.members.add(inbox)
+        group.add(inbox)
         try:
             yield inbox
         finally:
-            group.members.discard(inbox)
+            group.discard(inbox)
             if not group.members:
                 self._forget(key, group)
                 group.cancel()

@@ -10,8 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway import demo
+from resolvers.executions import FINAL
 from tests.conftest import REPO
 from tests.servers import free_port
+from tests.test_demo_seed import ME, NESTED, README_VARIABLES
 from tests.waiting import eventually
 
 
@@ -34,12 +37,12 @@ def _loom(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 class DevServer:
-    def __init__(self, env: dict[str, str], tmp_home: str) -> None:
+    def __init__(self, env: dict[str, str], tmp_home: str, *args: str) -> None:
         env = {**env, "LOOM_HOME": tmp_home}
         self.env = env
         self.base = f"http://127.0.0.1:{env['LOOM_PORT']}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "dev"],
+            [sys.executable, "-m", "gateway.cli", "dev", *args],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
@@ -115,3 +118,62 @@ async def test_loom_dev_serves_keeps_data_and_leaves_no_process(dev_env):
         finally:
             assert again.stop(signal.SIGTERM) == 0
         assert not [pid for pid in servers if _alive(pid)]
+
+
+PROJECT_EXECUTIONS = """{ organizations { nodes { projects { nodes { name
+  executions { nodes { function status } } } } } } }"""
+
+
+async def test_loom_dev_seed_demo_serves_the_demo_runs_its_executions_and_seeds_once(dev_env):
+    home = dev_env["LOOM_HOME"]
+    async with httpx.AsyncClient(timeout=30) as http:
+
+        async def ask(base: str, key: str, query: str, **variables) -> dict:
+            body = {"query": query, "variables": variables}
+            headers = {"Authorization": f"Bearer {key}"}
+            answer = (await http.post(f"{base}/graphql", json=body, headers=headers)).json()
+            assert "errors" not in answer, answer
+            return answer["data"]
+
+        dev = DevServer(dev_env, home, "--seed-demo")
+        try:
+            await dev.ready(http)
+            key = (Path(home) / "dev" / "demo-key").read_text().strip()
+            me = await ask(dev.base, key, ME)
+            assert me["organizations"]["nodes"] == [{"name": demo.DEMO_ORG, "role": "OWNER"}]
+            nested = await ask(dev.base, key, NESTED, **README_VARIABLES)
+            (organization,) = nested["organizations"]["nodes"]
+            (dataset,) = organization["projects"]["nodes"][0]["datasets"]["nodes"]
+            assert dataset["itemsCount"] == demo.IMAGES
+            assert any(item["annotations"] for item in dataset["items"]["nodes"])
+
+            done = await eventually(
+                lambda: _executions(ask, dev.base, key),
+                lambda found: all(status in FINAL for _, status in found),
+            )
+            assert done == [
+                ("echo", "success"),
+                ("echo", "success"),
+                ("fail", "failed"),
+                ("sleeper", "success"),
+            ]
+        finally:
+            assert dev.stop() == 0
+
+        again = DevServer(dev_env, home, "--seed-demo")
+        try:
+            await again.ready(http)
+            assert (Path(home) / "dev" / "demo-key").read_text().strip() == key
+            assert await _executions(ask, again.base, key) == done
+            nested = await ask(again.base, key, NESTED, **README_VARIABLES)
+            (organization,) = nested["organizations"]["nodes"]
+            (project,) = organization["projects"]["nodes"]
+            assert [d["itemsCount"] for d in project["datasets"]["nodes"]] == [demo.IMAGES]
+        finally:
+            assert again.stop() == 0
+
+
+async def _executions(ask, base: str, key: str) -> list[tuple[str, str]]:
+    data = await ask(base, key, PROJECT_EXECUTIONS)
+    project = data["organizations"]["nodes"][0]["projects"]["nodes"][0]
+    return sorted((e["function"], e["status"]) for e in project["executions"]["nodes"])

@@ -1,10 +1,45 @@
-"""`loom dev --seed-demo`: the demo organization, and one key for it across restarts."""
+"""`loom dev --seed-demo`: the demo organization, its data, its executions, and one key for it
+across restarts."""
 
-from gateway import cli
-from gateway.bootstrap import DEMO_PROJECT, create_key, seed_demo
+from bson import ObjectId
+
+from gateway import cli, demo, demo_images
+from gateway.bootstrap import create_key
 from resolvers.access import OrgRole
 from resolvers.api_keys import authenticate
+from resolvers.executions import FINAL
 from resolvers.timestamps import now
+from tests.test_executions import FAST
+from tests.waiting import eventually
+from tests.workers import start_worker, stop
+
+ME = "{ me { email } organizations { nodes { name role } } }"
+NESTED = """query ($items: JSON, $annotations: JSON) {
+  organizations { nodes { name projects { nodes { name datasets { nodes { name itemsCount
+    items(filter: $items, first: 100) { nodes { name width height
+      annotations(filter: $annotations) { type label coordinates } } } } } } } } } }"""
+README_VARIABLES = {
+    "items": {"metadata.user.split": "train"},
+    "annotations": {"label": {"$glob": "vehicle.*"}},
+}
+SEEDED = [
+    "organizations",
+    "users",
+    "org_members",
+    "api_keys",
+    "projects",
+    "datasets",
+    "items",
+    "blobs",
+    "files.files",
+    "annotations",
+    "services",
+    "executions",
+]
+
+
+async def _counts(db) -> dict[str, int]:
+    return {name: await db[name].count_documents({}) for name in SEEDED}
 
 
 async def test_each_start_shows_the_same_demo_key_kept_in_the_dev_home(settings, db, tmp_path):
@@ -12,26 +47,116 @@ async def test_each_start_shows_the_same_demo_key_kept_in_the_dev_home(settings,
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev" / "demo-key").write_text("a stale key, readable by all\n")
     (tmp_path / "dev" / "demo-key").chmod(0o644)
-    first, doc = await cli._seed_demo(settings)
+    first, org_id = await cli._seed_demo(settings)
     again, _ = await cli._seed_demo(settings)
     assert again == first
     saved = tmp_path / "dev" / "demo-key"
     assert saved.read_text().strip() == first
     assert saved.stat().st_mode & 0o777 == 0o600
     access, _ = await authenticate(db, first)
-    assert access.org_roles == {doc["orgId"]: OrgRole.OWNER}
-    assert await db.projects.count_documents({"name": DEMO_PROJECT}) == 1
+    assert access.org_roles == {org_id: OrgRole.OWNER}
+    assert await db.projects.count_documents({"name": demo.PROJECT}) == 1
     assert await db.api_keys.count_documents({}) == 1
 
 
-async def test_a_revoked_or_foreign_saved_key_is_replaced_by_a_fresh_demo_key(db):
-    revoked, doc = await seed_demo(db)
-    await db.api_keys.update_one({"_id": doc["_id"]}, {"$set": {"revokedAt": now()}})
-    fresh, _ = await seed_demo(db, revoked)
+async def test_a_revoked_or_foreign_saved_key_is_replaced_by_a_fresh_demo_key(db, redis):
+    revoked, org_id = await demo.seed(db, redis)
+    await db.api_keys.update_one({"orgId": org_id}, {"$set": {"revokedAt": now()}})
+    fresh, _ = await demo.seed(db, redis, revoked)
     assert fresh != revoked
     foreign, _ = await create_key(db, "Elsewhere", OrgRole.OWNER, "someone@else.io", "cli")
-    other, other_doc = await seed_demo(db, foreign)
+    other, other_org = await demo.seed(db, redis, foreign)
     assert other not in (foreign, fresh)
     access, _ = await authenticate(db, other)
-    assert set(access.org_roles) == {other_doc["orgId"]}
-    assert other_doc["orgId"] == doc["orgId"]
+    assert set(access.org_roles) == {other_org}
+    assert other_org == org_id
+
+
+async def test_a_second_seed_adds_nothing(db, redis):
+    first = await demo.seed(db, redis)
+    seeded = await _counts(db)
+    assert seeded["items"] == demo.IMAGES
+    assert seeded["executions"] == len(demo.EXECUTIONS)
+    assert await demo.seed(db, redis, first[0]) == first
+    assert await _counts(db) == seeded
+
+
+async def test_an_interrupted_seed_is_completed_by_the_next_one(db, redis):
+    """The steps are each resumable: images and annotations missing are added, nothing else."""
+    key, _ = await demo.seed(db, redis)
+    complete = await _counts(db)
+    dataset = await db.datasets.find_one({"name": demo.DATASET})
+    gone = await db.items.find_one({"datasetId": dataset["_id"], "name": "street-007.png"})
+    await db.items.delete_one({"_id": gone["_id"]})
+    await db.annotations.delete_many({"itemId": gone["_id"]})
+    await demo.seed(db, redis, key)
+    assert await _counts(db) == complete
+    again = await db.items.find_one({"datasetId": dataset["_id"], "name": "street-007.png"})
+    expected = [drawn.label for drawn in demo_images.layout(7).objects]
+    labels = await db.annotations.distinct("label", {"itemId": again["_id"]})
+    assert sorted(labels) == sorted(set(expected))
+
+
+async def test_the_readme_queries_return_the_demo_data(db, redis, gql):
+    key, _ = await demo.seed(db, redis)
+    client = gql(key)
+    assert await client.data(ME) == {
+        "me": {"email": demo.DEMO_EMAIL},
+        "organizations": {"nodes": [{"name": demo.DEMO_ORG, "role": "OWNER"}]},
+    }
+    (organization,) = (await client.data(NESTED, **README_VARIABLES))["organizations"]["nodes"]
+    (project,) = organization["projects"]["nodes"]
+    (dataset,) = project["datasets"]["nodes"]
+    assert (project["name"], dataset["name"]) == (demo.PROJECT, demo.DATASET)
+    assert dataset["itemsCount"] == demo.IMAGES
+    scenes = [demo_images.layout(n) for n in range(demo.IMAGES)]
+    train = {s.name: s for s in scenes if s.split == "train"}
+    assert {item["name"] for item in dataset["items"]["nodes"]} == set(train)
+    for item in dataset["items"]["nodes"]:
+        assert (item["width"], item["height"]) == (demo_images.WIDTH, demo_images.HEIGHT)
+        drawn = [d for d in train[item["name"]].objects if d.label.startswith("vehicle.")]
+        stored = [(a["label"], a["coordinates"]) for a in item["annotations"]]
+        assert sorted(stored, key=repr) == sorted(
+            ((d.label, {k: float(v) for k, v in d.coordinates.items()}) for d in drawn), key=repr
+        )
+    assert sum(len(item["annotations"]) for item in dataset["items"]["nodes"]) > 10
+
+
+async def test_the_demo_has_an_ontology_with_colours_boxes_and_polygons(db, redis):
+    await demo.seed(db, redis)
+    dataset = await db.datasets.find_one({"name": demo.DATASET})
+    labels = {label["name"]: label for label in dataset["labels"]}
+    assert set(labels) == {"vehicle", "sign", "tree"}
+    assert labels["vehicle"]["color"] == "#1f77b4"
+    assert {child["name"] for child in labels["sign"]["children"]} == {"stop", "yield"}
+    kinds = await db.annotations.distinct("type", {"datasetId": dataset["_id"]})
+    assert sorted(kinds) == ["box", "polygon"]
+    assert dataset["annotationsCount"] == sum(
+        len(demo_images.layout(n).objects) for n in range(demo.IMAGES)
+    )
+
+
+async def test_the_demo_executions_finish_on_a_real_worker(db, redis, settings):
+    await demo.seed(db, redis)
+
+    async def statuses() -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        async for execution in db.executions.find({}, sort=[("createdAt", 1)]):
+            found.setdefault(execution["function"], []).append(execution["status"])
+        return found
+
+    worker = start_worker(settings, **FAST)
+    try:
+        final = await eventually(
+            statuses, lambda s: all(x in FINAL for v in s.values() for x in v), within_s=60
+        )
+    finally:
+        stop(worker)
+    assert final == {
+        "echo": ["success", "success"],
+        "sleeper": ["success"],
+        "fail": ["failed"],
+    }
+    about_an_item = await db.executions.find_one({"resource": {"$ne": None}})
+    item = await db.items.find_one({"_id": ObjectId(about_an_item["resource"]["id"])})
+    assert item["name"] == "street-000.png"

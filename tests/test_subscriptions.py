@@ -2,11 +2,14 @@
 
 import asyncio
 import contextlib
+import itertools
 import json
 
 import pytest
 import websockets
 from bson import ObjectId
+from gql import Client, GraphQLRequest
+from gql.transport.websockets import WebsocketsTransport
 
 from gateway.auth_cache import AuthCache
 from gateway.change_feed import ChangeFeed
@@ -336,3 +339,127 @@ async def test_a_subscriber_whose_filter_fails_is_dropped_and_the_feed_goes_on(d
             await waiting
         assert strict.inbox.overflowed
         assert not everything.inbox.overflowed
+
+
+# --- changes only: a result that repeats the last one sent is not sent again -------------------
+
+HEARTBEATS = {"LOOM_EXECUTION_LEASE_S": "0.3", "LOOM_REAPER_INTERVAL_S": "0.2"}
+"""A lease of 0.3 s is renewed every 0.1 s: a sleeper of 1.2 s has a dozen renewals, none of
+which changes the selected `id status progress`."""
+
+
+async def _lease_renewals_until_final(db, execution: str) -> int:
+    """The updates MongoDB made to the execution that changed only its lease, until it ended."""
+    renewals = 0
+    pipeline = [{"$match": {"documentKey._id": ObjectId(execution)}}]
+    async with await db.executions.watch(pipeline) as changes:
+        async for change in changes:
+            changed = change.get("updateDescription", {}).get("updatedFields", {})
+            if set(changed) == {"leaseUntil"}:
+                renewals += 1
+            if changed.get("status") == "success":
+                return renewals
+    raise AssertionError("the change stream ended before the execution did")
+
+
+async def _payloads_across_lease_renewals(world, db, settings, receive) -> tuple[list[dict], int]:
+    """Run a sleeper on a real worker with a short lease; `receive()` yields the subscriber's
+    payloads. Returns the payloads until success, and how many lease renewals happened."""
+    service = await _service(world)
+    execution = await _execute(world, service, "sleeper", seconds=1.2, steps=2)
+    renewals = asyncio.create_task(_lease_renewals_until_final(db, execution))
+    payloads = []
+    worker = start_worker(settings, **HEARTBEATS)
+    try:
+        async for payload in receive(execution):
+            payloads.append(payload)
+            if payload["data"]["executionUpdated"]["status"] == "success":
+                break
+        return payloads, await asyncio.wait_for(renewals, 30)
+    finally:
+        renewals.cancel()
+        stop(worker)
+
+
+def _assert_each_payload_differs_from_the_one_before(payloads: list[dict]) -> None:
+    assert [p["data"]["executionUpdated"]["status"] for p in payloads[-1:]] == ["success"]
+    assert "inProgress" in [p["data"]["executionUpdated"]["status"] for p in payloads]
+    repeats = [(a, b) for a, b in itertools.pairwise(payloads) if a == b]
+    assert repeats == []
+
+
+async def test_a_grouped_subscriber_never_gets_the_same_payload_twice_across_lease_renewals(
+    member, server, db, app, settings
+):
+    world = await make_world(member)
+    await app.state.feed.ready()
+
+    async def receive(execution: str):
+        async with subscribe(server, world.client.key, EXECUTION_UPDATED, e=execution) as updates:
+            await _members(app, count=1, groups=1)
+            while True:
+                message = await asyncio.wait_for(updates.next(), 30)
+                assert message["type"] == "next", message
+                yield message["payload"]
+
+    payloads, renewals = await _payloads_across_lease_renewals(world, db, settings, receive)
+    assert renewals >= 5
+    _assert_each_payload_differs_from_the_one_before(payloads)
+
+
+async def test_a_legacy_graphql_ws_subscriber_never_gets_the_same_payload_twice_across_renewals(
+    member, server, db, app, settings
+):
+    """subscriptions-transport-ws clients (here gql's, unmodified) are served by Strawberry's
+    own handler, ungrouped; they too get only changes."""
+    world = await make_world(member)
+    await app.state.feed.ready()
+    transport = WebsocketsTransport(
+        url=server.replace("http://", "ws://") + "/graphql",
+        init_payload={"apiKey": world.client.key},
+        subprotocols=[WebsocketsTransport.APOLLO_SUBPROTOCOL],
+    )
+
+    async def receive(execution: str):
+        async with Client(transport=transport) as session:
+            request = GraphQLRequest(EXECUTION_UPDATED, variable_values={"e": execution})
+            subscription = session.subscribe(request)
+            first = asyncio.create_task(anext(subscription))
+            await eventually(_feed_subscribers(app), lambda n: n == 1)
+            yield {"data": await asyncio.wait_for(first, 30)}
+            while True:
+                yield {"data": await asyncio.wait_for(anext(subscription), 30)}
+
+    payloads, renewals = await _payloads_across_lease_renewals(world, db, settings, receive)
+    assert transport.subprotocol == WebsocketsTransport.APOLLO_SUBPROTOCOL
+    assert renewals >= 5
+    _assert_each_payload_differs_from_the_one_before(payloads)
+
+
+def _feed_subscribers(app):
+    async def count() -> int:
+        return len(app.state.feed.subscribers)
+
+    return count
+
+
+async def test_a_member_that_joins_after_a_result_gets_the_next_even_when_it_repeats_it():
+    results: asyncio.Queue[str] = asyncio.Queue()
+
+    async def start():
+        async def stream():
+            while True:
+                yield await results.get()
+
+        return stream()
+
+    groups = SubscriptionGroups(inbox_size=10)
+    async with groups.join("key", start, str.upper, lambda word: word == "error") as first:
+        for word in ("a", "a", "b"):
+            results.put_nowait(word)
+        assert [(await first.get()).encoded for _ in range(2)] == ["A", "B"]
+        async with groups.join("key", start, str.upper) as late:
+            for word in ("b", "c", "c", "error", "error"):
+                results.put_nowait(word)
+            assert [(await late.get()).encoded for _ in range(4)] == ["B", "C", "ERROR", "ERROR"]
+            assert [(await first.get()).encoded for _ in range(3)] == ["C", "ERROR", "ERROR"]

@@ -1,0 +1,205 @@
+"""The demo `loom dev --seed-demo` loads: an organization with an owner key, a project, a
+dataset of street scenes with an ontology and annotations true to the pixels, a service of the
+built-in functions, and a few executions for the dev worker to run.
+
+The seed is a sequence of named steps (STEPS); a later feature adds itself to the demo as one
+more step. Each step first looks for what it would create and creates only what is missing, so a
+second seed adds nothing and an interrupted one finishes on the next start. After the key, every
+write goes through Loom's own resolvers as the demo's owner — the checks and code paths of the
+API (an item is stored as uploadItem stores it) — so the demo is data the graph could have made.
+"""
+
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from arq.connections import ArqRedis
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from gateway import demo_images
+from gateway.bootstrap import create_key
+from resolvers import annotations, datasets, executions, items, projects, services
+from resolvers.access import Access, OrgRole
+from resolvers.api_keys import authenticate, find_key
+from resolvers.errors import Unauthenticated
+from triggers.executions import enqueue
+
+log = logging.getLogger("loom.demo")
+
+DEMO_ORG = "Demo"
+DEMO_EMAIL = "demo@loom.dev"
+PROJECT = "Street scenes"
+DATASET = "Streets"
+SERVICE = "demo-functions"
+IMAGES = 50
+
+EXECUTIONS: list[dict[str, Any]] = [
+    {"function": "echo", "input": {"message": "hello from the demo"}},
+    {"function": "echo", "input": {"about": "the first street scene"}, "item": True},
+    {"function": "sleeper", "input": {"seconds": 3, "steps": 6}},
+    {"function": "fail", "input": {"message": "a demo failure, on purpose"}},
+]
+"""What the dev worker runs once the demo is seeded: successes, live progress, a failure."""
+
+
+@dataclass
+class Demo:
+    """What the steps made so far; each step reads what earlier ones left."""
+
+    db: AsyncDatabase
+    redis: ArqRedis
+    saved_key: str | None
+    key: str = field(init=False)
+    org_id: ObjectId = field(init=False)
+    access: Access = field(init=False)
+    project: dict[str, Any] = field(init=False)
+    dataset: dict[str, Any] = field(init=False)
+    service: dict[str, Any] = field(init=False)
+
+
+async def _owner_key(demo: Demo) -> None:
+    """The saved key while it is a live owner key of the demo organization (so `loom dev` shows
+    the same key on every start), a fresh one otherwise."""
+    reused = await _live_demo_key(demo.db, demo.saved_key)
+    if reused is None:
+        key, doc = await create_key(demo.db, DEMO_ORG, OrgRole.OWNER, DEMO_EMAIL, "demo")
+    else:
+        key, doc = reused
+    demo.key, demo.org_id = key, doc["orgId"]
+    demo.access, _ = await authenticate(demo.db, key)
+
+
+async def _live_demo_key(db: AsyncDatabase, key: str | None) -> tuple[str, dict] | None:
+    if key is None:
+        return None
+    try:
+        found = await find_key(db, key)
+    except Unauthenticated:
+        return None
+    organization = await db.organizations.find_one({"_id": found["orgId"]})
+    owns = any(
+        m["orgId"] == found["orgId"] and m["role"] == str(OrgRole.OWNER)
+        for m in found["memberships"]
+    )
+    return (key, found) if owns and organization and organization["name"] == DEMO_ORG else None
+
+
+async def _project(demo: Demo) -> None:
+    found = await demo.db.projects.find_one({"orgId": demo.org_id, "name": PROJECT})
+    demo.project = found or await projects.create_project(
+        demo.access, demo.org_id, {"name": PROJECT, "description": "Demo data: synthetic streets"}
+    )
+
+
+async def _dataset(demo: Demo) -> None:
+    found = await demo.db.datasets.find_one(
+        {"projectId": demo.project["_id"], "name": DATASET, "deleting": False}
+    )
+    demo.dataset = found or await datasets.create_dataset(
+        demo.access,
+        demo.project["_id"],
+        {
+            "name": DATASET,
+            "description": f"{IMAGES} generated street scenes, split train/val",
+            "labels": demo_images.ONTOLOGY,
+        },
+    )
+
+
+def _scenes() -> dict[str, demo_images.Scene]:
+    return {scene.name: scene for scene in map(demo_images.layout, range(IMAGES))}
+
+
+async def _images(demo: Demo) -> None:
+    stored = set(await demo.db.items.distinct("name", {"datasetId": demo.dataset["_id"]}))
+    for name, scene in _scenes().items():
+        if name in stored:
+            continue
+        await items.upload_item(
+            demo.access,
+            demo.dataset["_id"],
+            io.BytesIO(demo_images.render(scene)),
+            "image/png",
+            {
+                "name": name,
+                "dir": f"/{scene.split}",
+                "metadata": {"split": scene.split, "sky": scene.sky, "objects": len(scene.objects)},
+                "tags": ["synthetic", scene.sky],
+            },
+        )
+
+
+async def _annotations(demo: Demo) -> None:
+    """The scenes' objects on every demo image that has no annotation yet, in one request
+    (items users added to the dataset are theirs: left alone)."""
+    scenes = _scenes()
+    bare = demo.db.items.find(
+        {"datasetId": demo.dataset["_id"], "name": {"$in": list(scenes)}, "annotationsCount": 0},
+        {"name": 1},
+    )
+    wanted = []
+    async for item in bare:
+        wanted += [
+            {
+                "itemId": str(item["_id"]),
+                "type": drawn.type,
+                "label": drawn.label,
+                "coordinates": drawn.coordinates,
+            }
+            for drawn in scenes[item["name"]].objects
+        ]
+    await annotations.create_annotations(demo.access, wanted)
+
+
+async def _service(demo: Demo) -> None:
+    found = await demo.db.services.find_one({"projectId": demo.project["_id"], "name": SERVICE})
+    demo.service = found or await services.create_service(
+        demo.access,
+        demo.project["_id"],
+        {"name": SERVICE, "functions": ["echo", "sleeper", "fail"], "maxAttempts": 1},
+    )
+
+
+async def _executions(demo: Demo) -> None:
+    """The demo's executions, created and queued as the `execute` mutation does, once."""
+    if await demo.db.executions.find_one({"serviceId": demo.service["_id"]}) is not None:
+        return
+    first_item = await demo.db.items.find_one(
+        {"datasetId": demo.dataset["_id"]}, sort=[("name", 1)]
+    )
+    for planned in EXECUTIONS:
+        request = {"function": planned["function"], "input": planned["input"]}
+        if planned.get("item"):
+            request["itemId"] = str(first_item["_id"])
+        doc = await executions.create_execution(demo.access, demo.service["_id"], request)
+        await enqueue(demo.redis, doc)
+
+
+Step = Callable[[Demo], Awaitable[None]]
+STEPS: list[tuple[str, Step]] = [
+    ("owner key", _owner_key),
+    ("project", _project),
+    ("dataset", _dataset),
+    ("images", _images),
+    ("annotations", _annotations),
+    ("service", _service),
+    ("executions", _executions),
+]
+
+
+async def seed(
+    db: AsyncDatabase, redis: ArqRedis, saved_key: str | None = None
+) -> tuple[str, ObjectId]:
+    """Run every step; the demo owner's key and the demo organization's id."""
+    demo = Demo(db, redis, saved_key)
+    started = time.perf_counter()
+    for name, step in STEPS:
+        began = time.perf_counter()
+        await step(demo)
+        log.debug("demo step %s: %.0f ms", name, 1000 * (time.perf_counter() - began))
+    log.info("demo seeded in %.2f s", time.perf_counter() - started)
+    return demo.key, demo.org_id
