@@ -1,33 +1,42 @@
-"""Executions at scale: a 20,000-item executeBatch, end-to-end completion by real workers, and
-the fan-out latency of one execution's updates to 1,000 WebSocket subscribers.
+"""Executions at queue speed: Loom's execution path next to a bare arq worker pair on the same
+Redis, and the fan-out of one execution's updates to 1,000 WebSocket subscribers.
 
-    .venv/bin/python bench/executions.py            # about 3 minutes on 2 cores
+    .venv/bin/python bench/executions.py            # about 4 minutes on 2 cores
 
 Starts a throw-away embedded stack (real mongod + valkey) unless LOOM_MONGODB_URL and
-LOOM_REDIS_URL are set (the workers then share Redis's default arq queue with whatever else
-uses it), and on a fresh database: an organization with an owner key (as `loom keys create`),
-a project, a dataset and a service running the built-in `echo` function (GraphQL mutations to
-the gateway; the service keeps the application's default concurrency unless
---service-concurrency says otherwise), and 20,000 items written directly with PyMongo
-(documents as `resolvers.items` writes them). One Loom gateway runs under uvicorn in a child
-process; the workers are real `loom worker` processes (`python -m gateway.cli worker`),
-everything with LOOM_LOG_LEVEL=WARNING and no other LOOM_* knob changed.
+LOOM_REDIS_URL are set, and on a fresh database: an organization with an owner key (as `loom
+keys create`), a project, a dataset and a service running the built-in `echo` function
+(GraphQL mutations to the gateway; the service's concurrency is twice --worker-concurrency,
+what two workers run at once, unless --service-concurrency says otherwise), and 20,000 items
+written directly with PyMongo (documents as `resolvers.items` writes them). One Loom gateway
+runs under uvicorn in a child process; the workers are real `loom worker` processes (`python
+-m gateway.cli worker`), everything with LOOM_LOG_LEVEL=WARNING and LOOM_WORKER_MAX_JOBS set
+to --worker-concurrency (10, the default, unless given), no other LOOM_* knob changed.
 
+0. The baseline: two bare arq workers (`arq.Worker` with one no-op coroutine, arq's defaults but
+   for poll_delay, --bare-poll-delay, 0.05 s as Loom's worker uses, and max_jobs,
+   --worker-concurrency; each in its own process) drain 20,000 no-op jobs queued in one
+   pipelined round trip on a queue of their own in the same Redis: jobs per second from the
+   queueing to the empty queue.
 1. executeBatch over every item (GraphQL mutation, `filter: {}`):
-   (a) creation + enqueue, one worker: from the mutation until the command is `success` (all
+   (a) creation + queueing, one worker: from the mutation until the command is `success` (all
        20,000 executions inserted and queued, while the worker also starts running them); then
-       MongoDB (20,000 executions with the batch's id, one per item) and Redis (each one queued
-       with its job record, running, or finished with a result) must add up;
+       MongoDB (20,000 executions with the batch's id, one per item) and Redis (each one
+       queued, or already claimed) must add up;
    (b) completion, two workers, a fresh batch: from the mutation until all 20,000 executions are
-       `success` (counted every 0.2 s on the status index), at most --completion-cap-s seconds;
-       a run cut short reports the rate it reached and the projected total. mongod's
-       serverStatus counters (transactions committed / aborted, operations) are reported per
-       completed execution;
-   (c) what-if (--what-if-s, 0 skips it): (b) again with two workers that
-       `triggers.worker.build_worker` builds with other arq settings (--what-if-max-jobs,
-       --what-if-poll-delay; by default only the poll delay differs) — the same application
-       code, started from this script — to measure what the worker's arq configuration costs.
-2. Fan-out: 1,000 graphql-transport-ws clients (the `websockets` library, in this process) on
+       `success` (counted every 0.2 s on the status index), at most --completion-cap-s seconds.
+       MongoDB commands per completed execution: mongod's own per-command counters
+       (serverStatus `metrics.commands`) over the window, less the commands this script sent
+       (a PyMongo CommandListener on its client) — every gateway, worker and change-stream
+       command counts; write conflicts: serverStatus `metrics.operation.writeConflicts`.
+2. Single executions: --single `execute` mutations sent by 16 keep-alive HTTP connections
+   (a lean HTTP/1.1 client), two workers running them: from the first mutation until every one
+   is `success`, with the same counters.
+3. A chatty function: one execution whose function logs 10,000 lines and reports progress
+   10,000 times (yielding to the event loop after each), run in this process through the
+   worker's own reporting path (triggers/execution_reports.py) and ended by its end write; the
+   MongoDB writes its client sent are counted by a CommandListener.
+4. Fan-out: 1,000 graphql-transport-ws clients (the `websockets` library, in this process) on
    the one gateway, all subscribed to `executionUpdated(executionId:)` of ONE shared execution
    (the worst case: every write reaches every subscriber); then 20 writes to that execution's
    progress straight into MongoDB, 100 ms apart. The k-th message a subscriber receives is the
@@ -41,8 +50,9 @@ everything with LOOM_LOG_LEVEL=WARNING and no other LOOM_* knob changed.
        executing every write on its own — the cost when nothing can be shared.
 
 The clients, the gateway, the workers and both databases share this machine's cores: the
-figures are relative, not capacities. The machinery shared with the other benchmarks is in
-`harness.py`.
+figures are relative, not capacities; the ratios to the bare arq pair in the same run are what
+count. Each goal is printed on one line ending `(goal <op> <target>: MET | NOT MET)`. The
+machinery shared with the other benchmarks is in `harness.py`.
 """
 
 import argparse
@@ -63,10 +73,18 @@ from typing import Any
 import harness
 import httpx
 from harness import REPO, CpuWindow, LoomWorker, Server, percentile
+from pymongo import monitoring
 
 EMAIL = "bench-owner@loom.dev"
 ITEMS = 20_000
-CREATE_GOAL_PER_S = 5_000
+CREATE_GOAL_PER_S = 10_000
+BATCH_GOAL = 1.5
+SINGLE_GOAL = 0.5
+COMMANDS_GOAL = 4.0
+CONFLICTS_GOAL = 0.05
+CHATTY_LINES = 10_000
+CHATTY_WRITES_GOAL = 50
+SINGLE_CONNECTIONS = 16
 SUBSCRIBERS = 1_000
 UPDATES = 20
 UPDATE_SPACING_S = 0.1
@@ -75,6 +93,8 @@ POLL_S = 0.2
 SCRIPT = str(Path(__file__).resolve())
 CONNECT_PARALLEL = 50
 SEED_BATCH = 5_000
+BARE_QUEUE = "bench:bare-arq"
+WRITE_COMMANDS = {"insert", "update", "delete", "findAndModify", "bulkWrite"}
 
 CREATE_PROJECT = """mutation($org: ID!) {
   createProject(organizationId: $org, input: {name: "Batches"}) { id } }"""
@@ -84,8 +104,16 @@ CREATE_SERVICE = """mutation($p: ID!, $input: ServiceInput!) {
   createService(projectId: $p, input: $input) { id functions concurrency } }"""
 EXECUTE_BATCH = """mutation($s: ID!) {
   executeBatch(serviceId: $s, input: {function: "echo", filter: {}}) { id status type } }"""
+EXECUTE = """mutation($s: ID!) {
+  execute(serviceId: $s, input: {function: "echo", input: {}}) { id status } }"""
 EXECUTION_UPDATED = """subscription watch%d($e: ID!) {
   executionUpdated(executionId: $e) { id status progress } }"""
+
+
+def goal(label: str, value: float, op: str, target: float, shown: str, target_shown: str) -> bool:
+    met = value >= target if op == ">=" else value <= target
+    print(f"  {label} = {shown} (goal {op} {target_shown}: {'MET' if met else 'NOT MET'})")
+    return met
 
 
 # --- child modes ----------------------------------------------------------------------------------
@@ -96,15 +124,44 @@ def serve(port: int, parent: int) -> None:
     harness.run_uvicorn(harness.loom_app(), port, parent, websockets=True)
 
 
-def what_if_worker(max_jobs: int, poll_delay: float) -> None:
-    """Loom's worker exactly as `loom worker` builds it, but for arq's max_jobs / poll_delay."""
-    from gateway import logs
-    from gateway.settings import Settings
-    from triggers.worker import build_worker
+async def _noop(ctx: dict[str, Any]) -> None:
+    """The bare arq worker's job: nothing."""
 
-    settings = Settings()
-    logs.configure(settings.log_level)
-    build_worker(settings, max_jobs=max_jobs, poll_delay=poll_delay).run()
+
+def bare_arq_worker(redis_url: str, poll_delay: float, max_jobs: int) -> None:
+    """An arq worker with arq's defaults (results kept an hour) but poll_delay and max_jobs."""
+    from arq.connections import RedisSettings
+    from arq.worker import Worker
+
+    async def ready(ctx: dict[str, Any]) -> None:
+        await ctx["redis"].sadd(f"{BARE_QUEUE}:ready", os.getpid())
+
+    Worker(
+        functions=[_noop],
+        queue_name=BARE_QUEUE,
+        redis_settings=RedisSettings.from_dsn(redis_url),
+        poll_delay=poll_delay,
+        max_jobs=max_jobs,
+        on_startup=ready,
+        log_results=False,
+    ).run()
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts the commands this process's MongoDB client sends (a PyMongo CommandListener), so
+    they can be taken out of mongod's own counters."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def started(self, event: Any) -> None:
+        self.counts[event.command_name] += 1
+
+    def succeeded(self, event: Any) -> None:
+        """Only starts are counted."""
+
+    def failed(self, event: Any) -> None:
+        """Only starts are counted."""
 
 
 # --- the benchmark's world ------------------------------------------------------------------------
@@ -116,17 +173,19 @@ class Bench:
         self.mongodb_url, self.redis_url = mongodb_url, redis_url
         self.db_name = f"bench_{uuid.uuid4().hex[:12]}"
         self.env = harness.server_env(mongodb_url, redis_url, self.db_name)
+        self.env["LOOM_WORKER_MAX_JOBS"] = str(args.worker_concurrency)
         self.logs = Path(tempfile.mkdtemp(prefix="loom-bench-logs-"))
         self.workers: list[LoomWorker] = []
         self.server: Server | None = None
+        self.own = CommandCounter()
 
     async def open(self) -> None:
         from arq.connections import ArqRedis
+        from pymongo import AsyncMongoClient
 
-        from gateway.connections import mongo_client
-        from gateway.settings import Settings
-
-        self.mongo = mongo_client(self.mongodb_url, Settings(mongodb_url=self.mongodb_url))
+        self.mongo = AsyncMongoClient(
+            self.mongodb_url, w="majority", tz_aware=True, event_listeners=[self.own]
+        )
         self.db = self.mongo[self.db_name]
         self.redis = ArqRedis.from_url(self.redis_url)
 
@@ -167,8 +226,9 @@ class Bench:
         project = (await self.graphql(CREATE_PROJECT, org=str(key_doc["orgId"])))["createProject"]
         dataset = (await self.graphql(CREATE_DATASET, p=project["id"]))["createDataset"]
         service_input: dict[str, Any] = {"name": "bench", "functions": ["echo"]}
-        if self.args.service_concurrency:
-            service_input["concurrency"] = self.args.service_concurrency
+        service_input["concurrency"] = (
+            self.args.service_concurrency or 2 * self.args.worker_concurrency
+        )
         service = (await self.graphql(CREATE_SERVICE, p=project["id"], input=service_input))[
             "createService"
         ]
@@ -225,10 +285,10 @@ class Bench:
 
     # --- workers ------------------------------------------------------------------------------
 
-    async def start_workers(self, count: int, argv: list[str] | None = None) -> list[LoomWorker]:
+    async def start_workers(self, count: int) -> list[LoomWorker]:
         """`count` workers, returned once each has registered in `workers` (its start-up ran)."""
         started = [
-            LoomWorker(self.env, self.logs / f"worker-{len(self.workers) + n}.log", argv)
+            LoomWorker(self.env, self.logs / f"worker-{len(self.workers) + n}.log")
             for n in range(count)
         ]
         self.workers += started
@@ -248,6 +308,60 @@ class Bench:
         await self.db.workers.delete_many({})
         self.workers = []
 
+    # --- the baseline -------------------------------------------------------------------------
+
+    async def phase_bare(self) -> float:
+        """0: two bare arq workers drain ITEMS no-op jobs; jobs per second."""
+        from arq.jobs import serialize_job
+        from arq.utils import timestamp_ms
+
+        poll, jobs = self.args.bare_poll_delay, self.args.worker_concurrency
+        print(
+            f"\n[0] baseline: two bare arq workers (max_jobs {jobs}, poll_delay {poll:g}s), "
+            f"{ITEMS:,} no-op jobs ...",
+            flush=True,
+        )
+        await self.redis.delete(BARE_QUEUE, f"{BARE_QUEUE}:ready")
+        argv = [sys.executable, SCRIPT, "--bare-arq-worker", "--bare-poll-delay", str(poll)]
+        argv += ["--worker-concurrency", str(jobs)]
+        workers = [LoomWorker(self.env, self.logs / f"bare-{n}.log", argv) for n in range(2)]
+        try:
+            deadline = time.monotonic() + harness.READY_TIMEOUT_S
+            while await self.redis.scard(f"{BARE_QUEUE}:ready") < 2:
+                for worker in workers:
+                    worker.check_alive()
+                if time.monotonic() > deadline:
+                    raise SystemExit("bare arq workers not ready")
+                await asyncio.sleep(0.05)
+            pids = {f"arq{n + 1}": w.pid for n, w in enumerate(workers)}
+            with CpuWindow(pids) as cpu:
+                begun = time.perf_counter()
+                enqueued_ms = timestamp_ms()
+                ids = [f"bare-{uuid.uuid4().hex}" for _ in range(ITEMS)]
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for job_id in ids:
+                        job = serialize_job("_noop", (), {}, None, enqueued_ms)
+                        pipe.psetex(f"arq:job:{job_id}", 86_400_000, job)
+                    pipe.zadd(BARE_QUEUE, dict.fromkeys(ids, enqueued_ms))
+                    await pipe.execute()
+                while True:  # arq removes a job from its queue when it has finished
+                    if await self.redis.zcard(BARE_QUEUE) == 0:
+                        break
+                    await asyncio.sleep(0.02)
+                elapsed = time.perf_counter() - begun
+        finally:
+            for worker in workers:
+                worker.stop()
+        rate = ITEMS / elapsed
+        per = (cpu.cores["machine"] or 0) * cpu.seconds / ITEMS * 1000
+        print(f"  cpu (cores): {cpu.summary()}; {per:.2f} ms machine CPU per job")
+        print(f"  => bare arq: {ITEMS:,} no-op jobs in {elapsed:.2f}s = {rate:,.0f} jobs/s")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for start in range(0, ITEMS, 5_000):
+                pipe.delete(*(f"arq:result:{i}" for i in ids[start : start + 5_000]))
+            await pipe.execute()
+        return rate
+
     # --- batches ------------------------------------------------------------------------------
 
     async def execute_batch(self) -> tuple[Any, float, datetime]:
@@ -258,71 +372,53 @@ class Bench:
         command = (await self.graphql(EXECUTE_BATCH, s=self.service_id))["executeBatch"]
         return ObjectId(command["id"]), begun, wall
 
-    async def forget_batch(self, command_id: Any) -> None:
-        """Remove a batch's executions and everything arq holds for them (workers stopped), so
-        the next phase starts from an empty queue."""
-        from arq.constants import (
-            default_queue_name,
-            in_progress_key_prefix,
-            job_key_prefix,
-            result_key_prefix,
-            retry_key_prefix,
-        )
+    async def forget_executions(self) -> None:
+        """Remove every execution and its queue (workers stopped), so the next phase starts
+        from an empty queue."""
+        from triggers import execution_queue
 
-        ids = [str(doc["_id"]) async for doc in self.db.executions.find({"batchId": command_id})]
-        prefixes = (job_key_prefix, result_key_prefix, in_progress_key_prefix, retry_key_prefix)
-        for start in range(0, len(ids), 5_000):
-            chunk = ids[start : start + 5_000]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zrem(default_queue_name, *chunk)
-                pipe.delete(*(prefix + i for i in chunk for prefix in prefixes))
-                await pipe.execute()
-        await self.db.executions.delete_many({"batchId": command_id})
-        await self.db.services.update_many({}, {"$set": {"slots": []}})
+        await execution_queue.drop_service(self.redis, self._service_oid())
+        await self.db.executions.delete_many({})
+
+    def _service_oid(self) -> Any:
+        from bson import ObjectId
+
+        return ObjectId(self.service_id)
 
     async def redis_accounting(self, command_id: Any) -> dict[str, int]:
-        """Where each of the batch's executions is in arq, in one atomic Redis snapshot."""
-        from arq.constants import (
-            default_queue_name,
-            in_progress_key_prefix,
-            job_key_prefix,
-            result_key_prefix,
-        )
+        """Where each of the batch's executions is: queued in Redis, or claimed already."""
+        from triggers import execution_queue
 
-        ids = [str(doc["_id"]) async for doc in self.db.executions.find({"batchId": command_id})]
+        docs = [d async for d in self.db.executions.find({"batchId": command_id}, {"status": 1})]
+        key = execution_queue.service_key(self.service_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zcard(default_queue_name)
-            for i in ids:
-                pipe.zscore(default_queue_name, i)
-                pipe.exists(job_key_prefix + i)
-                pipe.exists(in_progress_key_prefix + i)
-                pipe.exists(result_key_prefix + i)
-            replies = await pipe.execute()
-        counts: Counter[str] = Counter(queue_length=replies[0])
-        for n in range(len(ids)):
-            score, job, running, result = replies[1 + 4 * n : 5 + 4 * n]
-            if result:
-                counts["finished (result kept)"] += 1
-            elif score is not None and job and running:
-                counts["running (job + in-progress key)"] += 1
-            elif score is not None and job:
-                counts["queued (queue entry + job key)"] += 1
+            for doc in docs:
+                pipe.zscore(key, str(doc["_id"]))
+            scores = await pipe.execute()
+        counts: Counter[str] = Counter()
+        for doc, score in zip(docs, scores, strict=True):
+            if score is not None:
+                counts["queued in Redis"] += 1
+            elif doc["status"] != "created":
+                counts[f"claimed ({doc['status']})"] += 1
             else:
-                counts["MISSING from Redis"] += 1
+                counts["MISSING (created, not queued)"] += 1
         return dict(counts)
 
     async def mongod_counters(self) -> Counter[str]:
-        """mongod's own counters (serverStatus): transactions and write conflicts."""
+        """mongod's own counters (serverStatus), less the commands this script sent."""
         status = await self.mongo.admin.command("serverStatus")
-        transactions = status.get("transactions", {})
+        commands = status["metrics"]["commands"]
+        total = sum(
+            entry.get("total", 0)
+            for name, entry in commands.items()
+            if isinstance(entry, dict) and "total" in entry
+        )
         return Counter(
             {
-                "transactions committed": transactions.get("totalCommitted", 0),
-                "transactions aborted": transactions.get("totalAborted", 0),
+                "commands": total - sum(self.own.counts.values()),
                 "write conflicts": status["metrics"]["operation"].get("writeConflicts", 0),
-                "updates": status["opcounters"]["update"],
-                "queries": status["opcounters"]["query"],
-                "commands": status["opcounters"]["command"],
+                "transactions aborted": status.get("transactions", {}).get("totalAborted", 0),
             }
         )
 
@@ -331,7 +427,7 @@ class Bench:
         return {row["_id"]: row["n"] async for row in await self.db.executions.aggregate(pipeline)}
 
     async def phase_create(self) -> bool:
-        """(a): one worker; mutation → command `success`, then the accounting."""
+        """(1a): one worker; mutation → command `success`, then the accounting."""
         print(f"\n[1a] executeBatch over {ITEMS:,} items, one `loom worker` ...", flush=True)
         (worker,) = await self.start_workers(1)
         assert self.server is not None
@@ -351,19 +447,18 @@ class Bench:
                         break
         elapsed = events[-1][0]
         command = await self.db.commands.find_one({"_id": command_id})
+        await self.stop_workers()
         redis_counts = await self.redis_accounting(command_id)
         executions = await self.db.executions.count_documents({"batchId": command_id})
         items = len(await self.db.executions.distinct("resource.id", {"batchId": command_id}))
         statuses = await self.status_counts({"batchId": command_id})
-        await self.stop_workers()
         claimed = next(t for t, status, _ in events if status == "inProgress")
         server_s = (command["updatedAt"] - wall).total_seconds()
         rate = ITEMS / elapsed
         print(f"  mutation answered in {answered * 1000:.0f} ms; command {command['status']}")
         print(
             f"  queued -> claimed by the worker {claimed:.2f}s after the mutation (arq poll "
-            f"delay), then {len(events) - 2} committed pages (progress "
-            f"{', '.join(str(p) for _, _, p in events[1:-1][:3])}, ...)"
+            f"delay), then {len(events) - 2} committed pages"
         )
         print(
             f"  mutation -> command success: {elapsed:.2f}s seen by a change stream "
@@ -375,106 +470,209 @@ class Bench:
             f"  MongoDB: {executions:,} executions with batchId, {items:,} distinct items; "
             f"statuses {statuses}"
         )
-        print(f"  Redis: {redis_counts}")
-        in_redis = sum(v for k, v in redis_counts.items() if k != "queue_length")
-        missing = redis_counts.get("MISSING from Redis", 0)
+        print(f"  Redis (worker stopped): {redis_counts}")
         consistent = (
             command["status"] == "success"
             and executions == ITEMS
             and items == ITEMS
-            and in_redis == ITEMS
-            and missing == 0
+            and sum(redis_counts.values()) == ITEMS
+            and not any(k.startswith("MISSING") for k in redis_counts)
         )
         print(f"  accounting {'adds up' if consistent else 'DOES NOT add up'}")
-        met = rate >= CREATE_GOAL_PER_S and consistent
-        print(
-            f"  => executions created+enqueued per second = {rate:,.0f}/s "
-            f"(goal >= {CREATE_GOAL_PER_S:,}/s: {'MET' if met else 'NOT MET'})",
-            flush=True,
+        met = goal(
+            "executeBatch creation (executions created + queued per second)",
+            rate if consistent else 0,
+            ">=",
+            CREATE_GOAL_PER_S,
+            f"{rate:,.0f}/s",
+            f"{CREATE_GOAL_PER_S:,}/s",
         )
-        await self.forget_batch(command_id)
+        await self.forget_executions()
         return met
 
-    async def phase_complete(
-        self, count: int, cap_s: float, argv: list[str] | None = None
-    ) -> float:
-        """(b)/(c): `count` workers; mutation → every execution `success` (or the cap)."""
-        workers = await self.start_workers(count, argv)
+    async def completion(
+        self, label: str, total: int, start: Any, cap_s: float
+    ) -> tuple[float, Counter[str], float] | None:
+        """Two workers; `start()` sends the work; until `total` executions are `success`.
+        (rate, mongod counters over the window, machine ms CPU per execution)."""
+        workers = await self.start_workers(2)
         assert self.server is not None
         pids = {"gateway": self.server.process.pid}
         pids |= {f"worker{n + 1}": w.pid for n, w in enumerate(workers)}
         samples: list[tuple[float, int]] = []
-        created_at = None
         counters = await self.mongod_counters()
         with CpuWindow(pids) as cpu:
-            command_id, begun, _ = await self.execute_batch()
+            begun = time.perf_counter()
+            sender = asyncio.create_task(start())
             while True:
                 await asyncio.sleep(POLL_S)
                 done = await self.db.executions.count_documents({"status": "success"})
                 now = time.perf_counter() - begun
                 samples.append((now, done))
-                if created_at is None:
-                    command = await self.db.commands.find_one({"_id": command_id}, {"status": 1})
-                    if command["status"] == "success":
-                        created_at = now
                 for worker in workers:
                     worker.check_alive()
-                if done >= ITEMS or now >= cap_s:
+                if done >= total or now >= cap_s:
                     break
+            await sender
         counters = await self.mongod_counters() - counters
-        statuses = await self.status_counts({"batchId": command_id})
-        retries = await self._retried(command_id)
+        statuses = await self.status_counts({})
         await self.stop_workers()
         elapsed, done = samples[-1]
         first = next((t for t, n in samples if n > 0), elapsed)
-        rate = done / elapsed
-        print(
-            f"  command success after {created_at:.2f}s" if created_at else "  command unfinished"
-        )
         print(f"  first execution success seen after {first:.2f}s")
         progress = ", ".join(f"{t:.0f}s:{n:,}" for t, n in samples[4::25])
         print(f"  successes over time: {progress}")
-        print(f"  statuses at the end: {statuses}; {retries}")
+        print(f"  statuses at the end: {statuses}")
         per = max(done, 1)
         machine_ms = (cpu.cores["machine"] or 0) * cpu.seconds / per * 1000
-        print(f"  cpu (cores): {cpu.summary()}; {machine_ms:.1f} ms machine CPU per completion")
+        print(f"  cpu (cores): {cpu.summary()}; {machine_ms:.2f} ms machine CPU per completion")
+        await self.forget_executions()
+        if done < total:
+            print(f"  => cut at the {cap_s:g}s cap: {done:,} of {total:,} success")
+            return None
+        rate = total / elapsed
+        print(f"  => {label}: all {total:,} success in {elapsed:.2f}s = {rate:,.0f}/s", flush=True)
+        return rate, counters, machine_ms
+
+    async def phase_batch(self, bare: float) -> dict[str, bool]:
         print(
-            "  mongod per completed execution: "
-            + ", ".join(f"{name} {n / per:.2f}" for name, n in counters.items())
+            f"\n[1b] a fresh executeBatch of {ITEMS:,}, two `loom worker`s, until every execution "
+            f"is success (cap {self.args.completion_cap_s:g}s) ...",
+            flush=True,
         )
-        if done >= ITEMS:
-            print(
-                f"  => all {ITEMS:,} success in {elapsed:.1f}s: {rate:,.1f} executions completed/s",
-                flush=True,
-            )
-        else:
-            steady = (done - samples[len(samples) // 2][1]) / (
-                elapsed - samples[len(samples) // 2][0]
-            )
-            print(
-                f"  => cut at the {cap_s:g}s cap: {done:,} of {ITEMS:,} success = {rate:,.1f} "
-                f"completed/s since the mutation ({steady:,.1f}/s over the second half); all "
-                f"{ITEMS:,} would take ~{ITEMS / max(steady, 1e-9):,.0f}s",
-                flush=True,
-            )
-        await self.forget_batch(command_id)
-        return rate
 
-    async def _retried(self, command_id: Any) -> str:
-        """arq's try counters of the batch's jobs: a job that finished has none any more; one
-        left has been started (it runs, or a ServiceBusy Retry put it back in the queue)."""
-        from arq.constants import retry_key_prefix
+        async def start() -> None:
+            await self.execute_batch()
 
-        ids = [str(d["_id"]) async for d in self.db.executions.find({"batchId": command_id})]
-        tries = []
-        for start in range(0, len(ids), 5_000):
-            chunk = ids[start : start + 5_000]
-            tries += [
-                int(v) for v in await self.redis.mget([retry_key_prefix + i for i in chunk]) if v
-            ]
-        return (
-            f"{len(tries):,} unfinished jobs already tried (running, or put back by a "
-            f"ServiceBusy Retry), {sum(tries):,} tries"
+        measured = await self.completion("executeBatch", ITEMS, start, self.args.completion_cap_s)
+        if measured is None:
+            return {"executeBatch completion": False}
+        rate, counters, _ = measured
+        return {
+            "executeBatch completion": goal(
+                "executeBatch completion, loom / bare arq",
+                rate / bare,
+                ">=",
+                BATCH_GOAL,
+                f"{rate:,.0f}/s / {bare:,.0f}/s = {rate / bare:.2f}x",
+                f"{BATCH_GOAL}x",
+            ),
+            **self.per_execution(counters, ITEMS),
+        }
+
+    def per_execution(self, counters: Counter[str], total: int) -> dict[str, bool]:
+        commands, conflicts = counters["commands"] / total, counters["write conflicts"] / total
+        return {
+            "commands": goal(
+                "MongoDB commands per completed execution",
+                commands,
+                "<=",
+                COMMANDS_GOAL,
+                f"{commands:.2f}",
+                f"{COMMANDS_GOAL:g}",
+            ),
+            "write conflicts": goal(
+                "write conflicts per execution",
+                conflicts,
+                "<=",
+                CONFLICTS_GOAL,
+                f"{conflicts:.4f}",
+                f"{CONFLICTS_GOAL:g}",
+            ),
+        }
+
+    async def phase_single(self, bare: float) -> dict[str, bool]:
+        count = self.args.single
+        print(
+            f"\n[2] {count:,} single `execute` mutations over {SINGLE_CONNECTIONS} keep-alive "
+            "connections, two `loom worker`s, until every execution is success ...",
+            flush=True,
+        )
+        assert self.server is not None
+        body = json.dumps({"query": EXECUTE, "variables": {"s": self.service_id}}).encode()
+        request = harness.post_request("/graphql", body, self.key)
+        left = [count]
+
+        async def connection() -> None:
+            async with harness.KeepAliveConnection(self.server.port, request) as http:
+                while left[0] > 0:
+                    left[0] -= 1
+                    status, answer = await http.send()
+                    if status != 200 or b'"created"' not in answer:
+                        raise SystemExit(f"execute failed: {status} {answer[:300]!r}")
+
+        async def start() -> None:
+            began = time.perf_counter()
+            await asyncio.gather(*(connection() for _ in range(SINGLE_CONNECTIONS)))
+            sent = time.perf_counter() - began
+            print(f"  {count:,} mutations answered in {sent:.2f}s = {count / sent:,.0f}/s")
+
+        measured = await self.completion("single executes", count, start, 600)
+        if measured is None:
+            return {"single execute completion": False}
+        rate, counters, _ = measured
+        commands = counters["commands"] / count
+        print(
+            f"  MongoDB commands per execution, the mutation's included: {commands:.2f}; "
+            f"write conflicts per execution {counters['write conflicts'] / count:.4f}"
+        )
+        return {
+            "single execute completion": goal(
+                "single execute completion, loom / bare arq",
+                rate / bare,
+                ">=",
+                SINGLE_GOAL,
+                f"{rate:,.0f}/s / {bare:,.0f}/s = {rate / bare:.2f}x",
+                f"{SINGLE_GOAL}x",
+            )
+        }
+
+    async def phase_chatty(self) -> bool:
+        """3: a function logging and reporting CHATTY_LINES times, through the run's reports."""
+        from bson import ObjectId
+
+        from resolvers import execution_runs
+        from resolvers.executions import Status, new_execution
+        from triggers.execution_reports import Reports
+
+        print(
+            f"\n[3] a function that logs {CHATTY_LINES:,} lines and reports progress "
+            f"{CHATTY_LINES:,} times ...",
+            flush=True,
+        )
+        service = await self.db.services.find_one({"_id": ObjectId(self.service_id)})
+        execution = new_execution(service["creator"], service, "echo", {}, None)
+        await self.db.executions.insert_one(execution)
+        waiting = await execution_runs.waiting_among(self.db, [execution["_id"]])
+        runs, _ = await execution_runs.claim(self.db, waiting, [0], "bench", _lease())
+        (run,) = runs
+        before = Counter(self.own.counts)
+        began = time.perf_counter()
+        reports = Reports(self.db, run)
+        for n in range(CHATTY_LINES):
+            reports.log.info("line %d", n)
+            await reports.progress(n * 100 // CHATTY_LINES, f"step {n}")
+            await asyncio.sleep(0)
+        progress, lines = await reports.settle()
+        end = execution_runs.end(run, Status.SUCCESS, output={}, progress=progress, lines=lines)
+        await execution_runs.write(self.db, [end])
+        elapsed = time.perf_counter() - began
+        sent = Counter(self.own.counts) - before
+        writes = sum(n for name, n in sent.items() if name in WRITE_COMMANDS)
+        done = await self.db.executions.find_one({"_id": run["_id"]})
+        kept = len(done["logs"])
+        print(
+            f"  ran {elapsed:.2f}s; commands sent {dict(sent)}; stored: the last {kept:,} lines "
+            f"(the kept maximum), last one {done['logs'][-1]!r}, status {done['status']}"
+        )
+        await self.db.executions.delete_one({"_id": run["_id"]})
+        return goal(
+            "MongoDB writes of a function logging and reporting 10,000 times",
+            writes,
+            "<=",
+            CHATTY_WRITES_GOAL,
+            f"{writes}",
+            f"{CHATTY_WRITES_GOAL}",
         )
 
     # --- subscriptions ------------------------------------------------------------------------
@@ -673,23 +871,22 @@ class Bench:
         return latency_met and complete, p99
 
 
-async def worker_configuration(settings_env: dict[str, str]) -> str:
-    """arq's settings in the worker `loom worker` builds (read from a Worker built the same way)."""
-    from arq.worker import Worker
+def _lease() -> Any:
+    from datetime import timedelta
 
+    return timedelta(seconds=30)
+
+
+def worker_configuration() -> str:
+    """What the worker `loom worker` builds runs executions with."""
     from gateway.settings import Settings
-    from triggers.worker import build_worker
 
-    settings = Settings(
-        mongodb_url=settings_env["LOOM_MONGODB_URL"], redis_url=settings_env["LOOM_REDIS_URL"]
-    )
-    worker: Worker = build_worker(settings, handle_signals=False)
-    run = worker.functions["run_execution"]
+    settings = Settings()
     return (
-        f"max_jobs={worker.max_jobs} poll_delay={worker.poll_delay_s:g}s "
-        f"queue_read_limit={worker.queue_read_limit} keep_result={worker.keep_result_s:g}s "
-        f"run_execution max_tries={run.max_tries}; LOOM_BATCH_PAGE_SIZE="
-        f"{settings.batch_page_size} LOOM_EXECUTION_LEASE_S={settings.execution_lease_s:g}"
+        f"executions claimed from Redis service queues, up to {settings.worker_max_jobs} at once "
+        f"per worker (LOOM_WORKER_MAX_JOBS), poll {settings.worker_poll_delay_s:g}s when idle; "
+        f"LOOM_BATCH_PAGE_SIZE={settings.batch_page_size} "
+        f"LOOM_EXECUTION_LEASE_S={settings.execution_lease_s:g}"
     )
 
 
@@ -708,37 +905,17 @@ def code_state() -> str:
 async def run(args: argparse.Namespace, mongodb_url: str, redis_url: str, origin: str) -> int:
     bench = Bench(args, mongodb_url, redis_url)
     print(f"databases: {origin}; db={bench.db_name}", flush=True)
-    print(f"loom worker's arq: {await worker_configuration(bench.env)}", flush=True)
+    print(f"loom worker: {worker_configuration()}", flush=True)
     await bench.open()
     goals: dict[str, bool] = {}
     try:
         await bench.setup()
         if not args.skip_batches:
+            bare = await bench.phase_bare()
             goals["creation"] = await bench.phase_create()
-            print(
-                "\n[1b] a fresh executeBatch, two `loom worker`s, until every execution is "
-                f"success (cap {args.completion_cap_s:g}s) ...",
-                flush=True,
-            )
-            rate = await bench.phase_complete(2, args.completion_cap_s)
-            if args.what_if_s > 0:
-                print(
-                    f"\n[1c] what-if: (b) with two workers from build_worker(settings, "
-                    f"max_jobs={args.what_if_max_jobs}, poll_delay={args.what_if_poll_delay:g}) "
-                    f"(cap {args.what_if_s:g}s) ...",
-                    flush=True,
-                )
-                argv = [
-                    sys.executable,
-                    SCRIPT,
-                    "--what-if-worker",
-                    "--what-if-max-jobs",
-                    str(args.what_if_max_jobs),
-                    "--what-if-poll-delay",
-                    str(args.what_if_poll_delay),
-                ]
-                what_if = await bench.phase_complete(2, args.what_if_s, argv)
-                print(f"  => what-if / loom worker completion rate = {what_if / rate:.1f}x")
+            goals |= await bench.phase_batch(bare)
+            goals |= await bench.phase_single(bare)
+            goals["chatty function"] = await bench.phase_chatty()
         if not args.skip_fanout:
             goals["fan-out"], grouped = await bench.phase_fanout(1)
             _, alone = await bench.phase_fanout(SUBSCRIBERS)
@@ -759,33 +936,38 @@ async def run(args: argparse.Namespace, mongodb_url: str, redis_url: str, origin
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--completion-cap-s", type=float, default=60.0, help="longest wait in phase (b)"
+        "--completion-cap-s", type=float, default=120.0, help="longest wait in phase (1b)"
+    )
+    parser.add_argument("--single", type=int, default=5_000, help="execute mutations in (2)")
+    parser.add_argument(
+        "--bare-poll-delay", type=float, default=0.05, help="the bare arq workers' poll_delay"
     )
     parser.add_argument(
-        "--what-if-s", type=float, default=30.0, help="longest wait in phase (c); 0 skips it"
-    )
-    parser.add_argument("--what-if-max-jobs", type=int, default=10, help="arq max_jobs in (c)")
-    parser.add_argument(
-        "--what-if-poll-delay", type=float, default=0.05, help="arq poll_delay in (c), seconds"
+        "--worker-concurrency",
+        type=int,
+        default=10,
+        help="each loom worker's concurrency (LOOM_WORKER_MAX_JOBS) and each bare arq "
+        "worker's max_jobs: the same parallelism on both sides (10: both defaults)",
     )
     parser.add_argument(
         "--service-concurrency",
         type=int,
         default=0,
-        help="the echo service's concurrency (0: the application's default)",
+        help="the echo service's concurrency (0: twice --worker-concurrency, what two "
+        "workers can run at once)",
     )
     parser.add_argument("--skip-batches", action="store_true")
     parser.add_argument("--skip-fanout", action="store_true")
     parser.add_argument("--serve", choices=["loom"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--parent", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--what-if-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-arq-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.port, args.parent)
         return 0
-    if args.what_if_worker:
-        what_if_worker(args.what_if_max_jobs, args.what_if_poll_delay)
+    if args.bare_arq_worker:
+        bare_arq_worker(os.environ["LOOM_REDIS_URL"], args.bare_poll_delay, args.worker_concurrency)
         return 0
     limit = harness.raise_open_files_limit()
     print(f"machine: {harness.machine_info(SUBSCRIBERS).rpartition('; concurrency')[0]}")

@@ -51,6 +51,13 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("projectId", ASCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("projectId", ASCENDING), ("status", ASCENDING)]),
         IndexModel([("batchId", ASCENDING)], sparse=True),
+        # A service's concurrency: one running execution per slot (resolvers/execution_runs.py).
+        IndexModel(
+            [("serviceId", ASCENDING), ("slot", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"status": "inProgress", "slot": {"$type": "int"}},
+            name="one_run_per_slot",
+        ),
     ],
     "commands": [
         IndexModel([("status", ASCENDING), ("leaseUntil", ASCENDING)]),

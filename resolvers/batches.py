@@ -1,11 +1,11 @@
 """Batch executions: one function over every item a DQL filter matches, as a Command.
 
 A worker pages through the matching items by id; each page's executions are inserted in one
-`insert_many` together with the command's cursor (one transaction), then queued in one
-pipelined Redis round trip. A batch rerun pages through the matching executions the same way,
-moving each page back to `created` with the cursor. A worker that dies mid-way leaves the
-cursor at the last committed page; executions it created (or moved back) but did not queue are
-queued again by any worker's start-up.
+`insert_many` together with the command's cursor (one transaction), then queued in their
+service's queue in one pipelined Redis round trip. A batch rerun pages through the matching
+executions the same way, moving each page back to `created` with the cursor. A worker that
+dies mid-way leaves the cursor at the last committed page; executions it created (or moved
+back) but did not queue are queued again by any worker's start-up or queue check.
 """
 
 import json
@@ -196,6 +196,6 @@ async def run_rerun(
 
         await in_transaction(db, work)
         again = await db.executions.find(
-            {"_id": {"$in": ids}, "status": str(Status.CREATED)}, {"statusLog": 1}
+            {"_id": {"$in": ids}, "status": str(Status.CREATED)}, {"serviceId": 1}
         ).to_list()
         await enqueue(again)

@@ -5,20 +5,19 @@ import asyncio
 import itertools
 import signal
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from arq.constants import job_key_prefix
-from arq.jobs import Job, JobStatus
 from bson import ObjectId
 
-from resolvers import executions
+from resolvers import execution_runs
 from tests.datasets_world import image_bytes, make_world
 from tests.snapshots import snapshot
 from tests.waiting import eventually
 from tests.workers import start_worker, stop, worker_processes
-from triggers.executions import job_id, requeue_waiting
+from triggers import execution_queue
+from triggers.executions import requeue_waiting
 
 CREATE_SERVICE = """mutation($p: ID!, $input: ServiceInput!) {
   createService(projectId: $p, input: $input) { id name functions onReset } }"""
@@ -57,11 +56,12 @@ async def _until(db, execution_id: str, accept: Callable[[dict], bool]) -> dict:
 
 
 async def _slots_freed(db, service: str) -> None:
-    """A run frees its slot just after recording its end (a worker stopped in between would
-    leave it to the reconciler): wait, before the worker stops, until no slot is held."""
+    """Wait, before the worker stops, until no slot of the service is held (a slot is held by
+    its running execution, and freed by the write that ends it)."""
 
     async def held() -> list:
-        return (await db.services.find_one({"_id": ObjectId(service)}))["slots"]
+        running = {"serviceId": ObjectId(service), "status": "inProgress"}
+        return await db.executions.distinct("slot", running)
 
     await eventually(held, lambda slots: slots == [], within_s=10)
 
@@ -262,27 +262,28 @@ async def test_executions_queued_before_redis_was_flushed_all_complete(member, d
     assert [d["output"] for d in done] == [{"n": n} for n in range(5)]
 
 
-async def test_a_quiet_waiting_execution_whose_job_is_not_queued_is_queued_once_again(
+async def test_a_quiet_waiting_execution_whose_queue_entry_redis_lost_is_queued_once_again(
     member, db, redis, settings
 ):
     world = await make_world(member)
     service = await _service(world)
-    ids = [await _execute(world, service, "echo", n=n) for n in range(3)]
-    lost, unqueued, kept = [job_id(await db.executions.find_one({"_id": ObjectId(e)})) for e in ids]
-    await redis.delete(job_key_prefix + lost)  # Redis lost the job
-    await redis.zrem(redis.default_queue_name, lost)
-    await redis.zrem(redis.default_queue_name, unqueued)  # its queueing was cut short
+    lost, popped, kept = [await _execute(world, service, "echo", n=n) for n in range(3)]
+    queue = execution_queue.service_key(service)
+    await redis.zrem(queue, lost)  # Redis lost it
+    await redis.zrem(queue, popped)  # a worker took it and died before claiming it
+    kept_score = await redis.zscore(queue, kept)
     ctx = {"db": db, "redis": redis, "settings": settings}
 
     await requeue_waiting(ctx, unchanged_for=timedelta(minutes=5))
-    assert await Job(lost, redis).status() == JobStatus.not_found
-    assert await Job(unqueued, redis).status() == JobStatus.not_found
+    assert await redis.zscore(queue, lost) is None
+    assert await redis.zscore(queue, popped) is None
 
-    kept_score = await redis.zscore(redis.default_queue_name, kept)
     await requeue_waiting(ctx, unchanged_for=timedelta(0))
-    assert await Job(lost, redis).status() == JobStatus.queued
-    assert await Job(unqueued, redis).status() == JobStatus.queued
-    assert await redis.zscore(redis.default_queue_name, kept) == kept_score
+    assert await redis.zscore(queue, lost) is not None
+    assert await redis.zscore(queue, popped) is not None
+    assert await redis.zscore(queue, kept) == kept_score
+    assert await redis.zcard(queue) == 3
+    assert await redis.sismember(execution_queue.READY, service)
 
 
 async def test_another_orgs_services_and_executions_are_not_found(member, db):
@@ -327,41 +328,41 @@ async def test_service_concurrency_bounds_running_executions_across_workers(memb
         assert second_start >= first_end
 
 
-async def test_a_slot_leaked_by_a_dead_worker_is_freed_after_the_grace_period(member, db):
+async def test_a_dead_workers_slot_is_held_until_its_run_is_reaped(member, db):
     world = await make_world(member)
     service = ObjectId(await _service(world, concurrency=1))
-    running = ObjectId(await _execute(world, str(service), "echo"))
-    claim, lost_claim, leaked_claim, young_claim = (ObjectId() for _ in range(4))
-    await db.executions.update_one(
-        {"_id": running}, {"$set": {"status": "inProgress", "slot": claim}}
-    )
-    stale = datetime.now(UTC) - executions.SLOT_GRACE - timedelta(seconds=1)
-    slots = [
-        {"execution": running, "claim": claim, "at": stale},
-        {"execution": running, "claim": lost_claim, "at": stale},
-        {"execution": ObjectId(), "claim": leaked_claim, "at": stale},
-        {"execution": ObjectId(), "claim": young_claim, "at": datetime.now(UTC)},
-    ]
-    await db.services.update_one({"_id": service}, {"$set": {"slots": slots}})
-    await executions.reconcile_slots(db)
-    kept = (await db.services.find_one({"_id": service}))["slots"]
-    assert [slot["claim"] for slot in kept] == [claim, young_claim]
+    first, second = [ObjectId(await _execute(world, str(service), "echo", n=n)) for n in range(2)]
+    waiting = await execution_runs.waiting_among(db, [first, second])
+    lapsed, lease = timedelta(seconds=-1), timedelta(seconds=30)
+    runs, _ = await execution_runs.claim(db, waiting[:1], [0], "dead-worker", lapsed)
+    assert [run["_id"] for run in runs] == [first]
+    assert (await execution_runs.service_state(db, service))["running"] == {0}
+
+    runs, refused = await execution_runs.claim(db, waiting[1:], [0], "live-worker", lease)
+    assert (runs, [e["_id"] for e in refused]) == ([], [second])
+
+    assert [e["_id"] for e in await execution_runs.reap(db)] == [first]
+    assert (await execution_runs.service_state(db, service))["running"] == set()
+    runs, refused = await execution_runs.claim(db, waiting[1:], [0], "live-worker", lease)
+    assert ([run["_id"] for run in runs], refused) == ([second], [])
 
 
-async def test_two_jobs_claiming_one_execution_leave_only_the_winners_slot(member, db):
+async def test_two_workers_claiming_one_execution_leave_only_the_winners_slot(member, db):
     world = await make_world(member)
     service = ObjectId(await _service(world, concurrency=5))
     execution = ObjectId(await _execute(world, str(service), "echo"))
     lease = timedelta(seconds=30)
+    waiting = await execution_runs.waiting_among(db, [execution])
     claims = await asyncio.gather(
-        *(executions.claim(db, execution, f"worker-{n}", lease) for n in range(2))
+        *(execution_runs.claim(db, waiting, [n], f"worker-{n}", lease) for n in range(2))
     )
-    winners = [claimed for claimed in claims if claimed is not None]
+    winners = [run for runs, _ in claims for run in runs]
     assert len(winners) == 1
-    slots = (await db.services.find_one({"_id": service}))["slots"]
-    assert [(slot["execution"], slot["claim"]) for slot in slots] == [
-        (execution, winners[0]["slot"])
+    running = await db.executions.find({"serviceId": service, "status": "inProgress"}).to_list()
+    assert [(doc["_id"], doc["slot"], doc["claim"]) for doc in running] == [
+        (execution, winners[0]["slot"], winners[0]["claim"])
     ]
+    assert (await execution_runs.service_state(db, service))["running"] == {winners[0]["slot"]}
 
 
 SERVICE_EXECUTIONS = """query($s: ID!, $filter: JSON, $statuses: [String!]) {

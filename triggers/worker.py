@@ -4,9 +4,12 @@ Each worker registers itself in MongoDB's `workers` collection and renews a hear
 operators (and, later, the execution reaper) know which workers are alive; a worker that stops
 cleanly removes its entry, one that is killed expires by TTL. The `ping` job answers with the
 worker's id: the cheapest proof that the queue path gateway → Redis → worker works.
-`run_command` carries out Commands (triggers/commands.py), `run_execution` runs service
-functions (triggers/executions.py). In the background each worker also requeues stalled
-commands, reaps executions whose worker died and sweeps stored files a crash left behind
+`run_command` carries out Commands (triggers/commands.py). Executions do not come as arq jobs:
+each worker's execution engine (triggers/execution_engine.py) claims them from their services'
+queues, up to `LOOM_WORKER_MAX_JOBS` at once (`loom worker --concurrency N`); run several
+`loom worker` processes (one per core, on as many hosts as wanted) to run more. In the
+background each worker also requeues stalled commands, reaps executions whose worker died,
+queues again executions Redis lost, and sweeps stored files a crash left behind
 (triggers/periodic.py).
 """
 
@@ -18,18 +21,20 @@ from datetime import timedelta
 from typing import Any
 
 from arq.connections import RedisSettings
-from arq.worker import Worker, func
+from arq.worker import Worker
 
 from gateway.connections import mongo_client
+from gateway.indexes import INDEXES
 from gateway.settings import Settings
 from resolvers.timestamps import now
 from triggers.commands import requeue_stalled, run_command
-from triggers.executions import reap_lost, requeue_waiting, run_execution
+from triggers.execution_engine import Engine
+from triggers.executions import reap_lost, requeue_waiting
 from triggers.file_sweeps import sweep_files
 from triggers.periodic import every
 
 HEARTBEAT_INTERVAL_S = 10.0
-MAX_EXECUTION_S = 7 * 24 * 3600
+MAX_COMMAND_S = 7 * 24 * 3600
 
 
 def worker_id() -> str:
@@ -72,13 +77,25 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             (settings.file_sweep_s, "file sweep", sweep_files, 0),
             (settings.queue_check_s, "queue check", _requeue_quiet, settings.queue_check_s),
         ]
+        # The slot index is what bounds a service's concurrency: never run without it.
+        await ctx["db"].executions.create_indexes(INDEXES["executions"])
         ctx["loops"] = [
             asyncio.create_task(every(interval, name, lambda work=work: work(ctx), first_in))
             for interval, name, work, first_in in rounds
         ]
         await requeue_waiting(ctx)
+        ctx["engine"] = Engine(
+            ctx["db"],
+            ctx["redis"],
+            ctx["worker_id"],
+            settings.worker_max_jobs,
+            timedelta(seconds=settings.execution_lease_s),
+            settings.worker_poll_delay_s,
+        )
+        ctx["engine"].start()
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        await ctx["engine"].stop(f"{ctx['worker_id']} stopped")
         for loop in ctx["loops"]:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -87,17 +104,12 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         await ctx["mongo"].close()
 
     return Worker(
-        functions=[
-            ping,
-            run_command,
-            # A job waiting for a free slot of its service retries until one frees up.
-            func(run_execution, max_tries=1_000_000),
-        ],
+        functions=[ping, run_command],
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         on_startup=startup,
         on_shutdown=shutdown,
-        # Executions enforce their services' own timeouts; arq's must never cut them short.
-        job_timeout=MAX_EXECUTION_S + 60,
+        # Commands renew their own leases; arq's timeout must never cut them short.
+        job_timeout=MAX_COMMAND_S,
         **{
             "handle_signals": True,
             "max_jobs": settings.worker_max_jobs,

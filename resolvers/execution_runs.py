@@ -1,0 +1,336 @@
+"""The worker's side of an execution's life in MongoDB: claim, lease, report, end, hand back,
+reap — each a conditional write, batched over the executions one worker holds.
+
+Concurrency slots. A running execution holds a slot number of its service, 0 ≤ slot <
+concurrency, and a unique index on (serviceId, slot) over running executions only
+(`status: inProgress`, an integer slot) refuses a second claim of a taken slot. The slot is
+part of the execution's own state: the write that claims an execution takes its slot, and the
+write that ends it (or hands it back, or reaps it) frees the slot — no slot document to keep
+in step, no slot a dead worker can leak, and no hot document every worker rewrites: two
+workers collide only when they pick the same free number at the same moment, and a worker
+prefers the numbers it has just freed itself.
+
+A run is named by its claim (an ObjectId written with it), not by its worker: every write of a
+run is conditional on `{_id, claim, status: inProgress}`, so a run that was reaped, or
+terminated and claimed again, can never end the new one.
+"""
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.asynchronous.cursor import AsyncCursor
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from resolvers.executions import MAX_LOG_LINES, Status, status_entry
+from resolvers.services import OnReset
+from resolvers.timestamps import now
+
+DUPLICATE_KEY = 11000
+RUN_FIELDS = {
+    "serviceId": 1,
+    "function": 1,
+    "input": 1,
+    "resource": 1,
+    "timeout": 1,
+    "attempts": 1,
+    "maxAttempts": 1,
+    "onReset": 1,
+}
+"""What a worker reads of an execution to run it."""
+HANDED_BACK = "handed back"
+RUNNING_IN_A_SLOT = {"status": str(Status.IN_PROGRESS), "slot": {"$type": "int"}}
+"""The executions the slot index holds (gateway/indexes.py): a query naming this uses it."""
+
+
+def _ours(execution: dict[str, Any]) -> dict[str, Any]:
+    return {"_id": execution["_id"], "claim": execution["claim"], "status": str(Status.IN_PROGRESS)}
+
+
+def _all_ours(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs among `runs` that are still theirs: claims are unique, so an execution whose
+    claim is one of theirs is one of them."""
+    return {
+        "_id": {"$in": [run["_id"] for run in runs]},
+        "claim": {"$in": [run["claim"] for run in runs]},
+        "status": str(Status.IN_PROGRESS),
+    }
+
+
+async def service_state(db: AsyncDatabase, service_id: ObjectId) -> dict[str, Any] | None:
+    """The service's `active` and `concurrency`, and under `running` the slots its running
+    executions hold, in one read; None if there is no such service."""
+    pipeline = [
+        {"$match": {"_id": service_id}},
+        {"$project": {"active": 1, "concurrency": 1}},
+        {
+            "$lookup": {
+                "from": "executions",
+                "pipeline": [
+                    {"$match": {"serviceId": service_id, **RUNNING_IN_A_SLOT}},
+                    {"$project": {"_id": 0, "slot": 1}},
+                ],
+                "as": "running",
+            }
+        },
+    ]
+    found = await (await db.services.aggregate(pipeline)).to_list()
+    if not found:
+        return None
+    state = found[0]
+    state["running"] = {row.get("slot") for row in state["running"]}
+    return state
+
+
+async def waiting_among(db: AsyncDatabase, ids: list[ObjectId]) -> list[dict[str, Any]]:
+    """Those of `ids` still `created`, with what a run needs, oldest first."""
+    query = {"_id": {"$in": ids}, "status": str(Status.CREATED)}
+    return await db.executions.find(query, RUN_FIELDS).sort("_id", 1).to_list()
+
+
+async def resources_of(
+    db: AsyncDatabase, executions: list[dict[str, Any]]
+) -> dict[tuple[str, ObjectId], dict[str, Any]]:
+    """The items, datasets and annotations the executions are about, one read per kind."""
+    wanted: dict[str, list[ObjectId]] = {}
+    for execution in executions:
+        if (reference := execution["resource"]) is not None:
+            wanted.setdefault(reference["type"], []).append(reference["id"])
+    found: dict[tuple[str, ObjectId], dict[str, Any]] = {}
+    for kind, ids in wanted.items():
+        async for doc in db[f"{kind}s"].find({"_id": {"$in": ids}}):
+            found[(kind, doc["_id"])] = doc
+    return found
+
+
+def _abort_update(reason: str) -> dict[str, Any]:
+    return {
+        "$set": {"status": str(Status.ABORTED), "error": reason, "updatedAt": now()},
+        "$push": {"statusLog": status_entry(Status.ABORTED, reason)},
+    }
+
+
+async def abort(db: AsyncDatabase, reasons: dict[ObjectId, str], before: datetime) -> None:
+    """Abort waiting executions, each with its reason, unless queued again since `before`
+    (a rerun after its service came back must not be aborted on an older look at it)."""
+    if reasons:
+        await db.executions.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": i, "status": str(Status.CREATED), "updatedAt": {"$lt": before}},
+                    _abort_update(reason),
+                )
+                for i, reason in reasons.items()
+            ],
+            ordered=False,
+        )
+
+
+async def abort_orphans(db: AsyncDatabase, service_id: ObjectId) -> int:
+    """Abort the waiting executions of a service that no longer exists; how many there were."""
+    aborted = await db.executions.update_many(
+        {"serviceId": service_id, "status": str(Status.CREATED)},
+        _abort_update("its service was deleted before it started"),
+    )
+    return aborted.modified_count
+
+
+async def claim(
+    db: AsyncDatabase,
+    waiting: list[dict[str, Any]],
+    slots: list[int],
+    worker: str,
+    lease: timedelta,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Move waiting executions of one service to `inProgress` for this worker, the n-th in
+    slot `slots[n]`, with one bulk write. Returns (runs, refused): the runs this worker now
+    holds (the documents as claimed), and the executions whose slot another claim took first
+    (still waiting). An execution that is no longer `created` is in neither."""
+    moment = now()
+    ops, runs = [], []
+    for execution, slot in zip(waiting, slots, strict=False):
+        fields = {
+            "status": str(Status.IN_PROGRESS),
+            "worker": worker,
+            "claim": ObjectId(),
+            "slot": slot,
+            "leaseUntil": moment + lease,
+            "startedAt": moment,
+            "updatedAt": moment,
+        }
+        ops.append(
+            UpdateOne(
+                {"_id": execution["_id"], "status": str(Status.CREATED)},
+                {
+                    "$set": fields,
+                    "$inc": {"attempts": 1},
+                    "$push": {"statusLog": status_entry(Status.IN_PROGRESS, f"on {worker}")},
+                },
+            )
+        )
+        runs.append({**execution, **fields, "attempts": execution["attempts"] + 1})
+    if not ops:
+        return [], []
+    refused: set[int] = set()
+    try:
+        modified = (await db.executions.bulk_write(ops, ordered=False)).modified_count
+    except BulkWriteError as exc:
+        errors = exc.details["writeErrors"]
+        if any(error["code"] != DUPLICATE_KEY for error in errors):
+            raise
+        refused = {error["index"] for error in errors}
+        modified = exc.details["nModified"]
+    held = [run for n, run in enumerate(runs) if n not in refused]
+    if modified < len(held):
+        claimed = set(await db.executions.distinct("_id", _all_ours(held)))
+        held = [run for run in held if run["_id"] in claimed]
+    return held, [waiting[n] for n in sorted(refused)]
+
+
+def end(
+    execution: dict[str, Any],
+    status: Status,
+    *,
+    output: Any = None,
+    error: str | None = None,
+    progress: dict[str, Any] | None = None,
+    lines: Iterable[str] = (),
+) -> UpdateOne:
+    """The write that records the end of a run, with the progress and log lines it reported
+    last (not yet written), if it is still this run's."""
+    moment = now()
+    fields: dict[str, Any] = {
+        "status": str(status),
+        "output": output,
+        "error": error,
+        "leaseUntil": None,
+        "duration": (moment - execution["startedAt"]).total_seconds(),
+        "updatedAt": moment,
+    }
+    if status == Status.SUCCESS:
+        fields["progress"] = {"percent": 100, "message": "done"}
+    elif progress is not None:
+        fields["progress"] = progress
+    pushed: dict[str, Any] = {"statusLog": status_entry(status, error or "")}
+    if lines := list(lines):
+        pushed["logs"] = {"$each": lines, "$slice": -MAX_LOG_LINES}
+    return UpdateOne(_ours(execution), {"$set": fields, "$push": pushed})
+
+
+async def write(db: AsyncDatabase, ops: list[UpdateOne]) -> None:
+    """Many runs' writes in one command; each applies only if its run is still the holder."""
+    if ops:
+        await db.executions.bulk_write(ops, ordered=False)
+
+
+async def report(
+    db: AsyncDatabase,
+    execution: dict[str, Any],
+    progress: dict[str, Any] | None,
+    lines: list[str],
+) -> None:
+    """Store a run's latest progress and its new log lines in one write."""
+    update: dict[str, Any] = {}
+    if progress is not None:
+        update["$set"] = {"progress": progress, "updatedAt": now()}
+    if lines:
+        update["$push"] = {"logs": {"$each": lines, "$slice": -MAX_LOG_LINES}}
+    if update:
+        await db.executions.update_one(_ours(execution), update)
+
+
+async def renew(
+    db: AsyncDatabase, runs: list[dict[str, Any]], lease: timedelta
+) -> tuple[set[ObjectId], set[ObjectId]]:
+    """Renew the leases of a worker's runs in one write; (claims whose termination was
+    requested, claims no longer this worker's — reaped, or ended by someone else)."""
+    mine = _all_ours(runs)
+    await db.executions.update_many(mine, {"$set": {"leaseUntil": now() + lease}})
+    held = {
+        doc["claim"]: doc.get("terminateRequested", False)
+        async for doc in db.executions.find(mine, {"claim": 1, "terminateRequested": 1})
+    }
+    claims = {run["claim"] for run in runs}
+    return {claim for claim, asked in held.items() if asked}, claims - set(held)
+
+
+async def hand_back(db: AsyncDatabase, runs: list[dict[str, Any]], reason: str) -> set[ObjectId]:
+    """A stopping worker returns the runs it will not finish: back to `created` at once — the
+    attempt not counted, the slot freed — to be queued again, instead of waiting for their
+    leases to lapse and the reaper to count them as lost. A run whose termination was
+    requested ends `terminated` instead. Returns the ids handed back."""
+    if not runs:
+        return set()
+    mine = _all_ours(runs)
+    await db.executions.update_many(
+        {**mine, "terminateRequested": {"$ne": True}},
+        {
+            "$set": {
+                "status": str(Status.CREATED),
+                "worker": None,
+                "claim": None,
+                "slot": None,
+                "leaseUntil": None,
+                "startedAt": None,
+                "updatedAt": now(),
+            },
+            "$inc": {"attempts": -1},
+            "$push": {"statusLog": status_entry(Status.CREATED, f"{HANDED_BACK}: {reason}")},
+        },
+    )
+    stopping = {doc["_id"] async for doc in db.executions.find(mine, {"_id": 1})}
+    await write(
+        db,
+        [end(run, Status.TERMINATED, error="terminated") for run in runs if run["_id"] in stopping],
+    )
+    return {run["_id"] for run in runs} - stopping
+
+
+async def reap(db: AsyncDatabase) -> list[dict[str, Any]]:
+    """Executions whose worker died: back to `created` (to be queued again) when their service
+    says rerun and attempts remain, else failed. Safe to run in every worker at once."""
+    requeue = []
+    lapsed = {"status": str(Status.IN_PROGRESS), "leaseUntil": {"$lt": now()}}
+    async for execution in db.executions.find(lapsed):
+        updated = await _reap_one(db, execution)
+        if updated is not None and updated["status"] == Status.CREATED:
+            requeue.append(updated)
+    return requeue
+
+
+async def _reap_one(db: AsyncDatabase, execution: dict[str, Any]) -> dict[str, Any] | None:
+    """Release a lost execution (its slot with it) unless another reaper already did."""
+    retry = (
+        execution["onReset"] == OnReset.RERUN and execution["attempts"] < execution["maxAttempts"]
+    )
+    status = Status.CREATED if retry else Status.FAILED
+    fields: dict[str, Any] = {"status": str(status), "leaseUntil": None, "updatedAt": now()}
+    if not retry:
+        fields["error"] = (
+            f"The worker was lost on all {execution['attempts']} attempts"
+            if execution["onReset"] == OnReset.RERUN
+            else "The worker running this execution stopped (onReset: failed)"
+        )
+    entry = status_entry(status, "worker lost; rerunning" if retry else "worker lost; not rerun")
+    return await db.executions.find_one_and_update(
+        {
+            "_id": execution["_id"],
+            "status": str(Status.IN_PROGRESS),
+            "leaseUntil": execution["leaseUntil"],
+        },
+        {"$set": fields, "$push": {"statusLog": entry}},
+        projection={"serviceId": 1, "status": 1},
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+def waiting(db: AsyncDatabase, unchanged_since: datetime | None = None) -> AsyncCursor:
+    """Executions still `created` (unchanged since `unchanged_since`, if given), with their
+    service: each must be in its service's queue."""
+    query: dict[str, Any] = {"status": str(Status.CREATED)}
+    if unchanged_since is not None:
+        query["updatedAt"] = {"$lt": unchanged_since}
+    return db.executions.find(query, {"serviceId": 1})
