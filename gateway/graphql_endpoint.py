@@ -164,7 +164,7 @@ class GraphQLEndpoint(GraphQL):
         refused with 405, as the spec recommends."""
         try:
             request_data.query, registration = await self.persisted.resolve(
-                request_data.query, request_data.extensions, context.connections.db
+                request_data.query, request_data.extensions, context
             )
         except DocumentRefused as refused:
             # Never cached on the way back: the next request may well register the document.
@@ -186,6 +186,11 @@ class GraphQLEndpoint(GraphQL):
             raise
         if registration is not None:
             await self.persisted.register(registration, result, context)
+        if request.method == "GET":
+            # The answer depends on the caller's key and on the media type it accepts: a cache
+            # may keep it for that caller only, and must tell media types apart.
+            sub_response.headers.setdefault("cache-control", "private")
+            sub_response.headers["vary"] = "Accept, Authorization"
         return result
 
     async def process_result(

@@ -1,20 +1,23 @@
 """Persisted documents: Apollo's automatic persisted queries (APQ), and trusted documents only.
 
-Documents live in MongoDB's `persisted_documents` collection under `_id` = the sha256 (hex) of
-their exact text, so every gateway knows what any gateway stored and a lookup needs no index
-but `_id`'s. The store is shared by all organizations: a hash yields its text only to whoever
-already knows the text, and the document runs with the caller's own access. Each process keeps
-the last 1024 documents it used in memory, so a known hash costs no MongoDB round trip after
-its first use there; misses are never cached, so a document stored by another gateway, or
-imported, is found on its next use.
+Documents live in MongoDB's `persisted_documents` collection, so every gateway knows what any
+gateway stored. A document APQ stored belongs to the user who sent it (`_id` = `<userId>:<sha256
+of its exact text>`): a hash alone runs only what its caller stored, so nobody learns by probing
+hashes that another user — of another organization, perhaps — ran a given text, literals and
+all. Documents an operator imported (trusted) are the deployment's own, under `_id` = the hash,
+and run for everyone. Each process keeps the last 1024 documents it used in memory, so a known
+hash costs no MongoDB round trip after its first use there; misses are never cached, so a
+document stored by another gateway, or imported, is found on its next use.
 
 APQ (HTTP only: graphql-transport-ws has no `extensions` that Strawberry passes on):
-- `extensions.persistedQuery = {version: 1, sha256Hash}` alone runs the stored document, or
-  answers `PersistedQueryNotFound` (`PERSISTED_QUERY_NOT_FOUND`), on which Apollo clients send
-  the hash again with the query;
+- `extensions.persistedQuery = {version: 1, sha256Hash}` alone runs the caller's stored
+  document (or a trusted one), or answers `PersistedQueryNotFound`
+  (`PERSISTED_QUERY_NOT_FOUND`), on which Apollo clients send the hash again with the query;
+  a caller without a valid key always gets that answer;
 - with the query, the hash must be the query's sha256 (else BAD_USER_INPUT); the document runs
-  and, if it validated and the caller's key is valid, is stored. Only authenticated callers
-  write, and only documents that passed validation; the collection is not otherwise bounded.
+  and, if it validated, the caller's key is valid and it is at most `MAX_STORED_BYTES` long, is
+  stored for that caller. Stored documents expire 30 days after they were stored (a TTL index,
+  gateway/indexes.py); clients register them again on their next miss.
 
 Trusted documents only (`LOOM_TRUSTED_DOCUMENTS_ONLY`): a document runs only if an operator
 imported it from a manifest (`import_manifest`); APQ stores nothing; documents APQ stored before
@@ -52,6 +55,9 @@ COLLECTION = "persisted_documents"
 APOLLO_MANIFEST_FORMAT = "apollo-persisted-query-manifest"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_STORED_BYTES = 64 * 1024
+"""The longest document APQ stores (a 5,000-token document is well under it); a longer one
+runs, unstored, so neither MongoDB nor the in-memory cache holds megabytes of comments."""
 
 
 def sha256_of(query: str) -> str:
@@ -105,36 +111,49 @@ class Registration:
     """A document sent with its hash that this process does not know yet: stored after it
     ran, if it may be."""
 
-    sha256: str
+    key: str
     query: str
+
+
+async def _owner(context: Context) -> str | None:
+    """Whose APQ documents a request may name: its caller's, None without a valid key."""
+    try:
+        return str((await context.access()).user_id)
+    except LoomError:
+        return None
 
 
 class PersistedDocuments:
     def __init__(self, trusted_only: bool, maxsize: int = 1024) -> None:
         self.trusted_only = trusted_only
         self._known: RecentlyUsed[str, str] = RecentlyUsed(maxsize)
-        self._filter: dict[str, Any] = {"trusted": True} if trusted_only else {}
 
-    async def find(self, db: AsyncDatabase, sha256: str) -> str | None:
-        """The document stored under `sha256` (only a trusted one in trusted mode)."""
-        query = self._known.get(sha256)
-        if query is None:
-            found = await db[COLLECTION].find_one({"_id": sha256, **self._filter}, {"query": True})
-            if found is None:
-                return None
-            query = found["query"]
-            self._known.put(sha256, query)
-        return query
+    async def find(self, db: AsyncDatabase, sha256: str, owner: str | None) -> str | None:
+        """The document `owner` stored under `sha256`, or the trusted one (only that in trusted
+        mode, or without an owner)."""
+        keys = [sha256] if self.trusted_only or owner is None else [f"{owner}:{sha256}", sha256]
+        for key in keys:
+            if (query := self._known.get(key)) is not None:
+                return query
+        found = await db[COLLECTION].find_one(
+            {"$or": [{"_id": keys[0]}, {"_id": sha256, "trusted": True}]},
+            {"query": 1, "trusted": 1},
+        )
+        if found is None or (found["_id"] == sha256 and found.get("trusted") is not True):
+            return None
+        self._known.put(found["_id"], found["query"])
+        return found["query"]
 
     async def resolve(
-        self, query: str | None, extensions: Mapping[str, Any] | None, db: AsyncDatabase
+        self, query: str | None, extensions: Mapping[str, Any] | None, context: Context
     ) -> tuple[str | None, Registration | None]:
         """The query to run for a request, and what to store once it ran."""
         sha256 = requested_hash(extensions)
         if sha256 is None:
             return query, None
+        owner = None if self.trusted_only else await _owner(context)
         if not query:
-            found = await self.find(db, sha256)
+            found = await self.find(context.connections.db, sha256, owner)
             if found is None:
                 raise not_found()
             return found, None
@@ -143,9 +162,12 @@ class PersistedDocuments:
                 "extensions.persistedQuery.sha256Hash is not the sha256 of the query",
                 "BAD_USER_INPUT",
             )
-        if self.trusted_only or self._known.get(sha256) is not None:
+        key = f"{owner}:{sha256}"
+        if owner is None or self._known.get(key) is not None:
             return query, None
-        return query, Registration(sha256, query)
+        if len(query.encode()) > MAX_STORED_BYTES:
+            return query, None
+        return query, Registration(key, query)
 
     async def register(
         self, registration: Registration, result: ExecutionResult, context: Context
@@ -155,9 +177,8 @@ class PersistedDocuments:
         if is_request_error(result):
             return
         try:
-            await context.access()
             await context.connections.db[COLLECTION].update_one(
-                {"_id": registration.sha256},
+                {"_id": registration.key},
                 {
                     "$setOnInsert": {
                         "query": registration.query,
@@ -167,15 +188,13 @@ class PersistedDocuments:
                 },
                 upsert=True,
             )
-        except LoomError:
-            return
         except PyMongoError as exc:
             log.warning("persisted document not stored request_id=%s: %s", context.request_id, exc)
             return
-        self._known.put(registration.sha256, registration.query)
+        self._known.put(registration.key, registration.query)
 
     async def is_trusted(self, db: AsyncDatabase, query: str | None) -> bool:
-        return query is not None and await self.find(db, sha256_of(query)) == query
+        return query is not None and await self.find(db, sha256_of(query), None) == query
 
 
 class TrustedDocumentsOnly(SchemaExtension):

@@ -641,11 +641,21 @@ def _regex(pattern: str) -> Regex:
 
 
 def _glob_regex(pattern: str) -> str:
-    body = "".join(
-        ".*" if c == "*" else "." if c == "?" else "\\x00" if c == "\x00" else re.escape(c)
-        for c in pattern
-    )
-    return f"^{body}\\z"
+    """The regular expression of a wildcard pattern, matching exactly what `_glob_matches`
+    does: each segment between `*`s at its earliest place (a lazy, atomic group — the choice
+    glob matching never needs to revisit), the last one at the end. A greedy `.*` per `*`
+    backtracks exponentially on crafted texts, and MongoDB's regex engine then gives up and
+    reports no match where the in-memory matcher finds one."""
+    parts = [_segment_regex(part) for part in re.split(r"\*+", pattern)]
+    if len(parts) == 1:
+        return f"^{parts[0]}\\z"
+    first, *middle, last = parts
+    groups = "".join(f"(?>.*?{segment})" for segment in middle)
+    return f"^{first}{groups}.*{last}\\z"
+
+
+def _segment_regex(segment: str) -> str:
+    return "".join("." if c == "?" else "\\x00" if c == "\x00" else re.escape(c) for c in segment)
 
 
 # -- evaluation in memory -------------------------------------------------------------------

@@ -22,9 +22,10 @@ import base64
 import binascii
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from bson import json_util
+from bson import Code, ObjectId, json_util
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -65,6 +66,11 @@ class Page:
 
 _KINDS = (("null",), ("double", "int", "long", "decimal"), ("string", "symbol"), ("bool",))
 """MongoDB's sort order of the kinds of value a loose key may hold (null standing for missing)."""
+_LOOSE_SCALARS = (type(None), bool, int, float, str)
+_CURSOR_SCALARS = (*_LOOSE_SCALARS, datetime, ObjectId)
+"""What a cursor may hold: the values `encode_cursor` writes. Anything else a client sends —
+an operator document, a regex, code (a `str` to Python) — is refused, never put into a range
+query."""
 
 
 def _value(doc: dict[str, Any], path: str, loose: bool = False) -> Any:
@@ -73,10 +79,11 @@ def _value(doc: dict[str, Any], path: str, loose: bool = False) -> Any:
         if loose and isinstance(value, list):
             break
         value = value.get(part) if isinstance(value, dict) else None
-    if loose and isinstance(value, list | dict):
+    if loose and not isinstance(value, _LOOSE_SCALARS):
         raise BadUserInput(
-            f"Cannot order by {path}: document {doc.get('_id')} holds an array or object there; "
-            "order by a field holding numbers, strings, booleans or nothing",
+            f"Cannot order by {path}: document {doc.get('_id')} holds "
+            f"{'an array or object' if isinstance(value, list | dict) else 'a date or id'} "
+            "there; order by a field holding numbers, strings, booleans or nothing",
             field="sort",
         )
     return value
@@ -116,6 +123,8 @@ def decode_cursor(cursor: str, sort: Sort, windowed: bool = False) -> tuple[list
     else:
         values, left = state, 0
     if not isinstance(values, list) or len(values) != len(sort):
+        raise BadUserInput("Invalid cursor", field="after")
+    if not all(isinstance(v, _CURSOR_SCALARS) and not isinstance(v, Code) for v in values):
         raise BadUserInput("Invalid cursor", field="after")
     if not isinstance(left, int) or isinstance(left, bool) or left < 0:
         raise BadUserInput("Invalid cursor", field="after")

@@ -125,7 +125,8 @@ def test_no_filter_is_everything():
     [
         ("a.b*", "^a\\.b.*\\z"),
         ("?x??", "^.x..\\z"),
-        ("a**b***", "^a.*b.*\\z"),
+        ("a**b***", "^a(?>.*?b).*\\z"),
+        ("*x*y?*z", "^(?>.*?x)(?>.*?y.).*z\\z"),
         ("(a|b)[c]+$^\\", "^\\(a\\|b\\)\\[c\\]\\+\\$\\^\\\\\\z"),
         ("nul\x00", "^nul\\x00\\z"),
         ("", "^\\z"),
@@ -159,8 +160,17 @@ def test_globs_match_whole_values_case_sensitively(pattern, text, expected):
     assert matches("items", {"name": {"$glob": pattern}}, {"name": text}) is expected
 
 
-GLOBBED = ["a.bX", "aXbY", "a.b", "a\n", "a\nb", "é", "ée", "[ab]", "a", "A.b", "(x)", "a+b"]
+BACKTRACKER = "aaaaab" + "a" * 3000 + "c"
+"""A text on which a greedy `.*` per `*` backtracks until MongoDB's regex engine gives up."""
+GLOBBED = [
+    *["a.bX", "aXbY", "a.b", "a\n", "a\nb", "é", "ée", "[ab]", "a", "A.b", "(x)", "a+b"],
+    BACKTRACKER,
+    "abcab",
+]
 GLOBS = {
+    "*a*a*a*a*a*b*c": [BACKTRACKER],
+    "a*ab": ["abcab"],
+    "*b*b": ["abcab"],
     "a.b*": ["a.bX", "a.b"],
     "a?b?": ["a.bX", "aXbY"],
     "?": ["é", "a"],
@@ -170,6 +180,7 @@ GLOBS = {
     "[ab]": ["[ab]"],
     "(?)": ["(x)"],
     "a+*": ["a+b"],
+    "a*": ["a.bX", "aXbY", "a.b", "a\n", "a\nb", "a", "a+b", BACKTRACKER, "abcab"],
     "*": GLOBBED,
 }
 

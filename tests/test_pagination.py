@@ -1,5 +1,8 @@
 """Keyset cursors: pages are disjoint and complete, in order, even when sort keys tie."""
 
+import base64
+import json
+
 CREATE_PROJECT = """mutation($org: ID!, $name: String!) {
   createProject(organizationId: $org, input: {name: $name}) { id } }"""
 PAGE = """query($after: String) {
@@ -57,4 +60,22 @@ async def test_tampered_cursor_is_bad_user_input(member):
     for cursor in ("!!!", "bm90IGpzb24=", "WzFd"):
         error = await client.error(PAGE, after=cursor)
         assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        assert error["extensions"]["field"] == "after"
+
+
+async def test_a_cursor_holding_operators_is_refused_not_run_as_a_query(member):
+    """A cursor is data Loom wrote: an operator document, a regex or code a client puts in one
+    is refused, never spliced into the range query (it would have returned every project)."""
+    client, _ = await _three_orgs_with_tied_project_names(member)
+    forged = [
+        [{"$ne": "nothing"}, {"$oid": "0" * 24}],
+        [{"$regex": ".*"}, {"$oid": "0" * 24}],
+        [{"$foo": 1}, {"$oid": "0" * 24}],
+        [{"$code": "1"}, {"$oid": "0" * 24}],
+        [["p0"], {"$oid": "0" * 24}],
+    ]
+    for values in forged:
+        cursor = base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
+        error = await client.error(PAGE, after=cursor)
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", values
         assert error["extensions"]["field"] == "after"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pymongo import monitoring
 
-from gateway.persisted_documents import COLLECTION
+from gateway.persisted_documents import COLLECTION, MAX_STORED_BYTES
 from tests.command_monitoring import StartedCommands, listening_gateway
 from tests.datasets_world import CREATE_PROJECT
 from tests.servers import running_uvicorn
@@ -65,13 +65,13 @@ async def test_an_unknown_hash_is_persisted_query_not_found(server, accept, stat
 
 
 async def test_miss_then_register_then_hit_over_post_and_get(server, member, db):
-    client, _ = await member("acme", "member")
+    client, doc = await member("acme", "member")
     missed = await _post(server, {"extensions": apq(ME)}, client.key)
     assert missed.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
 
     registered = await _post(server, {"query": ME, "extensions": apq(ME)}, client.key)
     assert registered.json()["data"]["me"]["email"].endswith("@acme.io")
-    stored = await db[COLLECTION].find_one({"_id": sha256(ME)})
+    stored = await db[COLLECTION].find_one({"_id": f"{doc['userId']}:{sha256(ME)}"})
     assert (stored["query"], stored["trusted"]) == (ME, False)
 
     posted = await _post(server, {"extensions": apq(ME), "operationName": "Me"}, client.key)
@@ -159,17 +159,35 @@ async def test_a_persisted_mutation_sent_over_get_is_405_and_runs_nothing(server
     assert await db.projects.count_documents({"name": "persisted"}) == 1
 
 
-async def test_a_document_one_org_registered_runs_with_another_orgs_own_access(server, member):
+async def test_a_hash_another_user_stored_is_not_found_so_nobody_learns_what_others_ran(
+    server, member
+):
+    """Tenancy: a hash alone runs only its caller's documents. Were the store shared, probing
+    a guessed text's hash would tell whether anyone, in any organization, had run it."""
     acme, _ = await member("acme", "owner")
     globex, _ = await member("globex", "owner")
     query = "{ organizations { edges { node { name } } } }"
     registered = await _post(server, {"query": query, "extensions": apq(query)}, acme.key)
-    hit = await _post(server, {"extensions": apq(query)}, globex.key)
-    names = [e["node"]["name"] for e in hit.json()["data"]["organizations"]["edges"]]
     assert [e["node"]["name"] for e in registered.json()["data"]["organizations"]["edges"]] == [
         "acme"
     ]
+    assert (await _post(server, {"extensions": apq(query)}, acme.key)).json() == registered.json()
+    for other in (globex.key, None):
+        probe = await _post(server, {"extensions": apq(query)}, other)
+        assert probe.json()["errors"][0]["message"] == "PersistedQueryNotFound"
+    sent = await _post(server, {"query": query, "extensions": apq(query)}, globex.key)
+    names = [e["node"]["name"] for e in sent.json()["data"]["organizations"]["edges"]]
     assert names == ["globex"]
+
+
+async def test_a_document_too_long_to_store_runs_but_is_not_stored(server, member, db):
+    client, _ = await member("acme", "member")
+    query = "# " + "x" * MAX_STORED_BYTES + "\n" + ME
+    response = await _post(server, {"query": query, "extensions": apq(query)}, client.key)
+    assert response.json()["data"]["me"]["email"].endswith("@acme.io")
+    assert await db[COLLECTION].count_documents({}) == 0
+    missed = await _post(server, {"extensions": apq(query)}, client.key)
+    assert missed.json()["errors"][0]["message"] == "PersistedQueryNotFound"
 
 
 async def test_graphiql_is_not_served_for_a_get_naming_a_persisted_query(server):
@@ -180,3 +198,14 @@ async def test_graphiql_is_not_served_for_a_get_naming_a_persisted_query(server)
             headers={"Accept": "text/html,*/*;q=0.8"},
         )
     assert response.json()["errors"][0]["message"] == "PersistedQueryNotFound"
+
+
+async def test_an_answer_over_get_is_private_to_its_caller_and_varies_by_media_type(
+    server, member
+):
+    client, _ = await member("acme", "member")
+    await _post(server, {"query": ME, "extensions": apq(ME)}, client.key)
+    got = await _get(server, {"extensions": apq(ME)}, client.key)
+    assert got.json()["data"]["me"]["email"].endswith("@acme.io")
+    assert got.headers["cache-control"] == "private"
+    assert got.headers["vary"] == "Accept, Authorization"
