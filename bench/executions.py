@@ -11,7 +11,8 @@ what two workers run at once, unless --service-concurrency says otherwise), and 
 written directly with PyMongo (documents as `resolvers.items` writes them). One Loom gateway
 runs under uvicorn in a child process; the workers are real `loom worker` processes (`python
 -m gateway.cli worker`), everything with LOOM_LOG_LEVEL=WARNING and LOOM_WORKER_MAX_JOBS set
-to --worker-concurrency (10, the default, unless given), no other LOOM_* knob changed.
+to --worker-concurrency (50 unless given; the bare arq workers get it as max_jobs), no other
+LOOM_* knob changed.
 
 0. The baseline: two bare arq workers (`arq.Worker` with one no-op coroutine, arq's defaults but
    for poll_delay, --bare-poll-delay, 0.05 s as Loom's worker uses, and max_jobs,
@@ -877,13 +878,13 @@ def _lease() -> Any:
     return timedelta(seconds=30)
 
 
-def worker_configuration() -> str:
+def worker_configuration(concurrency: int) -> str:
     """What the worker `loom worker` builds runs executions with."""
     from gateway.settings import Settings
 
     settings = Settings()
     return (
-        f"executions claimed from Redis service queues, up to {settings.worker_max_jobs} at once "
+        f"executions claimed from Redis service queues, up to {concurrency} at once "
         f"per worker (LOOM_WORKER_MAX_JOBS), poll {settings.worker_poll_delay_s:g}s when idle; "
         f"LOOM_BATCH_PAGE_SIZE={settings.batch_page_size} "
         f"LOOM_EXECUTION_LEASE_S={settings.execution_lease_s:g}"
@@ -905,7 +906,7 @@ def code_state() -> str:
 async def run(args: argparse.Namespace, mongodb_url: str, redis_url: str, origin: str) -> int:
     bench = Bench(args, mongodb_url, redis_url)
     print(f"databases: {origin}; db={bench.db_name}", flush=True)
-    print(f"loom worker: {worker_configuration()}", flush=True)
+    print(f"loom worker: {worker_configuration(args.worker_concurrency)}", flush=True)
     await bench.open()
     goals: dict[str, bool] = {}
     try:
@@ -945,9 +946,11 @@ def main() -> int:
     parser.add_argument(
         "--worker-concurrency",
         type=int,
-        default=10,
+        default=50,
         help="each loom worker's concurrency (LOOM_WORKER_MAX_JOBS) and each bare arq "
-        "worker's max_jobs: the same parallelism on both sides (10: both defaults)",
+        "worker's max_jobs: the same parallelism on both sides (both default to 10; no-op "
+        "arq jobs do not run faster with more, Loom claims and ends a page of up to this "
+        "many executions per MongoDB write)",
     )
     parser.add_argument(
         "--service-concurrency",

@@ -10,7 +10,9 @@ open:
   memberships, in any process, clears it as soon as the feed delivers the change — a revoked
   key or a removed member is refused within milliseconds on every gateway, not after a TTL;
 - any mutation this process runs clears it before its response leaves, so a caller that
-  revokes a key or removes a member never sees the old state afterwards;
+  revokes a key or removes a member never sees the old state afterwards — all but the
+  execution mutations (`KEEPS_ACCESS`), which write no collection an entry is built from and
+  come by the thousand a second from triggers and clients;
 - when the feed is lost the cache is cleared and nothing is kept until it is open again;
 - a lookup that was under way while the cache was cleared is not kept: it may have read the
   state from before the change (`generation`); requests for one key share a lookup under way
@@ -24,7 +26,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from graphql import OperationDefinitionNode, OperationType
+from graphql import DocumentNode, FieldNode, OperationDefinitionNode, OperationType
 from pymongo.asynchronous.database import AsyncDatabase
 from strawberry.extensions import SchemaExtension
 
@@ -92,19 +94,43 @@ class AuthCache:
         self.invalidate()
 
 
+KEEPS_ACCESS = frozenset(
+    {"execute", "executeBatch", "rerunBatch", "rerunExecution", "terminateExecution"}
+)
+"""Mutations that cannot change what a cache entry holds: they write executions and commands
+(and Redis), never API keys, users, organizations or memberships (tests/test_auth_cache.py
+runs each one and watches what it writes). A mutation left out of this list costs the next
+requests a lookup each, never a stale answer: every other mutation clears."""
+
+
+def keeps_access(document: DocumentNode) -> bool:
+    """Whether every mutation in the document selects at its root only fields of
+    `KEEPS_ACCESS` (or `__typename`), spelled out: a fragment at the root, whatever it holds,
+    counts as a mutation that may change access."""
+    for definition in document.definitions:
+        if not (
+            isinstance(definition, OperationDefinitionNode)
+            and definition.operation == OperationType.MUTATION
+        ):
+            continue
+        for selection in definition.selection_set.selections:
+            if not isinstance(selection, FieldNode):
+                return False
+            if selection.name.value not in KEEPS_ACCESS | {"__typename"}:
+                return False
+    return True
+
+
 class MutationsClearAuthCache(SchemaExtension):
-    """Clears the process's cache once a document holding a mutation has executed — however
-    execution ended, and before the result is handed over on any transport (any mutation:
-    telling which ones touch access would be a list to keep in step with the schema)."""
+    """Clears the process's cache once a document holding a mutation that may change access
+    has executed — however execution ended, and before the result is handed over on any
+    transport. Which mutations may not is an allow-list (`KEEPS_ACCESS`): a new mutation
+    clears until it is shown not to touch access."""
 
     def on_execute(self) -> Iterator[None]:
         try:
             yield
         finally:
             document = self.execution_context.graphql_document
-            if document is not None and any(
-                isinstance(definition, OperationDefinitionNode)
-                and definition.operation == OperationType.MUTATION
-                for definition in document.definitions
-            ):
+            if document is not None and not keeps_access(document):
                 self.execution_context.context.auth_cache.invalidate()

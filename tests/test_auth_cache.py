@@ -8,11 +8,12 @@ import json
 import pytest
 import websockets
 from bson import ObjectId
+from graphql import parse
 from pymongo import monitoring
 from starlette.applications import Starlette
 
-from gateway.auth_cache import AuthCache
-from gateway.change_feed import AccessChanged, changes_access
+from gateway.auth_cache import KEEPS_ACCESS, AuthCache, keeps_access
+from gateway.change_feed import ACCESS, AccessChanged, changes_access
 from gateway.connections import Connections, mongo_client
 from resolvers.errors import Unauthenticated
 from tests.command_monitoring import (
@@ -21,6 +22,7 @@ from tests.command_monitoring import (
     listening_client,
     listening_gateway,
 )
+from tests.datasets_world import make_world
 from tests.graphql_client import GraphQLClient
 from tests.waiting import eventually
 
@@ -203,7 +205,9 @@ async def test_the_cache_keeps_the_most_recently_used_keys(member, db):
     assert await cache.find_key(db, second.key) is found
 
 
-async def test_any_mutation_clears_the_cache_of_its_gateway_before_it_answers(member, db, app):
+async def test_a_mutation_that_may_change_access_clears_the_cache_of_its_gateway_before_it_answers(
+    member, db, app
+):
     client, doc = await member("acme", "owner")
     await caught_up(app, db)
     assert (await client.data(ME))["me"]["id"]
@@ -211,6 +215,96 @@ async def test_any_mutation_clears_the_cache_of_its_gateway_before_it_answers(me
     created = await client.data(CREATE_PROJECT, org=str(doc["orgId"]))
     assert created["createProject"]["id"]
     assert len(app.state.auth_cache) == 0
+
+
+class AccessWrites(StartedCommands):
+    """The write commands sent to a collection access is built from (change_feed.ACCESS)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        if name in ("insert", "update", "delete", "findAndModify"):
+            collection = event.command[name]
+            if collection in ACCESS:
+                self.seen.append((name, collection))
+        elif name == "bulkWrite":
+            self.seen += [
+                (name, ns["ns"].split(".", 1)[1])
+                for ns in event.command["nsInfo"]
+                if ns["ns"].split(".", 1)[1] in ACCESS
+            ]
+
+
+SERVICE = """mutation($p: ID!) {
+  createService(projectId: $p, input: {name: "tools", functions: ["echo"]}) { id } }"""
+KEEPING = [
+    ("execute", 'mutation($s: ID!) { execute(serviceId: $s, input: {function: "echo"}) { id } }'),
+    ("terminateExecution", "mutation($e: ID!) { terminateExecution(id: $e) { status } }"),
+    ("rerunExecution", "mutation($e: ID!) { rerunExecution(id: $e) { status } }"),
+    (
+        "executeBatch",
+        'mutation($s: ID!) { executeBatch(serviceId: $s, input: {function: "echo"}) { id } }',
+    ),
+    ("rerunBatch", "mutation($p: ID!) { rerunBatch(projectId: $p) { id } }"),
+]
+
+
+async def test_execution_mutations_write_no_access_collection_and_keep_the_cache(
+    member, settings, stack, redis, db
+):
+    world = await make_world(member)
+    service = (await world.client.data(SERVICE, p=world.project))["createService"]["id"]
+    assert sorted(name for name, _ in KEEPING) == sorted(KEEPS_ACCESS)
+    writes = AccessWrites()
+    async with listening_gateway(settings, stack, redis, writes) as (app, http):
+        client = GraphQLClient(http, world.client.key)
+        assert (await client.data(ME))["me"]["id"]  # cached, its lastUsedAt already written
+        writes.seen.clear()
+        execution = None
+        for name, mutation in KEEPING:
+            answer = await client.data(mutation, s=service, p=world.project, e=execution)
+            execution = execution or answer[name]["id"]
+            assert len(app.state.auth_cache) == 1, name
+        assert writes.seen == []
+        assert await db.commands.count_documents({"projectId": ObjectId(world.project)}) == 2
+        revoked = await client.execute(REVOKE_KEY, id=str(ObjectId()))
+        assert revoked["errors"]
+        assert len(app.state.auth_cache) == 0
+
+
+@pytest.mark.parametrize(
+    ("document", "keeps"),
+    [
+        ('mutation { execute(serviceId: "s", input: {function: "echo"}) { id } }', True),
+        (
+            'mutation { ran: execute(serviceId: "s", input: {function: "e"}) { id } __typename }',
+            True,
+        ),
+        ("{ me { id } }", True),
+        ('mutation { revokeApiKey(id: "k") { id } }', False),
+        (
+            'mutation { execute(serviceId: "s", input: {function: "e"}) { id } '
+            'createProject(organizationId: "o", input: {name: "p"}) { id } }',
+            False,
+        ),
+        ('mutation { executeBatch: revokeApiKey(id: "k") { id } }', False),
+        (
+            'mutation { ...F } fragment F on Mutation { execute(serviceId: "s", '
+            'input: {function: "e"}) { id } }',
+            False,
+        ),
+        (
+            'mutation { ... on Mutation { execute(serviceId: "s", '
+            'input: {function: "e"}) { id } } }',
+            False,
+        ),
+        ('query Q { me { id } } mutation M { removeOrganizationMember(id: "m") }', False),
+    ],
+)
+def test_only_documents_whose_mutations_all_keep_access_leave_the_cache(document, keeps):
+    assert keeps_access(parse(document)) is keeps
 
 
 async def test_an_entry_past_its_max_age_is_looked_up_again(member, db):

@@ -1,20 +1,21 @@
 """A worker's executions: claimed a page at a time, run side by side, ended in bulk.
 
 One engine per worker process runs up to `capacity` executions at once (`LOOM_WORKER_MAX_JOBS`,
-`loom worker --concurrency`). Its claim loop looks at the services with queued executions
-(triggers/execution_queue.py) and, for each, reads in one command how many of the service's
-slots are free, takes that many ids from the service's queue (never more than it can run
-now), reads those executions and their resources, and claims them all with one bulk write
-(resolvers/execution_runs.py). Runs that end are written together by the end loop — whatever
-ended while the previous write was under way goes in the next one — and their slots are the
-first this worker tries when it claims from that service again, so two workers draining one
-service rarely reach for the same slot. One heartbeat per worker renews every lease it holds
-and picks up termination requests, whatever the number of runs.
+`loom worker --concurrency`). Its one loop goes round in cycles. Each cycle looks at the
+services with queued executions (triggers/execution_queue.py) and, for each, takes from the
+service's queue as many ids as the worker has room for (runs whose function has returned
+leave room at once), reads those executions, the service's free slots and the executions'
+resources, then writes in ONE ordered command the ends of the runs that ended since the last
+cycle followed by the claims of the new page (resolvers/execution_runs.py `end_and_claim`):
+the slots the ends free are the first the claims take, so a worker draining a service hands
+its slots from one page to the next with one majority write per page, not a claim and an end,
+and two workers draining one service rarely reach for the same slot. One heartbeat per worker
+renews every lease it holds and picks up termination requests, whatever the number of runs.
 
 So a busy worker costs MongoDB about four commands per page of executions and Redis one pop,
 instead of a job, a claim, a slot, a heartbeat and an end per execution. Nothing is lost when
 a worker dies: ids it had popped but not claimed are still `created` and queued again by the
-queue check; claimed runs hold leases the reaper rerun or fails once they lapse; a worker
+queue check; claimed runs hold leases the reaper reruns or fails once they lapse; a worker
 that is stopped hands its runs back at once.
 """
 
@@ -51,6 +52,9 @@ READY_REFRESH_S = 1.0
 """How long a worker that keeps finding work goes on with the services it knew of before
 asking Redis again which have queued executions."""
 STOP_CLAIMING_S = 5.0
+FILL_S = 0.005
+"""How long a cycle that would claim less than half a page waits for more of its runs to end
+(quick functions end within a few loop turns of each other): pages stay full."""
 END_RETRY_S = 1.0
 
 
@@ -72,6 +76,17 @@ class Run:
 
 
 @dataclass
+class Page:
+    """Executions of one service taken from its queue, read, and ready to be claimed."""
+
+    service_id: ObjectId
+    popped: dict[ObjectId, int]
+    waiting: list[dict[str, Any]]
+    resources: dict[tuple[str, ObjectId], dict[str, Any]]
+    state: dict[str, Any]
+
+
+@dataclass
 class Engine:
     db: AsyncDatabase
     redis: Redis
@@ -81,67 +96,88 @@ class Engine:
     poll_delay_s: float
     runs: dict[ObjectId, Run] = field(default_factory=dict)
     """By claim: the runs this worker holds (until their end is written)."""
+    _active: int = 0
+    """How many of those are still running their function."""
     _ending: list[tuple[UpdateOne, Run]] = field(default_factory=list)
-    _to_write: asyncio.Event = field(default_factory=asyncio.Event)
-    _freed: asyncio.Event = field(default_factory=asyncio.Event)
-    _freed_slots: dict[ObjectId, list[int]] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _not_before: dict[ObjectId, float] = field(default_factory=dict)
     _ready: list[ObjectId] = field(default_factory=list)
     _ready_at: float = 0.0
     _stopping: bool = False
     _draining: bool = False
+    _claims_over: asyncio.Event = field(default_factory=asyncio.Event)
     _loops: list[asyncio.Task] = field(default_factory=list)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loops = [
-            loop.create_task(self._claim_loop()),
-            loop.create_task(self._end_loop()),
+            loop.create_task(self._cycle_loop()),
             loop.create_task(self._heartbeat_loop()),
         ]
 
-    # -- claiming ------------------------------------------------------------------------------
+    # -- the cycle: claim a page, write it with the ends -------------------------------------
 
-    async def _claim_loop(self) -> None:
-        while not self._stopping:
+    async def _cycle_loop(self) -> None:
+        while True:
+            if self._stopping:
+                self._claims_over.set()
+            await self._fill()
             try:
-                found = await self._claim_round()
+                pages = [] if self._stopping else await self._prepare()
             except Exception:
-                log.exception("claiming executions failed; trying again")
-                found = False
-            if not found:
-                self._freed.clear()
+                log.exception("reading queued executions failed; trying again")
+                pages = []
+            ending, self._ending = self._ending, []
+            if not pages and not ending:
+                if self._draining:
+                    return
+                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._freed.wait(), self.poll_delay_s)
+                    await asyncio.wait_for(self._wake.wait(), self.poll_delay_s)
+                continue
+            await self._write(ending, pages)
 
-    async def _claim_round(self) -> bool:
-        """Claim from every service with queued executions while capacity lasts; whether
-        anything was done."""
-        if len(self.runs) >= self.capacity:
-            return False
+    async def _fill(self) -> None:
+        deadline = time.monotonic() + FILL_S
+        while self._active > 0 and 2 * (self.capacity - self._active) < self.capacity:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stopping:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
+
+    async def _prepare(self) -> list[Page]:
+        """Pages of queued executions, from every service with some, while room lasts."""
+        room = self.capacity - self._active
+        if room <= 0:
+            return []
         moment = time.monotonic()
         if not self._ready or moment - self._ready_at > READY_REFRESH_S:
             self._ready = await execution_queue.ready_services(self.redis)
             self._ready_at = moment
             random.shuffle(self._ready)
-        done = False
+        pages, found = [], False
         for service in self._ready:
-            if self._stopping or len(self.runs) >= self.capacity:
+            if room <= 0:
                 break
             if self._not_before.get(service, 0.0) <= moment:
-                done |= await self._claim_from(service, self.capacity - len(self.runs))
-        if not done:
+                done, page = await self._page_of(service, room)
+                found |= done
+                if page is not None:
+                    pages.append(page)
+                    room -= len(page.waiting)
+        if not found:
             self._ready = []
-        return done
+        return pages
 
-    async def _claim_from(self, service_id: ObjectId, room: int) -> bool:
-        """Take up to `room` of the service's queued ids, then read the service's free slots
-        and those executions together, and claim as many as there are slots; the others go
-        back to their places in the queue."""
+    async def _page_of(self, service_id: ObjectId, room: int) -> tuple[bool, Page | None]:
+        """Take up to `room` of the service's queued ids and read them, the service's free
+        slots and the executions' resources; (whether anything was done, the page to claim)."""
         looked = now()
         popped = await execution_queue.pop(self.redis, service_id, room)
         if not popped:
-            return False
+            return False, None
         state, waiting = await asyncio.gather(
             execution_runs.service_state(self.db, service_id),
             execution_runs.waiting_among(self.db, list(popped)),
@@ -149,22 +185,15 @@ class Engine:
         if state is None:
             if await execution_runs.abort_orphans(self.db, service_id):
                 await execution_queue.drop_service(self.redis, service_id)
-                return True
+                return True, None
             # Not this database's: its ids are another deployment's to claim.
             await self._put_back(service_id, popped, [{"_id": i} for i in popped])
             self._not_before[service_id] = time.monotonic() + UNKNOWN_RETRY_S
-            return False
+            return False, None
         if not state["active"]:
             reason = "its service was deactivated before it started"
             await execution_runs.abort(self.db, dict.fromkeys(popped, reason), looked)
-            return True
-        slots = self._slot_order(service_id, state)
-        if len(slots) < len(waiting):
-            await self._put_back(service_id, popped, waiting[len(slots) :])
-            waiting = waiting[: len(slots)]
-            self._not_before[service_id] = time.monotonic() + BUSY_RETRY_S
-        if not waiting:
-            return False
+            return True, None
         resources = await execution_runs.resources_of(self.db, waiting)
         gone: dict[ObjectId, str] = {}
         runnable = []
@@ -176,15 +205,50 @@ class Engine:
             else:
                 runnable.append(execution)
         await execution_runs.abort(self.db, gone, looked)
-        runs, refused = await execution_runs.claim(
-            self.db, runnable, slots, self.worker, self.lease
-        )
-        await self._put_back(service_id, popped, refused)
-        for run in runs:
-            reference = run["resource"]
-            resource = resources.get((reference["type"], reference["id"])) if reference else None
-            self._start(run, resource)
-        return True
+        if not runnable:
+            return True, None
+        return True, Page(service_id, popped, runnable, resources, state)
+
+    async def _write(self, ending: list[tuple[UpdateOne, Run]], pages: list[Page]) -> None:
+        """One ordered write: the ends, then every page's claims, each page in the slots the
+        ends free first; what is not claimed goes back to its place in its queue."""
+        claims, runs, unclaimed = [], [], []
+        for page in pages:
+            slots = self._slot_order(page, [run for _, run in ending])
+            if len(slots) < len(page.waiting):
+                self._not_before[page.service_id] = time.monotonic() + BUSY_RETRY_S
+            ops, made = execution_runs.claiming(page.waiting, slots, self.worker, self.lease)
+            claims += ops
+            runs += [(page, run) for run in made]
+            unclaimed += [(page, execution) for execution in page.waiting[len(ops) :]]
+        try:
+            held, tried = await execution_runs.end_and_claim(
+                self.db, [op for op, _ in ending], claims, [run for _, run in runs]
+            )
+        except Exception:
+            log.exception("recording %d ends and %d claims failed", len(ending), len(claims))
+            self._ending[:0] = ending
+            await self._put_all_back(unclaimed + [(p, run) for p, run in runs])
+            await asyncio.sleep(END_RETRY_S)
+            return
+        for _, run in ending:
+            self._forget(run)
+        await self._put_all_back(unclaimed + runs[tried:])
+        started = {run["_id"] for run in held}
+        for page, run in runs[:tried]:
+            if run["_id"] in started:
+                reference = run["resource"]
+                found = (
+                    page.resources.get((reference["type"], reference["id"])) if reference else None
+                )
+                self._start(run, found)
+
+    async def _put_all_back(self, left: list[tuple[Page, dict[str, Any]]]) -> None:
+        by_page: dict[int, tuple[Page, list[dict[str, Any]]]] = {}
+        for page, execution in left:
+            by_page.setdefault(id(page), (page, []))[1].append(execution)
+        for page, executions in by_page.values():
+            await self._put_back(page.service_id, page.popped, executions)
 
     async def _put_back(
         self, service_id: ObjectId, popped: dict[ObjectId, int], executions: list[dict[str, Any]]
@@ -194,23 +258,43 @@ class Engine:
             back = {str(execution["_id"]): popped[execution["_id"]] for execution in executions}
             await execution_queue.push_scored(self.redis, {service_id: back})
 
-    def _slot_order(self, service_id: ObjectId, state: dict[str, Any]) -> list[int]:
-        """The service's free slots, those this worker freed last first, the rest shuffled (a
+    def _slot_order(self, page: Page, ending: list[Run]) -> list[int]:
+        """Slots for the page: first those the ends in the same write free, then the free
+        ones no run of this worker holds, shuffled; no more than the concurrency leaves (a
         concurrency lowered below what runs leaves none until enough have ended)."""
-        free = set(range(state["concurrency"])) - state["running"]
-        mine = [slot for slot in self._freed_slots.pop(service_id, []) if slot in free]
-        others = list(free - set(mine))
+        service_id, concurrency = page.service_id, page.state["concurrency"]
+        mine = {
+            run.execution["slot"]
+            for run in self.runs.values()
+            if run.execution["serviceId"] == service_id
+        }
+        freed = [
+            run.execution["slot"]
+            for run in ending
+            if run.execution["serviceId"] == service_id and run.execution["slot"] < concurrency
+        ]
+        taken = page.state["running"] | mine
+        others = list(set(range(concurrency)) - taken)
         random.shuffle(others)
-        return (mine + others)[: max(0, state["concurrency"] - len(state["running"]))]
+        room = concurrency - len({slot for slot in taken if slot < concurrency}) + len(freed)
+        return (freed + others)[: max(0, room)]
 
     # -- running -------------------------------------------------------------------------------
 
     def _start(self, execution: dict[str, Any], resource: dict[str, Any] | None) -> None:
         run = Run(execution)
         self.runs[execution["claim"]] = run
+        self._active += 1
         run.task = asyncio.get_running_loop().create_task(self._run(run, resource))
 
     async def _run(self, run: Run, resource: dict[str, Any] | None) -> None:
+        try:
+            await self._execute(run, resource)
+        finally:
+            self._active -= 1
+            self._wake.set()
+
+    async def _execute(self, run: Run, resource: dict[str, Any] | None) -> None:
         execution = run.execution
         reports = Reports(self.db, execution)
         output, error = None, None
@@ -238,37 +322,12 @@ class Engine:
             execution, status, output=output, error=error, progress=progress, lines=lines
         )
         self._ending.append((op, run))
-        self._to_write.set()
-
-    async def _end_loop(self) -> None:
-        """Write the ends of runs, as many as are waiting, in one command each time."""
-        while True:
-            await self._to_write.wait()
-            self._to_write.clear()
-            batch, self._ending = self._ending, []
-            try:
-                await execution_runs.write(self.db, [op for op, _ in batch])
-            except Exception:
-                log.exception("recording the end of %d executions failed; retrying", len(batch))
-                self._ending[:0] = batch
-                await asyncio.sleep(END_RETRY_S)
-                self._to_write.set()
-                continue
-            for _, run in batch:
-                self._release(run)
-            if self._draining and not self._ending:
-                return
-
-    def _release(self, run: Run) -> None:
-        """An ended run frees its capacity and its slot, which this worker tries first."""
-        service_id = run.execution["serviceId"]
-        self._forget(run)
-        self._freed_slots.setdefault(service_id, []).append(run.execution["slot"])
-        self._not_before.pop(service_id, None)
 
     def _forget(self, run: Run) -> None:
+        """A run whose end is written (or that is no longer this worker's) frees its slot,
+        and its service may be looked at again at once."""
         self.runs.pop(run.execution["claim"], None)
-        self._freed.set()
+        self._not_before.pop(run.execution["serviceId"], None)
 
     async def _heartbeat_loop(self) -> None:
         interval = min(1.0, self.lease.total_seconds() / 3)
@@ -293,24 +352,27 @@ class Engine:
     async def stop(self, reason: str) -> None:
         """Stop claiming, let ended runs be written, hand the others back and queue them."""
         self._stopping = True
-        self._freed.set()
-        claiming, ending, beating = self._loops
+        self._wake.set()
+        cycling, beating = self._loops
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(claiming), STOP_CLAIMING_S)
-        claiming.cancel()
+            await asyncio.wait_for(self._claims_over.wait(), STOP_CLAIMING_S)
         running = [run for run in self.runs.values() if run.task and not run.task.done()]
         for run in running:
             run.stop = "stopping"
             run.task.cancel()
         await asyncio.gather(*(run.task for run in running), return_exceptions=True)
         self._draining = True
-        self._to_write.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ending
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(cycling), STOP_CLAIMING_S)
+        cycling.cancel()
         beating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beating
-        stopped = [run.execution for run in running]
+        for loop in (cycling, beating):
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        # A run whose function returned as it was cancelled ends as it would have (asyncio's
+        # wait_for keeps a result that raced with its cancellation): it is no longer held.
+        stopped = [run.execution for run in running if run.execution["claim"] in self.runs]
         back = await execution_runs.hand_back(self.db, stopped, reason)
         await execution_queue.push(self.redis, [e for e in stopped if e["_id"] in back])
 
