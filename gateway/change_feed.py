@@ -1,9 +1,10 @@
 """One change stream per gateway process, fanned out in memory to its subscribers.
 
 However many clients subscribe, MongoDB serves this process a single change stream over the
-collections subscriptions watch. Each subscriber has a bounded inbox (gateway/inboxes.py): a
-subscriber that falls a whole inbox behind is told and dropped, so it never slows the feed or
-the other subscribers. The feed resumes after a lost connection with its last resume
+collections subscriptions watch. Each subscriber has an inbox of its own (gateway/inboxes.py),
+so it never slows the feed or the other subscribers: one that falls a whole inbox behind keeps
+only the latest state of each entity from then on, and is dropped only if it stays behind too
+long. The feed resumes after a lost connection with its last resume
 token, so subscribers miss nothing while it reconnects. Each event carries the document as it
 was right after its change (post-images, enabled in gateway/indexes.py), never a later state.
 
@@ -244,7 +245,10 @@ def changes_access(change: dict[str, Any]) -> bool:
 
 def users_affected(change: dict[str, Any]) -> set[ObjectId] | None:
     """The users whose access an access change may alter; None when that is not known (an
-    organization changed, or a document without images), meaning everyone's."""
+    organization changed, a document without images, a collection dropped or renamed: no
+    document key), meaning everyone's."""
+    if "documentKey" not in change:
+        return None
     if change["ns"]["coll"] == "users":
         return {change["documentKey"]["_id"]}
     images = (change.get("fullDocument"), change.get("fullDocumentBeforeChange"))

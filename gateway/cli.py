@@ -38,6 +38,7 @@ from gateway.connections import Connections, mongo_client
 from gateway.embedded import EmbeddedStack, EmbeddedStackError
 from gateway.embedded import children as child_processes
 from gateway.settings import Settings
+from gateway.supervisor import Supervisor
 from resolvers.access import OrgRole
 from resolvers.errors import BadUserInput, LoomError
 from triggers.worker import build_worker
@@ -79,7 +80,9 @@ def stack_for(settings: Settings) -> Iterator[Settings]:
         log.info("attached to the running embedded stack under %s", root)
         yield _unset_urls(settings, running)
         return
-    stack = EmbeddedStack(root, persistent=True, lib_dir=settings.home / "lib")
+    stack = EmbeddedStack(
+        root, persistent=True, lib_dir=settings.home / "lib", replicas=settings.embedded_replicas
+    )
     log.info("starting the embedded stack (mongod + valkey) under %s", root)
     with stack:
         log.info("mongodb %s, redis %s", stack.mongodb_url, stack.redis_url)
@@ -123,16 +126,27 @@ def dev(settings: Settings, seed_demo: bool) -> None:
         "LOOM_REDIS_URL": str(settings.redis_url),
     }
     settings.home.mkdir(parents=True, exist_ok=True)
-    worker = child_processes.spawn(
-        [sys.executable, "-m", "gateway.cli", "worker"], log=settings.home / "worker.log", env=env
+    worker = Supervisor(
+        "worker",
+        lambda: child_processes.spawn(
+            [sys.executable, "-m", "gateway.cli", "worker"],
+            log=settings.home / "worker.log",
+            env=env,
+        ),
+        say=lambda line: print(line, flush=True),
     )
+    worker.start()
     base = f"http://{settings.host}:{settings.port}"
     print(f"Loom is starting: GraphQL + GraphiQL {base}/graphql, readiness {base}/readyz")
-    print(f"Worker log: {settings.home / 'worker.log'}. Ctrl-C stops everything.", flush=True)
+    print(
+        f"Worker log: {settings.home / 'worker.log'} (restarted if it dies). "
+        "Ctrl-C stops everything.",
+        flush=True,
+    )
     try:
         serve(settings)
     finally:
-        child_processes.stop(worker)
+        worker.stop()
 
 
 async def _seed_demo(settings: Settings) -> tuple[str, Any]:

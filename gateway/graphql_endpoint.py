@@ -39,6 +39,7 @@ from gateway.graphql_ws import ChangesOnlyWSHandler, GroupingTransportWSHandler
 from gateway.http_negotiation import (
     JSON,
     Refused,
+    headers_of,
     is_request_error,
     negotiate,
     not_acceptable,
@@ -210,9 +211,11 @@ class GraphQLEndpoint(GraphQL):
     ) -> Response:
         """Strawberry's, with the negotiated media type and the status it implies."""
         media_type = sub_response.answer_media_type
+        status = sub_response.status_code or status_of(response_data, media_type)
         response = Response(
             self.encode_json(response_data),
-            status_code=sub_response.status_code or status_of(response_data, media_type),
+            status_code=status,
+            headers=headers_of(response_data, status),
             media_type=f"{media_type}; charset=utf-8",
         )
         response.headers.raw.extend(sub_response.headers.raw)

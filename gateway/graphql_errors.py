@@ -3,6 +3,10 @@
 - Expected failures (`LoomError`) keep their message and carry their code and details.
 - Errors in the request itself (syntax, validation, variable coercion) are BAD_USER_INPUT;
   refusals by a query limit also name the limit.
+- MongoDB or Redis being briefly away (an election, a restart: gateway/transient.py) is
+  UNAVAILABLE with `retryAfter` (seconds; for MongoDB only once the driver waited
+  `LOOM_UNAVAILABLE_WAIT_S` for a primary): the client should send the same request again —
+  never a masked INTERNAL_SERVER_ERROR, which says that retrying is pointless.
 - Anything else is a bug: its message is replaced, and it is logged with the request id.
 """
 
@@ -14,6 +18,7 @@ from strawberry.extensions import SchemaExtension
 
 from gateway.metrics import GRAPHQL_ERRORS
 from gateway.query_limits import limit_error, token_limit_of
+from gateway.transient import dependency_of
 from resolvers.errors import LoomError
 
 log = logging.getLogger("loom.graphql")
@@ -30,11 +35,33 @@ def _with(error: GraphQLError, message: str, extensions: dict[str, object]) -> G
     )
 
 
-def classify(error: GraphQLError, request_id: str) -> GraphQLError:
+RETRY_AFTER_S = 5
+"""The `retryAfter` of errors classified where no settings are at hand."""
+
+
+def classify(
+    error: GraphQLError, request_id: str, retry_after_s: int = RETRY_AFTER_S
+) -> GraphQLError:
     original = error.original_error
+    dependency = dependency_of(original)
     if isinstance(original, LoomError):
         extensions = {**original.extensions, "code": original.code}
         formatted = _with(error, original.message, extensions)
+    elif dependency is not None:
+        log.warning(
+            "%s unavailable request_id=%s path=%s: %s: %s",
+            dependency,
+            request_id,
+            ".".join(map(str, error.path or ())),
+            type(original).__name__,
+            str(original)[:300],
+        )
+        formatted = _with(
+            error,
+            f"{dependency} is unavailable for now (a failover or a restart); "
+            f"retry in {retry_after_s} s",
+            {"code": "UNAVAILABLE", "retryAfter": retry_after_s},
+        )
     elif error.path is None:
         maximum = token_limit_of(error) if isinstance(error, GraphQLSyntaxError) else None
         if maximum is not None:
@@ -73,5 +100,6 @@ class ErrorCodes(SchemaExtension):
     def _classify(self, result: object) -> None:
         errors = getattr(result, "errors", None)
         if errors:
-            request_id = self.execution_context.context.request_id
-            result.errors = [classify(e, request_id) for e in errors]
+            context = self.execution_context.context
+            retry_after_s = context.settings.unavailable_retry_after_s
+            result.errors = [classify(e, context.request_id, retry_after_s) for e in errors]

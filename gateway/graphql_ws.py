@@ -14,6 +14,15 @@ graphql-ws protocol (subscriptions-transport-ws clients), which Strawberry's own
 ungrouped, compares each operation's encoded payload with its last. (The graphql-transport-ws
 subscriptions that run alone send one message: the error that refused them.) Errors and the end
 of a subscription always go out.
+
+A subscriber that falls behind (a slow network, a burst of changes) is sent only the latest
+state of each execution or command, final states always (gateway/inboxes.py). A `next` (or
+legacy `data`) payload that stands for earlier states not sent says how many in its
+`extensions`: `{"coalesced": n}` — a response's `extensions` are the GraphQL spec's place for
+what is not data, so every client passes them through or ignores them, while a field in the
+selection would change the subscription's type and differ per subscriber where the group
+shares one encoding. Only one that stays behind longer than `LOOM_SUBSCRIPTION_MAX_LAG_S` is
+dropped with RATE_LIMITED.
 """
 
 import contextlib
@@ -35,8 +44,9 @@ from strawberry.types.execution import PreExecutionError
 
 from gateway.context import Context
 from gateway.graphql_errors import classify
-from gateway.inboxes import Inbox, Overflowed
+from gateway.inboxes import Inbox, Overflowed, shown
 from gateway.subscription_groups import Shared
+from gateway.transient import dependency_of
 from resolvers.errors import RateLimited, Unauthenticated
 
 
@@ -61,6 +71,17 @@ def encode_payload(view: Any, result: ExecutionResult) -> str:
     return encoded.decode() if isinstance(encoded, bytes) else encoded
 
 
+def with_coalesced(view: Any, result: ExecutionResult, encoded: str, coalesced: int) -> str:
+    """The encoded payload, telling the client how many earlier states of the entity it shows
+    were not sent; spliced into the text (a subscriber behind is sent many of these)."""
+    if not coalesced:
+        return encoded
+    if result.extensions:
+        extensions = {**result.extensions, "coalesced": coalesced}
+        return encode_payload(view, ExecutionResult(result.data, result.errors, extensions))
+    return encoded[:-1] + ',"extensions":{"coalesced":' + str(coalesced) + "}}"
+
+
 def has_errors(result: Any) -> bool:
     """Whether a result carries errors: those are sent even when they repeat the last one."""
     return bool(getattr(result, "errors", None))
@@ -73,6 +94,17 @@ class GroupingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.context.access()
         except Unauthenticated as exc:
             await self.websocket.close(4403, exc.message)
+            return
+        except Exception as exc:
+            # MongoDB away (an election): this operation fails UNAVAILABLE, the socket stays.
+            if dependency_of(exc) is None:
+                raise
+            retry_after_s = self.context.settings.unavailable_retry_after_s
+            error = GraphQLError(str(exc), original_error=exc)
+            await operation.send_initial_errors(
+                [classify(error, self.context.request_id, retry_after_s)]
+            )
+            self.operations.pop(operation.id, None)
             return
         if not self._groupable(operation):
             await super().run_operation(operation)
@@ -110,7 +142,8 @@ class GroupingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 operation_name=operation.operation_name,
             )
 
-        async with groups.join(key, start, self._encode, has_errors) as inbox:
+        max_lag_s = self.context.settings.subscription_max_lag_s
+        async with groups.join(key, start, self._encode, has_errors, max_lag_s) as inbox:
             shared = await self._send_results(operation, inbox)
         if shared:
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
@@ -120,18 +153,25 @@ class GroupingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self, operation: Operation[Context, None], inbox: Inbox[Shared]
     ) -> bool:
         """Send each shared result until the group ends or this member is dropped; False when
-        the first result cannot be shared (it is no plain result)."""
+        the first result cannot be shared (it is no plain result). A result identical to the
+        last one sent is skipped here too: coalescing may have left out the states between."""
         websocket = self.websocket.ws  # type: ignore[attr-defined]
         head = '{"id":' + json.dumps(operation.id) + ',"type":"next","payload":'
+        last: str | None = None
         try:
             async for shared in inbox:
                 if shared.encoded is None:
                     return False
                 if operation.completed:
                     return True
-                await websocket.send_text(head + shared.encoded + "}")
-        except Overflowed:
-            await operation.send_initial_errors([self._dropped(inbox.size)])
+                if shared.encoded == last and not has_errors(shared.result):
+                    continue
+                last = shared.encoded
+                coalesced = inbox.coalesced + (shared.entity.coalesced if shared.entity else 0)
+                payload = with_coalesced(self.view, shared.result, shared.encoded, coalesced)
+                await websocket.send_text(head + payload + "}")
+        except Overflowed as dropped:
+            await operation.send_initial_errors([self._dropped(dropped)])
         except WebSocketDisconnect:
             pass
         return True
@@ -156,14 +196,16 @@ class GroupingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return None
         return encode_payload(self.view, result)
 
-    def _dropped(self, size: int) -> GraphQLError:
-        error = RateLimited.subscription_dropped(size)
+    def _dropped(self, dropped: Overflowed) -> GraphQLError:
+        error = RateLimited(dropped.message, limit=dropped.limit, max=dropped.maximum)
         return classify(GraphQLError(error.message, original_error=error), self.context.request_id)
 
 
 class ChangesOnlyWSHandler(BaseGraphQLWSHandler[Context, None]):
     """The legacy graphql-ws protocol as Strawberry speaks it, except that an operation's
-    `data` message is sent only when its payload differs from the last one sent."""
+    `data` message is sent only when its payload differs from the last one sent, and says when
+    it stands for states left out (here only the change feed's inbox coalesces: the operation
+    reads its subscription as fast as its socket takes the messages)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -177,13 +219,16 @@ class ChangesOnlyWSHandler(BaseGraphQLWSHandler[Context, None]):
             self._last_sent.pop(operation_id, None)
 
     async def send_data_message(self, execution_result: ExecutionResult, operation_id: str) -> None:
+        entity = shown()
         encoded = encode_payload(self.view, execution_result)
         if not execution_result.errors and self._last_sent.get(operation_id) == encoded:
             return
         self._last_sent[operation_id] = encoded
+        coalesced = entity.coalesced if entity else 0
+        payload = with_coalesced(self.view, execution_result, encoded, coalesced)
         websocket = self.websocket.ws  # type: ignore[attr-defined]
         head = '{"type":"data","id":' + json.dumps(operation_id) + ',"payload":'
         try:
-            await websocket.send_text(head + encoded + "}")
+            await websocket.send_text(head + payload + "}")
         except WebSocketDisconnect as exc:
             raise WebSocketDisconnected from exc

@@ -8,8 +8,11 @@ status code, and how a request that is no GraphQL request at all is refused.
 - Status: under `application/graphql-response+json` a response without `data` (a request error:
   the document did not parse or validate, its variables did not coerce, or it was refused
   before execution) is a 4xx — 400, or 403 for FORBIDDEN, or 404 for an unknown persisted
-  query (not 400, which makes Apollo Client 3 turn persisted queries off for good). Under
-  `application/json` every GraphQL response is a 200, as legacy clients expect.
+  query (not 400, which makes Apollo Client 3 turn persisted queries off for good). A response
+  with no data (`data` absent or null) because MongoDB or Redis is unavailable (UNAVAILABLE,
+  during an election or a restart) is a 503 with `Retry-After`, so proxies and HTTP clients
+  retry it too. Under `application/json` every GraphQL response is a 200, as legacy clients
+  expect (the error's `extensions.retryAfter` says the same).
 - Refusals of the HTTP request itself (bad JSON, wrong content type, mutation over GET, …) keep
   their status and carry a GraphQL-shaped error with `extensions.code` and the request id, as
   `application/json` — the spec forbids `application/graphql-response+json` for them.
@@ -121,13 +124,36 @@ def not_acceptable() -> Refused:
     )
 
 
+def _retry_after(body: Mapping[str, Any]) -> int | None:
+    """The longest `retryAfter` of the response's UNAVAILABLE errors; None without any."""
+    waits = [
+        extensions.get("retryAfter", 1)
+        for error in body.get("errors") or ()
+        for extensions in [error.get("extensions") or {}]
+        if extensions.get("code") == "UNAVAILABLE"
+    ]
+    return max(waits, default=None)
+
+
 def status_of(body: Mapping[str, Any], media_type: str) -> int:
-    """The status of a GraphQL response: a request error (no `data`) is a 4xx only where the
-    client understands `application/graphql-response+json`."""
-    if "data" in body or media_type == JSON:
+    """The status of a GraphQL response: a request error (no `data`) is a 4xx, and a response
+    left without data by an unavailable dependency a 503, only where the client understands
+    `application/graphql-response+json`."""
+    if media_type == JSON:
+        return 200
+    if body.get("data") is None and _retry_after(body) is not None:
+        return 503
+    if "data" in body:
         return 200
     codes = {(error.get("extensions") or {}).get("code") for error in body.get("errors") or ()}
     return next((s for code, s in _REQUEST_ERROR_STATUS.items() if code in codes), 400)
+
+
+def headers_of(body: Mapping[str, Any], status: int) -> dict[str, str]:
+    """The headers a status needs: `Retry-After` (seconds) for a 503."""
+    if status != 503:
+        return {}
+    return {"Retry-After": str(_retry_after(body) or 1)}
 
 
 def refusal(refused: HTTPException, request_id: str, encode: Any) -> Response:

@@ -5,9 +5,12 @@ real Valkey that Loom starts itself under `LOOM_HOME`.
 """
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.embedded.replica_set import replica_count
 
 
 class Limits(BaseSettings):
@@ -32,6 +35,9 @@ class Settings(BaseSettings):
     home: Path = Path(".loom")
     log_level: str = "INFO"
     mongodb_timeout_ms: int = Field(5000, ge=100)
+    unavailable_wait_s: float = Field(15.0, gt=0)
+    unavailable_retry_after_s: int = Field(5, ge=1)
+    embedded_replicas: Annotated[int, AfterValidator(replica_count)] = 1
     readiness_timeout_s: float = Field(2.0, gt=0)
     command_lease_s: float = Field(30.0, gt=0)
     command_sweep_s: float = Field(10.0, gt=0)
@@ -42,9 +48,11 @@ class Settings(BaseSettings):
     worker_poll_delay_s: float = Field(0.05, gt=0)
     reaper_interval_s: float = Field(5.0, gt=0)
     queue_check_s: float = Field(300.0, gt=0)
+    transient_retry_s: float = Field(60.0, gt=0)
     file_sweep_s: float = Field(600.0, gt=0)
     file_sweep_grace_s: float = Field(3600.0, ge=60)
     subscription_queue_size: int = Field(1000, ge=1)
+    subscription_max_lag_s: float = Field(30.0, gt=0)
     ws_compression: bool = False
     auth_cache_size: int = Field(10_000, ge=0)
     auth_cache_max_age_s: float = Field(30.0, gt=0)

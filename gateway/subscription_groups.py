@@ -13,28 +13,40 @@ payload again. Comparing the encoded text costs one string comparison per change
 per member; a member that joined since the last result still gets the next one, whatever it is
 (it has not seen the one before). Results `must_send` picks (errors) always go out.
 
-Each member reads from its own bounded inbox: one that falls a whole inbox behind is dropped,
-while the group and the other members go on. The group ends when its last member leaves.
+Each member reads from its own bounded inbox (gateway/inboxes.py). A result that shows an
+entity (an execution, a command — its resolver says which with `inboxes.show`) can be coalesced:
+a member that falls behind, on a slow network or during a burst, is sent only the latest state
+of each entity, final states always; one that stays behind longer than the group's `max_lag_s`
+is dropped, while the group and the other members go on. Results that show no entity are never
+coalesced: a member a whole inbox of them behind is dropped. The group ends when its last member
+leaves.
 """
 
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.inboxes import Inbox
+from gateway.inboxes import Entity, Inbox, shown
 
 log = logging.getLogger("loom.subscriptions")
 
 
 @dataclass(frozen=True, eq=False)
 class Shared:
-    """One result of a group's subscription, with its encoding (None where it has none)."""
+    """One result of a group's subscription, with its encoding (None where it has none) and
+    the entity it shows (None where it shows none)."""
 
     result: Any
     encoded: str | None
+    entity: Entity | None = None
+
+
+def _entity(shared: Shared) -> Entity | None:
+    return shared.entity
 
 
 class Group:
@@ -78,7 +90,7 @@ class Group:
             results = await start()
             async with contextlib.aclosing(results):  # type: ignore[type-var]
                 async for result in results:
-                    shared = Shared(result, self._encode(result))
+                    shared = Shared(result, self._encode(result), shown())
                     for inbox in self._recipients(result, shared.encoded):
                         inbox.put(shared)
         except Exception:
@@ -103,15 +115,17 @@ class SubscriptionGroups:
         start: Callable[[], Awaitable[AsyncIterator[Any]]],
         encode: Callable[[Any], str | None],
         must_send: Callable[[Any], bool] = lambda result: False,
+        max_lag_s: float = math.inf,
     ) -> AsyncIterator[Inbox[Shared]]:
         """An inbox of the results of the group `key`; `start` opens its stream if the group is
         new. Results produced before joining are not in it; every one after is, except those
-        that repeat the one before (unless `must_send` them)."""
+        that repeat the one before (unless `must_send` them) and, while this member is behind,
+        states of an entity that a later one replaced (see gateway/inboxes.py)."""
         group = self.groups.get(key)
         if group is None:
             group = Group(start, encode, must_send, lambda ended: self._forget(key, ended))
             self.groups[key] = group
-        inbox: Inbox[Shared] = Inbox(self.inbox_size)
+        inbox: Inbox[Shared] = Inbox(self.inbox_size, _entity, max_lag_s)
         group.add(inbox)
         try:
             yield inbox

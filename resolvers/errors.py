@@ -53,16 +53,6 @@ class RateLimited(LoomError):
 
     code = "RATE_LIMITED"
 
-    @classmethod
-    def subscription_dropped(cls, queue_size: int) -> "RateLimited":
-        """A subscription that could not be sent every change; the client subscribes again."""
-        return cls(
-            f"This subscription was dropped: it fell {queue_size} updates behind, or the "
-            "gateway could no longer promise it every change; subscribe again",
-            limit="subscriptionQueue",
-            max=queue_size,
-        )
-
 
 class LimitExceeded(BadUserInput):
     """A request asked for more than a configured bound; the bound is named."""

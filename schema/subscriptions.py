@@ -5,6 +5,13 @@ is delivered, on top of the filter it asked for. When access changes while it ru
 revoked, a member removed from or added to an organization or project, in any process), it
 re-checks before delivering anything that changed afterwards: it goes on with the new access,
 or ends with the error the same subscription would now get (UNAUTHENTICATED, NOT_FOUND).
+
+A subscription that falls behind the change feed (a burst: an executeBatch moving thousands of
+executions at once) is not dropped: its inbox keeps the latest state of each document, every
+final one (gateway/inboxes.py), and each result says which document it shows and how many of
+its states it stands for, so the gateway can coalesce further per WebSocket and tell the
+client. Only one that stays behind longer than `LOOM_SUBSCRIPTION_MAX_LAG_S` ends, with
+RATE_LIMITED.
 """
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -13,7 +20,7 @@ from typing import Any
 import strawberry
 
 from gateway.change_feed import AccessChanged
-from gateway.inboxes import Overflowed
+from gateway.inboxes import Entity, Overflowed, show
 from resolvers import commands, executions, projects, services
 from resolvers.access import Access
 from resolvers.errors import RateLimited
@@ -25,6 +32,20 @@ Document = dict[str, Any]
 Check = Callable[[Access], Awaitable[Callable[[Document], bool]]]
 """Verifies, for a caller's access, what a subscription names (NOT_FOUND when it may not see
 it), and returns the subscription's filter."""
+UNFINISHED = frozenset(
+    {executions.Status.CREATED, executions.Status.IN_PROGRESS, *commands.UNFINISHED}
+)
+"""An execution's or a command's states that are not final: any other status is, and is never
+coalesced away (a status added later counts as final until listed here — the safe side)."""
+
+
+def _shows(doc: Document, coalesced: int = 0) -> Entity:
+    return Entity(doc["_id"], doc.get("status") not in UNFINISHED, coalesced)
+
+
+def _entity(item: Document | AccessChanged) -> Entity | None:
+    """Which document a feed item shows; access-change markers show none."""
+    return None if isinstance(item, AccessChanged) else _shows(item)
 
 
 async def _stream(info: strawberry.Info, collection: str, check: Check) -> AsyncGenerator[Document]:
@@ -38,6 +59,8 @@ async def _stream(info: strawberry.Info, collection: str, check: Check) -> Async
     wants = await check(access)
     sees = await access.sees()
     async with feed.subscribe(collection, wants, sees, access.user_id) as subscriber:
+        # The feed knows no entities; this subscription does.
+        subscriber.inbox.coalesce(_entity, context.settings.subscription_max_lag_s)
         if feed.access_changes != changes:
             subscriber.access_changed()
         rechecked = 0
@@ -45,9 +68,10 @@ async def _stream(info: strawberry.Info, collection: str, check: Check) -> Async
             try:
                 item = await subscriber.next()
             except Overflowed as exc:
-                raise RateLimited.subscription_dropped(feed.queue_size) from exc
+                raise RateLimited(exc.message, limit=exc.limit, max=exc.maximum) from exc
             if not isinstance(item, AccessChanged):
                 if wants(item) and sees(item):
+                    show(_shows(item, subscriber.inbox.coalesced))
                     yield item
             elif item.number > rechecked:
                 # Read after every change delivered so far: a burst costs one or two re-checks.

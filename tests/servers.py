@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -19,10 +20,12 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_uvicorn(app: ASGIApp, settings: Settings) -> AsyncIterator[str]:
-    """Served as `loom serve` serves it; the app's lifespan is the caller's."""
+async def running_uvicorn(app: ASGIApp, settings: Settings, **overrides: Any) -> AsyncIterator[str]:
+    """Served as `loom serve` serves it (but for `overrides` of uvicorn's options); the app's
+    lifespan is the caller's."""
     port = free_port()
-    config = uvicorn_config(app, settings, host="127.0.0.1", port=port, lifespan="off")
+    options = {"host": "127.0.0.1", "port": port, "lifespan": "off", **overrides}
+    config = uvicorn_config(app, settings, **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

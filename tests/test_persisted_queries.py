@@ -200,9 +200,7 @@ async def test_graphiql_is_not_served_for_a_get_naming_a_persisted_query(server)
     assert response.json()["errors"][0]["message"] == "PersistedQueryNotFound"
 
 
-async def test_an_answer_over_get_is_private_to_its_caller_and_varies_by_media_type(
-    server, member
-):
+async def test_an_answer_over_get_is_private_to_its_caller_and_varies_by_media_type(server, member):
     client, _ = await member("acme", "member")
     await _post(server, {"query": ME, "extensions": apq(ME)}, client.key)
     got = await _get(server, {"extensions": apq(ME)}, client.key)

@@ -58,7 +58,9 @@ def stop(process: subprocess.Popen, timeout: float = 20.0) -> None:
         process.wait()
 
 
-def _is_running(pid: int, executable_name: str) -> bool:
+def _is_running(pid: int, name: str) -> bool:
+    """Whether `pid` still runs the executable `name` names (`mongod:1`: node 1's mongod)."""
+    executable_name = name.partition(":")[0]
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:

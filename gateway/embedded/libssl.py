@@ -7,6 +7,7 @@ throw-away apt configuration (the system's sources and lists stay untouched) and
 """
 
 import ctypes
+import os
 import platform
 import shutil
 import subprocess
@@ -76,5 +77,10 @@ def _download_and_unpack(tmp: Path, arch: str, lib_dir: Path) -> None:
             f"could not fetch Debian bullseye's libssl1.1: {detail.decode(errors='replace')}"
         ) from exc
     lib_dir.mkdir(parents=True, exist_ok=True)
-    for library in (tmp / "root").rglob("lib*.so.1.1"):
-        shutil.copy2(library, lib_dir / library.name)
+    # Each library appears whole or not at all (copied aside, then renamed), libssl last: two
+    # processes fetching at once (parallel test workers) never see half a library.
+    libraries = sorted((tmp / "root").rglob("lib*.so.1.1"), key=lambda p: p.name == "libssl.so.1.1")
+    for library in libraries:
+        partial = lib_dir / f".{library.name}.{os.getpid()}"
+        shutil.copy2(library, partial)
+        os.replace(partial, lib_dir / library.name)
