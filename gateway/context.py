@@ -2,10 +2,12 @@
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from functools import cached_property
 from typing import Any
 
+import redis.exceptions
 from bson import ObjectId, json_util
 from pymongo.asynchronous.database import AsyncDatabase
 from strawberry.dataloader import DataLoader
@@ -186,10 +188,28 @@ class Context:
         return await self.access()
 
     async def enqueue_command(self, command: dict[str, Any]) -> None:
-        await commands.enqueue(self.connections.redis, command)
+        """Queue a command MongoDB already holds. Redis being away fails nothing: the
+        workers' sweep (`LOOM_COMMAND_SWEEP_S`) queues every command nobody runs, so the
+        mutation that committed it answers success."""
+        try:
+            await commands.enqueue(self.connections.redis, command)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            logging.getLogger("loom.gateway").warning(
+                "command %s left to the sweep, Redis unavailable: %s", command["_id"], exc
+            )
 
     async def enqueue_execution(self, execution: dict[str, Any]) -> None:
-        await execution_jobs.enqueue(self.connections.redis, execution)
+        """Queue an execution MongoDB already holds. Redis being away fails nothing: the
+        workers queue every waiting execution again once Redis is back, and their queue
+        check (`LOOM_QUEUE_CHECK_S`) any left waiting, so the mutation answers success."""
+        try:
+            await execution_jobs.enqueue(self.connections.redis, execution)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            logging.getLogger("loom.gateway").warning(
+                "execution %s left to the queue check, Redis unavailable: %s",
+                execution["_id"],
+                exc,
+            )
 
     async def _authenticate(self) -> Access:
         if self.api_key is None:

@@ -79,6 +79,8 @@ INDEXES: dict[str, list[IndexModel]] = {
             partialFilterExpression={"trusted": False},
         )
     ],
+    # Idempotency keys answer retries for 24 h (resolvers/idempotency.py).
+    "idempotency_keys": [IndexModel([("createdAt", ASCENDING)], expireAfterSeconds=24 * 3600)],
 }
 
 

@@ -1,5 +1,9 @@
 """Batch executions: one function over every item a DQL filter matches, as a Command.
 
+The DQL may be a whole query: its `join` is honoured (an item runs only if it has an
+annotation matching the join's filter), while its `sort`, `page` and `pageSize` are not — a
+batch runs on every matching item, as dtlpy's bulk operations do, in id order.
+
 A worker pages through the matching items by id; each page's executions are inserted in one
 `insert_many` together with the command's cursor (one transaction), then queued in their
 service's queue in one pipelined Redis round trip. A batch rerun pages through the matching
@@ -19,7 +23,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from resolvers import commands, dql
+from resolvers import commands, dql, idempotency
 from resolvers.access import Access, Action
 from resolvers.errors import BadUserInput
 from resolvers.executions import FINAL, Status, new_execution, rerun_update, runnable
@@ -42,8 +46,14 @@ async def start_batch(
     service_id: ObjectId,
     data: dict[str, Any],
     enqueue: Callable[[dict[str, Any]], Awaitable[None]],
+    *,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """Validate everything now (service, function, input, filter), then hand over to a worker."""
+    """Validate everything now (service, function, input, filter), then hand over to a worker.
+    With an idempotency key used before, the command that key started."""
+    key = idempotency.key(access, EXECUTE, idempotency_key, [str(service_id), data])
+    if (first := await idempotency.first_result(access.db, key)) is not None:
+        return await commands.get_command(access, first)
     batch = parse(BatchInput, data)
     service, execution_input = await runnable(access, service_id, batch.function, batch.input)
     dql.parse(dql.envelope("items", batch.filter))
@@ -59,7 +69,12 @@ async def start_batch(
             "creator": access.user_id,
         },
     )
-    await access.db.commands.insert_one(command)
+
+    async def create(session: Any) -> None:
+        await access.db.commands.insert_one(command, session=session)
+
+    if (first := await idempotency.once(access.db, key, command["_id"], create)) is not None:
+        return await commands.get_command(access, first)
     await enqueue(command)
     return command
 
@@ -102,15 +117,12 @@ async def run_batch(
 ) -> None:
     spec = command["input"]
     service = await db.services.find_one({"_id": spec["serviceId"]})
-    query = {
-        "$and": [
-            {"projectId": command["projectId"]},
-            dql.parse(dql.envelope("items", json.loads(spec["filter"]))).filter,
-        ]
-    }
+    parsed = dql.parse(dql.envelope("items", json.loads(spec["filter"])))
+    query = {"$and": [{"projectId": command["projectId"]}, parsed.filter]}
     total = max(await db.items.count_documents(query), 1)
     done = await db.executions.count_documents({"batchId": command["_id"]})
-    async for page in _pages(db.items, query, command["cursor"], page_size):
+    async for ids in _pages(db.items, query, command["cursor"], page_size):
+        page = await _joined(db, parsed.join, ids)
         created = [
             new_execution(
                 spec["creator"],
@@ -122,7 +134,7 @@ async def run_batch(
             )
             for item in page
         ]
-        cursor, done = page[-1], done + len(page)
+        cursor, done = ids[-1], done + len(ids)
 
         async def work(
             session: AsyncClientSession,
@@ -130,12 +142,25 @@ async def run_batch(
             cursor: ObjectId = cursor,
             done: int = done,
         ) -> None:
-            await db.executions.insert_many(created, session=session)
+            if created:
+                await db.executions.insert_many(created, session=session)
             progress = min(99, done * 100 // total)
             await commands.advance(db, command, cursor, progress, lease, session)
 
         await in_transaction(db, work)
         await enqueue(created)
+
+
+async def _joined(
+    db: AsyncDatabase, join: dql.DqlJoin | None, ids: list[ObjectId]
+) -> list[ObjectId]:
+    """The page's items that a DQL join keeps: those with an annotation matching the join's
+    filter, found with one query bounded by the page (never the whole project's)."""
+    if join is None:
+        return ids
+    wanted = {"$and": [{join.local: {"$in": ids}}, join.filter]}
+    kept = set(await db[join.resource].distinct(join.local, wanted))
+    return [item for item in ids if item in kept]
 
 
 def _after(cursor: ObjectId | None) -> dict[str, Any]:

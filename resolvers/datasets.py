@@ -9,7 +9,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
-from resolvers import directories, files, labels
+from resolvers import directories, files, idempotency, labels
 from resolvers.access import Access, Action
 from resolvers.errors import BadUserInput, Conflict, NotFound
 from resolvers.inputs import Changes, Description, Input, Name, parse
@@ -39,8 +39,16 @@ def _name_taken(name: str) -> Conflict:
 
 
 async def create_dataset(
-    access: Access, project_id: ObjectId, data: dict[str, Any]
+    access: Access,
+    project_id: ObjectId,
+    data: dict[str, Any],
+    *,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
+    """Create a dataset; with an idempotency key used before, the dataset that key created."""
+    key = idempotency.key(access, "createDataset", idempotency_key, [str(project_id), data])
+    if (first := await idempotency.first_result(access.db, key)) is not None:
+        return await get_dataset(access, first)
     project = await get_project(access, project_id)
     await access.require_project(project, Action.MANAGE_DATASETS)
     dataset_input = parse(DatasetInput, data)
@@ -58,10 +66,15 @@ async def create_dataset(
         annotationsCount=0,
         deleting=False,
     )
-    try:
-        await access.db.datasets.insert_one(doc)
-    except DuplicateKeyError as exc:
-        raise _name_taken(dataset_input.name) from exc
+
+    async def create(session: Any) -> None:
+        try:
+            await access.db.datasets.insert_one(doc, session=session)
+        except DuplicateKeyError as exc:
+            raise _name_taken(dataset_input.name) from exc
+
+    if (first := await idempotency.once(access.db, key, doc["_id"], create)) is not None:
+        return await get_dataset(access, first)
     return doc
 
 

@@ -17,7 +17,7 @@ from bson import ObjectId
 from pydantic import Field
 from pymongo import ReturnDocument
 
-from resolvers import dql, functions
+from resolvers import dql, functions, idempotency
 from resolvers.access import Access, Action
 from resolvers.errors import BadUserInput, Conflict
 from resolvers.inputs import Input, object_id, parse
@@ -127,14 +127,27 @@ def new_execution(
 
 
 async def create_execution(
-    access: Access, service_id: ObjectId, data: dict[str, Any]
+    access: Access,
+    service_id: ObjectId,
+    data: dict[str, Any],
+    *,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """Validate and record an execution; the caller queues it (its job id is its id)."""
+    """Validate and record an execution; the caller queues it (its job id is its id). With
+    an idempotency key used before, the execution that key created (resolvers/idempotency)."""
+    key = idempotency.key(access, "execute", idempotency_key, [str(service_id), data])
+    if (first := await idempotency.first_result(access.db, key)) is not None:
+        return await get_execution(access, first)
     request = parse(ExecuteInput, data)
     service, execution_input = await runnable(access, service_id, request.function, request.input)
     resource = await _resource(access, request, service["projectId"])
     doc = new_execution(access.user_id, service, request.function, execution_input, resource)
-    await access.db.executions.insert_one(doc)
+
+    async def create(session: Any) -> None:
+        await access.db.executions.insert_one(doc, session=session)
+
+    if (first := await idempotency.once(access.db, key, doc["_id"], create)) is not None:
+        return await get_execution(access, first)
     return doc
 
 

@@ -15,7 +15,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
-from resolvers import directories, dql, files, json_documents
+from resolvers import directories, dql, files, idempotency, json_documents
 from resolvers.access import Access, Action
 from resolvers.datasets import get_dataset, writable_dataset
 from resolvers.errors import BadUserInput, Conflict, LimitExceeded, NotFound
@@ -74,14 +74,27 @@ async def upload_item(
     content: IO[bytes],
     declared_mimetype: str | None,
     data: dict[str, Any],
+    *,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """Store the file (once per content), then create the item and count it, atomically."""
+    """Store the file (once per content), then create the item and count it, atomically.
+    With an idempotency key used before (for the same content), the item that key created."""
     dataset = await writable_dataset(access, dataset_id, Action.WRITE_ITEMS)
     item_input = parse(ItemInput, data)
     directory = directories.normalise(item_input.dir)
     metadata = json_documents.check(item_input.metadata, "metadata")
     mimetype = _mimetype(declared_mimetype, item_input.name)
     upload = await files.write(access.db, content, item_input.name)
+    arguments = [str(dataset_id), data, declared_mimetype, upload.sha256]
+    key = idempotency.key(access, "uploadItem", idempotency_key, arguments)
+    try:
+        first = await idempotency.first_result(access.db, key)
+    except BaseException:
+        await files.discard(access.db, upload)
+        raise
+    if first is not None:
+        await files.discard(access.db, upload)
+        return await get_item(access, first)
     filename = directories.join(directory, item_input.name)
     item = new_document(
         access.user_id,
@@ -106,6 +119,7 @@ async def upload_item(
     )
 
     async def work(session: AsyncClientSession) -> bool:
+        await idempotency.hold(access.db, key, item["_id"], session)
         try:
             await access.db.items.insert_one(item, session=session)
         except DuplicateKeyError as exc:
@@ -123,6 +137,11 @@ async def upload_item(
 
     try:
         kept = await in_transaction(access.db, work)
+    except idempotency.Taken:
+        await files.discard(access.db, upload)
+        if (first := await idempotency.first_result(access.db, key)) is None:
+            raise
+        return await get_item(access, first)
     except BaseException:
         await files.discard(access.db, upload)
         raise

@@ -8,6 +8,7 @@ from strawberry.scalars import JSON
 
 from resolvers import datasets
 from resolvers.inputs import object_id
+from schema.idempotency import IDEMPOTENCY_KEY
 from schema.inputs import as_input
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
 
@@ -140,11 +141,20 @@ class DatasetQueries:
 class DatasetMutations:
     @strawberry.mutation
     async def create_dataset(
-        self, info: strawberry.Info, project_id: strawberry.ID, input: DatasetInput
+        self,
+        info: strawberry.Info,
+        project_id: strawberry.ID,
+        input: DatasetInput,
+        idempotency_key: Annotated[
+            str | None, strawberry.argument(description=IDEMPOTENCY_KEY)
+        ] = None,
     ) -> Dataset:
         access = await info.context.access()
         doc = await datasets.create_dataset(
-            access, object_id(project_id, "projectId"), as_input(input)
+            access,
+            object_id(project_id, "projectId"),
+            as_input(input),
+            idempotency_key=idempotency_key,
         )
         return Dataset.from_doc(doc)
 

@@ -3,7 +3,7 @@
 import json
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.file_uploads import Upload
@@ -13,6 +13,7 @@ from resolvers import items
 from resolvers.inputs import object_id
 from schema.annotations import Annotation, item_annotations
 from schema.datasets import Dataset
+from schema.idempotency import IDEMPOTENCY_KEY
 from schema.inputs import as_input
 from schema.relay import Connection, Node, page_request
 
@@ -179,12 +180,20 @@ class ItemMutations:
         dataset_id: strawberry.ID,
         file: Upload,
         input: ItemInput | None = None,
+        idempotency_key: Annotated[
+            str | None, strawberry.argument(description=IDEMPOTENCY_KEY)
+        ] = None,
     ) -> Item:
         access = await info.context.access()
         data = as_input(input) if input else {}
         data.setdefault("name", file.filename or "")
         doc = await items.upload_item(
-            access, object_id(dataset_id, "datasetId"), file.file, file.content_type, data
+            access,
+            object_id(dataset_id, "datasetId"),
+            file.file,
+            file.content_type,
+            data,
+            idempotency_key=idempotency_key,
         )
         return Item.from_doc(doc)
 

@@ -1,7 +1,7 @@
 """Services, the function registry, executions and their mutations."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -9,6 +9,7 @@ from strawberry.scalars import JSON
 from resolvers import batches, executions, functions, projects, services
 from resolvers.inputs import object_id
 from schema.commands import Command
+from schema.idempotency import IDEMPOTENCY_KEY
 from schema.inputs import as_input
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
 
@@ -219,11 +220,20 @@ class ServiceMutations:
 
     @strawberry.mutation(description="Run a service's function; returns the queued execution.")
     async def execute(
-        self, info: strawberry.Info, service_id: strawberry.ID, input: ExecuteInput
+        self,
+        info: strawberry.Info,
+        service_id: strawberry.ID,
+        input: ExecuteInput,
+        idempotency_key: Annotated[
+            str | None, strawberry.argument(description=IDEMPOTENCY_KEY)
+        ] = None,
     ) -> Execution:
         access = await info.context.access()
         doc = await executions.create_execution(
-            access, object_id(service_id, "serviceId"), as_input(input)
+            access,
+            object_id(service_id, "serviceId"),
+            as_input(input),
+            idempotency_key=idempotency_key,
         )
         await info.context.enqueue_execution(doc)
         return Execution.from_doc(doc)
@@ -281,7 +291,13 @@ class BatchMutations:
         description="Run a function on every item a DQL filter matches, as a Command."
     )
     async def execute_batch(
-        self, info: strawberry.Info, service_id: strawberry.ID, input: BatchInput
+        self,
+        info: strawberry.Info,
+        service_id: strawberry.ID,
+        input: BatchInput,
+        idempotency_key: Annotated[
+            str | None, strawberry.argument(description=IDEMPOTENCY_KEY)
+        ] = None,
     ) -> Command:
         access = await info.context.access()
         doc = await batches.start_batch(
@@ -289,6 +305,7 @@ class BatchMutations:
             object_id(service_id, "serviceId"),
             as_input(input),
             info.context.enqueue_command,
+            idempotency_key=idempotency_key,
         )
         return Command.from_doc(doc)
 

@@ -175,3 +175,43 @@ async def test_a_rerun_filter_naming_another_orgs_executions_reruns_none_of_them
     finally:
         stop(worker)
     assert await db.executions.find().sort("_id").to_list() == before["executions"]
+
+
+async def test_batch_with_a_dql_join_runs_only_on_items_with_a_matching_annotation(
+    member, db, settings
+):
+    world = await make_world(member)
+    uploaded = [await world.upload(f"{n}.png", image_bytes("PNG", 4 + n, 4)) for n in range(4)]
+    ids = [ObjectId(item["id"]) for item in uploaded]
+    await db.annotations.insert_many(
+        [
+            {"itemId": ids[0], "label": "car", "projectId": ObjectId(world.project)},
+            {"itemId": ids[1], "label": "bus", "projectId": ObjectId(world.project)},
+            {"itemId": ids[2], "label": "car", "projectId": ObjectId(world.project)},
+        ]
+    )
+    dtlpy_query = {
+        "resource": "items",
+        "filter": {"$and": [{"hidden": False}]},
+        "join": {
+            "on": {"resource": "annotations", "local": "itemId", "forigen": "id"},
+            "filter": {"label": "car"},
+        },
+        "page": 0,
+        "pageSize": 1,
+    }
+    service = await _service(world)
+    worker = start_worker(settings, **FAST, LOOM_BATCH_PAGE_SIZE="3")
+    try:
+        started = await world.client.data(
+            EXECUTE_BATCH, s=service, input={"function": "echo", "filter": dtlpy_query}
+        )
+        command = await _finished(db, ObjectId(started["executeBatch"]["id"]))
+        assert command["status"] == "success", command
+        await _all_ended(db, 2)
+    finally:
+        stop(worker)
+    executions = await db.executions.find().to_list()
+    assert sorted(e["resource"]["id"] for e in executions) == [ids[0], ids[2]], (
+        "the join is honoured; page and pageSize are not (a batch runs on every match)"
+    )

@@ -17,6 +17,14 @@ instead of a job, a claim, a slot, a heartbeat and an end per execution. Nothing
 a worker dies: ids it had popped but not claimed are still `created` and queued again by the
 queue check; claimed runs hold leases the reaper reruns or fails once they lapse; a worker
 that is stopped hands its runs back at once.
+
+MongoDB or Redis away (an election, a restart) stops nothing that runs (triggers/patience.py):
+the page reads and the one ordered write are retried until MongoDB answers — the write is the
+same ops each time, conditional on status and claim, so one that was applied before its answer
+was lost changes nothing when sent again, and the runs it claimed are found by their claims —;
+ends wait in memory meanwhile; a Redis error only pauses claiming (ends are still written),
+and ids popped but not claimed are put back, or, if Redis is gone too, queued again from
+MongoDB once it is back.
 """
 
 import asyncio
@@ -26,7 +34,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -39,6 +47,7 @@ from resolvers.executions import Status
 from resolvers.timestamps import now
 from triggers import execution_queue
 from triggers.execution_reports import Reports
+from triggers.patience import GaveUp, Patience
 
 log = logging.getLogger("loom.executions")
 
@@ -55,7 +64,8 @@ STOP_CLAIMING_S = 5.0
 FILL_S = 0.005
 """How long a cycle that would claim less than half a page waits for more of its runs to end
 (quick functions end within a few loop turns of each other): pages stay full."""
-END_RETRY_S = 1.0
+REDIS_RETRY_S = 1.0
+"""The longest pause in claiming after Redis was found away (ends are written meanwhile)."""
 
 
 @dataclass
@@ -94,6 +104,7 @@ class Engine:
     capacity: int
     lease: timedelta
     poll_delay_s: float
+    patience: Patience
     runs: dict[ObjectId, Run] = field(default_factory=dict)
     """By claim: the runs this worker holds (until their end is written)."""
     _active: int = 0
@@ -107,6 +118,8 @@ class Engine:
     _draining: bool = False
     _claims_over: asyncio.Event = field(default_factory=asyncio.Event)
     _loops: list[asyncio.Task] = field(default_factory=list)
+    _redis_not_before: float = 0.0
+    _redis_wait: float = 0.0
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -119,23 +132,47 @@ class Engine:
 
     async def _cycle_loop(self) -> None:
         while True:
-            if self._stopping:
-                self._claims_over.set()
-            await self._fill()
             try:
-                pages = [] if self._stopping else await self._prepare()
-            except Exception:
-                log.exception("reading queued executions failed; trying again")
-                pages = []
-            ending, self._ending = self._ending, []
-            if not pages and not ending:
-                if self._draining:
+                if await self._cycle():
                     return
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_delay_s)
-                continue
-            await self._write(ending, pages)
+            except Exception:
+                # A bug in one cycle must not leave the worker running nothing.
+                log.exception("an execution cycle failed; going on")
+                await asyncio.sleep(REDIS_RETRY_S)
+
+    async def _cycle(self) -> bool:
+        """One cycle; True once a stopping engine has nothing left to write."""
+        if self._stopping:
+            self._claims_over.set()
+        await self._fill()
+        pages = [] if self._stopping else await self._claimable()
+        ending, self._ending = self._ending, []
+        if not pages and not ending:
+            if self._draining:
+                return True
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_delay_s)
+            return False
+        await self._write(ending, pages)
+        return False
+
+    async def _claimable(self) -> list[Page]:
+        """`_prepare`, unless Redis was just found away: then nothing for a while (backing
+        off up to `REDIS_RETRY_S`), so the ends of runs are still written meanwhile."""
+        if time.monotonic() < self._redis_not_before:
+            return []
+        try:
+            pages = await self._prepare()
+        except Exception as exc:
+            if self.patience.noticed(exc) != "Redis":
+                raise
+            self._redis_wait = min(REDIS_RETRY_S, max(0.05, 2 * self._redis_wait))
+            self._redis_not_before = time.monotonic() + self._redis_wait
+            log.warning("Redis unavailable (%s); claiming again in %.2f s", exc, self._redis_wait)
+            return []
+        self._redis_wait = 0.0
+        return pages
 
     async def _fill(self) -> None:
         deadline = time.monotonic() + FILL_S
@@ -178,6 +215,21 @@ class Engine:
         popped = await execution_queue.pop(self.redis, service_id, room)
         if not popped:
             return False, None
+        try:
+            return True, await self.patience.call(
+                "reading queued executions", lambda: self._read_page(service_id, popped, looked)
+            )
+        except Exception as exc:
+            if not isinstance(exc, GaveUp):
+                log.exception("reading %d queued executions failed", len(popped))
+            await self._put_back(service_id, popped, [{"_id": i} for i in popped])
+            return True, None
+
+    async def _read_page(
+        self, service_id: ObjectId, popped: dict[ObjectId, int], looked: datetime
+    ) -> Page | None:
+        """Read popped executions, their service and their resources; abort those that can
+        no longer run. Safe to repeat (the aborts are conditional)."""
         state, waiting = await asyncio.gather(
             execution_runs.service_state(self.db, service_id),
             execution_runs.waiting_among(self.db, list(popped)),
@@ -185,15 +237,15 @@ class Engine:
         if state is None:
             if await execution_runs.abort_orphans(self.db, service_id):
                 await execution_queue.drop_service(self.redis, service_id)
-                return True, None
+                return None
             # Not this database's: its ids are another deployment's to claim.
             await self._put_back(service_id, popped, [{"_id": i} for i in popped])
             self._not_before[service_id] = time.monotonic() + UNKNOWN_RETRY_S
-            return False, None
+            return None
         if not state["active"]:
             reason = "its service was deactivated before it started"
             await execution_runs.abort(self.db, dict.fromkeys(popped, reason), looked)
-            return True, None
+            return None
         resources = await execution_runs.resources_of(self.db, waiting)
         gone: dict[ObjectId, str] = {}
         runnable = []
@@ -206,8 +258,8 @@ class Engine:
                 runnable.append(execution)
         await execution_runs.abort(self.db, gone, looked)
         if not runnable:
-            return True, None
-        return True, Page(service_id, popped, runnable, resources, state)
+            return None
+        return Page(service_id, popped, runnable, resources, state)
 
     async def _write(self, ending: list[tuple[UpdateOne, Run]], pages: list[Page]) -> None:
         """One ordered write: the ends, then every page's claims, each page in the slots the
@@ -222,14 +274,20 @@ class Engine:
             runs += [(page, run) for run in made]
             unclaimed += [(page, execution) for execution in page.waiting[len(ops) :]]
         try:
-            held, tried = await execution_runs.end_and_claim(
-                self.db, [op for op, _ in ending], claims, [run for _, run in runs]
+            # As long as it takes: without MongoDB a worker has nothing else to do, and the
+            # same ops sent again are harmless (see the module's docstring).
+            held, tried = await self.patience.call(
+                f"recording {len(ending)} ends and {len(claims)} claims",
+                lambda: execution_runs.end_and_claim(
+                    self.db, [op for op, _ in ending], claims, [run for _, run in runs]
+                ),
+                retry_s=float("inf"),
             )
         except Exception:
             log.exception("recording %d ends and %d claims failed", len(ending), len(claims))
             self._ending[:0] = ending
             await self._put_all_back(unclaimed + [(p, run) for p, run in runs])
-            await asyncio.sleep(END_RETRY_S)
+            await asyncio.sleep(REDIS_RETRY_S)
             return
         for _, run in ending:
             self._forget(run)
@@ -253,10 +311,17 @@ class Engine:
     async def _put_back(
         self, service_id: ObjectId, popped: dict[ObjectId, int], executions: list[dict[str, Any]]
     ) -> None:
-        """Queue again, in their places, executions taken from the queue but not claimed."""
+        """Queue again, in their places, executions taken from the queue but not claimed.
+        Redis being away loses them from the queue, not from MongoDB: the worker queues every
+        waiting execution again once Redis is back (triggers/worker.py)."""
         if executions:
             back = {str(execution["_id"]): popped[execution["_id"]] for execution in executions}
-            await execution_queue.push_scored(self.redis, {service_id: back})
+            try:
+                await execution_queue.push_scored(self.redis, {service_id: back})
+            except Exception as exc:
+                if self.patience.noticed(exc) is None:
+                    raise
+                log.warning("%d executions left to be queued again: %s", len(back), exc)
 
     def _slot_order(self, page: Page, ending: list[Run]) -> list[int]:
         """Slots for the page: first those the ends in the same write free, then the free
@@ -338,8 +403,11 @@ class Engine:
                 continue
             try:
                 terminate, lost = await execution_runs.renew(self.db, held, self.lease)
-            except Exception:
-                log.exception("renewing %d leases failed", len(held))
+            except Exception as exc:
+                # Tried again next beat; a lease that lapsed meanwhile is not assumed lost,
+                # nor kept: the renewal that gets through says which runs are still ours.
+                if self.patience.noticed(exc) is None:
+                    log.exception("renewing %d leases failed", len(held))
                 continue
             for claim in terminate | lost:
                 run = self.runs.get(claim)
@@ -373,8 +441,16 @@ class Engine:
         # A run whose function returned as it was cancelled ends as it would have (asyncio's
         # wait_for keeps a result that raced with its cancellation): it is no longer held.
         stopped = [run.execution for run in running if run.execution["claim"] in self.runs]
-        back = await execution_runs.hand_back(self.db, stopped, reason)
-        await execution_queue.push(self.redis, [e for e in stopped if e["_id"] in back])
+        try:
+            back = await self.patience.call(
+                "handing runs back", lambda: execution_runs.hand_back(self.db, stopped, reason)
+            )
+            await execution_queue.push(self.redis, [e for e in stopped if e["_id"] in back])
+        except Exception as exc:
+            # Their leases lapse and the reaper reruns them; the queue check queues them.
+            if self.patience.noticed(exc) is None:
+                raise
+            log.warning("%d runs left to the reaper: %s", len(stopped), exc)
 
 
 def _json(value: Any) -> Any:

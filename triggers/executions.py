@@ -32,10 +32,12 @@ async def enqueue_many(redis: Redis, batch: list[dict[str, Any]]) -> None:
 
 
 async def requeue_waiting(ctx: dict[str, Any], unchanged_for: timedelta | None = None) -> None:
-    """Queue `created` executions again: at start-up all of them (Redis may have lost its
-    data), then periodically those unchanged for `unchanged_for` (their ids may have been
-    popped by a worker that died before claiming them). Queueing is idempotent — an id still
-    queued keeps its place — so nothing needs to be asked of Redis first."""
+    """Queue `created` executions again: all of them at start-up and whenever Redis comes
+    back (it may have lost its data, or an id popped or pushed meanwhile), and periodically
+    those unchanged for `unchanged_for` (their ids may have been popped by a worker that died
+    before claiming them, or the gateway's push failed). Queueing is idempotent — an id still
+    queued keeps its place — so nothing needs to be asked of Redis first, and nothing Redis
+    holds (or lost) is trusted."""
     since = now() - unchanged_for if unchanged_for is not None else None
     page: list[dict[str, Any]] = []
     async for execution in execution_runs.waiting(ctx["db"], since):
@@ -47,7 +49,14 @@ async def requeue_waiting(ctx: dict[str, Any], unchanged_for: timedelta | None =
 
 
 async def reap_lost(ctx: dict[str, Any]) -> None:
-    """Rerun or fail executions whose worker died; every worker runs this."""
+    """Rerun or fail executions whose worker died; every worker runs this.
+
+    Not within a lease of MongoDB being away: leases lapse during an outage because nobody
+    could renew them, not because their workers died — each is given a lease's time to be
+    renewed (the renewal that gets through tells its worker whether the run is still its)."""
+    lease_s = ctx["settings"].execution_lease_s
+    if ctx["patience"].away_within("MongoDB", lease_s):
+        return
     again = await execution_runs.reap(ctx["db"])
     for execution in again:
         log.warning("execution %s lost its worker; queued again", execution["_id"])

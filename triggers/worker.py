@@ -1,4 +1,4 @@
-"""The arq worker process.
+"""The worker process.
 
 Each worker registers itself in MongoDB's `workers` collection and renews a heartbeat, so
 operators (and, later, the execution reaper) know which workers are alive; a worker that stops
@@ -11,17 +11,28 @@ queues, up to `LOOM_WORKER_MAX_JOBS` at once (`loom worker --concurrency N`); ru
 background each worker also requeues stalled commands, reaps executions whose worker died,
 queues again executions Redis lost, and sweeps stored files a crash left behind
 (triggers/periodic.py).
+
+A worker outlives MongoDB and Redis being away, and exits only when told to (SIGTERM,
+SIGINT). arq's own Worker, which still polls for commands and pings, returns with the first
+Redis error of its poll: here its poll runs under a loop that starts it again, with backoff,
+on the same connection pool (redis-py reconnects on the next command) — its running commands,
+the execution engine and the background rounds are untouched meanwhile. Redis coming back
+(or found empty: the key `loom:workers:redis` is gone) makes the worker queue every waiting
+execution again at once, rather than after `LOOM_QUEUE_CHECK_S`.
 """
 
 import asyncio
 import contextlib
+import logging
 import os
+import signal
 import socket
+import time
 from datetime import timedelta
 from typing import Any
 
-from arq.connections import RedisSettings
-from arq.worker import Worker
+from arq.connections import ArqRedis
+from arq.worker import Worker, func
 
 from gateway.connections import mongo_client
 from gateway.indexes import INDEXES
@@ -31,10 +42,19 @@ from triggers.commands import requeue_stalled, run_command
 from triggers.execution_engine import Engine
 from triggers.executions import reap_lost, requeue_waiting
 from triggers.file_sweeps import sweep_files
+from triggers.patience import MAX_WAIT_S, Patience
 from triggers.periodic import every
+
+log = logging.getLogger("loom.worker")
 
 HEARTBEAT_INTERVAL_S = 10.0
 MAX_COMMAND_S = 7 * 24 * 3600
+REDIS_MARKER = "loom:workers:redis"
+"""Set by the workers, never expiring: a Redis without it has lost its data."""
+REDIS_WATCH_S = 0.5
+REDIS_TIMEOUT_S = 10.0
+"""A Redis command unanswered this long fails (and is retried): a host that vanished without
+closing its connections must not hang a worker."""
 
 
 def worker_id() -> str:
@@ -54,36 +74,118 @@ async def _heartbeat(ctx: dict[str, Any]) -> None:
 
 
 async def _requeue_quiet(ctx: dict[str, Any]) -> None:
-    await requeue_waiting(ctx, timedelta(seconds=ctx["settings"].queue_check_s))
+    await requeue_waiting(ctx, timedelta(seconds=ctx["settings"].queue_check_s / 2))
 
 
-def build_worker(settings: Settings, **overrides: Any) -> Worker:
-    if settings.mongodb_url is None or settings.redis_url is None:
-        raise ValueError("resolve the embedded stack's URLs before building a worker")
-    mongodb_url = settings.mongodb_url
+async def watch_redis(ctx: dict[str, Any]) -> None:
+    """Queue every waiting execution again whenever Redis may have lost some: at start-up,
+    after any call of this worker found Redis away, and when Redis is found empty (restarted
+    without its data, or flushed) — the marker key is set by whichever worker sees it missing
+    first."""
+    patience: Patience = ctx["patience"]
+    checked_at: float | None = None
+    while True:
+        started = time.monotonic()
+        try:
+            fresh = await ctx["redis"].set(REDIS_MARKER, ctx["worker_id"], nx=True)
+            away = patience.last_away.get("Redis")
+            if fresh or checked_at is None or (away is not None and away >= checked_at):
+                if checked_at is not None:
+                    log.warning("Redis is back: queueing every waiting execution again")
+                await requeue_waiting(ctx)
+            checked_at = started
+        except Exception as exc:
+            if patience.noticed(exc) is None:
+                log.exception("checking Redis failed")
+        await asyncio.sleep(REDIS_WATCH_S)
 
-    async def startup(ctx: dict[str, Any]) -> None:
-        ctx["mongo"] = mongo_client(mongodb_url, settings)
-        ctx["db"] = ctx["mongo"][settings.db_name]
-        ctx["settings"] = settings
-        ctx["worker_id"] = worker_id()
-        ctx["started_at"] = now()
+
+class WorkerProcess:
+    """One worker: the execution engine, arq's poll for commands, the background rounds."""
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        if settings.mongodb_url is None or settings.redis_url is None:
+            raise ValueError("resolve the embedded stack's URLs before building a worker")
+        self.settings = settings
+        self.mongodb_url: str = settings.mongodb_url
+        self.redis_url: str = settings.redis_url
+        self.overrides = overrides
+
+    def run(self) -> None:
+        asyncio.run(self.main())
+
+    async def main(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        # Start-up waits for MongoDB as long as it takes, but a worker told to stop meanwhile
+        # stops at once: it holds nothing yet.
+        starting = asyncio.create_task(self._start())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            log.info("stopped before it started")
+            return
+        stopped.cancel()
+        ctx = starting.result()
+        arq_worker = self._arq_worker(ctx)
+        polling = asyncio.create_task(self._poll(arq_worker))
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping %s", ctx["worker_id"])
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
+            for task in arq_worker.tasks.values():
+                task.cancel()
+            await asyncio.gather(*arq_worker.tasks.values(), return_exceptions=True)
+            await self._stop(ctx)
+
+    async def _start(self) -> dict[str, Any]:
+        settings = self.settings
+        mongo = mongo_client(self.mongodb_url, settings)
+        patience = Patience(settings.transient_retry_s)
+        ctx: dict[str, Any] = {
+            "mongo": mongo,
+            "db": mongo[settings.db_name],
+            "redis": ArqRedis.from_url(
+                self.redis_url,
+                socket_connect_timeout=2,
+                socket_timeout=REDIS_TIMEOUT_S,
+            ),
+            "settings": settings,
+            "patience": patience,
+            "worker_id": worker_id(),
+            "started_at": now(),
+        }
+        # The slot index is what bounds a service's concurrency: never run without it.
+        await patience.call(
+            "creating the executions' indexes",
+            lambda: ctx["db"].executions.create_indexes(INDEXES["executions"]),
+            retry_s=float("inf"),
+        )
         # (interval, name, work, first round after): the queue check's first round would
-        # repeat the start-up one below.
+        # repeat the start-up one `watch_redis` makes.
+        check_s = settings.queue_check_s / 2
         rounds = [
             (HEARTBEAT_INTERVAL_S, "heartbeat", _heartbeat, 0),
             (settings.command_sweep_s, "command sweep", requeue_stalled, 0),
             (settings.reaper_interval_s, "execution reaper", reap_lost, 0),
             (settings.file_sweep_s, "file sweep", sweep_files, 0),
-            (settings.queue_check_s, "queue check", _requeue_quiet, settings.queue_check_s),
+            (check_s, "queue check", _requeue_quiet, check_s),
         ]
-        # The slot index is what bounds a service's concurrency: never run without it.
-        await ctx["db"].executions.create_indexes(INDEXES["executions"])
         ctx["loops"] = [
-            asyncio.create_task(every(interval, name, lambda work=work: work(ctx), first_in))
+            asyncio.create_task(
+                every(interval, name, lambda work=work: work(ctx), first_in, patience)
+            )
             for interval, name, work, first_in in rounds
         ]
-        await requeue_waiting(ctx)
+        ctx["loops"].append(asyncio.create_task(watch_redis(ctx)))
         ctx["engine"] = Engine(
             ctx["db"],
             ctx["redis"],
@@ -91,29 +193,58 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             settings.worker_max_jobs,
             timedelta(seconds=settings.execution_lease_s),
             settings.worker_poll_delay_s,
+            patience,
         )
         ctx["engine"].start()
+        return ctx
 
-    async def shutdown(ctx: dict[str, Any]) -> None:
+    def _arq_worker(self, ctx: dict[str, Any]) -> Worker:
+        settings = self.settings
+        return Worker(
+            # A command's job keeps no result: the sweep must be able to queue it again under
+            # the same job id if its run was cut short (arq keeps a result for an hour).
+            functions=[ping, func(run_command, keep_result=0)],
+            redis_pool=ctx["redis"],
+            ctx=ctx,
+            handle_signals=False,
+            # Commands renew their own leases; arq's timeout must never cut them short.
+            job_timeout=MAX_COMMAND_S,
+            **{
+                "max_jobs": settings.worker_max_jobs,
+                "poll_delay": settings.worker_poll_delay_s,
+                **self.overrides,
+            },
+        )
+
+    async def _poll(self, arq_worker: Worker) -> None:
+        """arq's poll, started again whenever it ends with an error (Redis away): its jobs
+        in flight go on, and it backs off up to `MAX_WAIT_S` between starts."""
+        wait = 0.05
+        while True:
+            started = time.monotonic()
+            try:
+                await arq_worker.main()
+            except Exception as exc:
+                if arq_worker.ctx["patience"].noticed(exc) is None:
+                    log.exception("arq's poll failed; starting it again")
+                else:
+                    log.warning("Redis unavailable (%s); polling again", exc)
+            if time.monotonic() - started > 10 * MAX_WAIT_S:
+                wait = 0.05
+            await asyncio.sleep(wait)
+            wait = min(MAX_WAIT_S, wait * 2)
+
+    async def _stop(self, ctx: dict[str, Any]) -> None:
         await ctx["engine"].stop(f"{ctx['worker_id']} stopped")
         for loop in ctx["loops"]:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
-        await ctx["db"].workers.delete_one({"_id": ctx["worker_id"]})
+        with contextlib.suppress(Exception):
+            await ctx["db"].workers.delete_one({"_id": ctx["worker_id"]})
+        await ctx["redis"].aclose()
         await ctx["mongo"].close()
 
-    return Worker(
-        functions=[ping, run_command],
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
-        on_startup=startup,
-        on_shutdown=shutdown,
-        # Commands renew their own leases; arq's timeout must never cut them short.
-        job_timeout=MAX_COMMAND_S,
-        **{
-            "handle_signals": True,
-            "max_jobs": settings.worker_max_jobs,
-            "poll_delay": settings.worker_poll_delay_s,
-            **overrides,
-        },
-    )
+
+def build_worker(settings: Settings, **overrides: Any) -> WorkerProcess:
+    return WorkerProcess(settings, **overrides)
