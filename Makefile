@@ -55,7 +55,7 @@ dev: $(STAMP) $(FRONTEND)
 test: $(STAMP) $(FRONTEND) $(CHROMIUM) $(HTTP_AUDIT_MODULES)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/http_baseline.py
