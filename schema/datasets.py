@@ -8,7 +8,7 @@ from strawberry.scalars import JSON
 
 from resolvers import datasets
 from resolvers.inputs import object_id
-from schema.idempotency import IDEMPOTENCY_KEY
+from schema.idempotency import IdempotencyKey
 from schema.inputs import as_input
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
 
@@ -145,9 +145,7 @@ class DatasetMutations:
         info: strawberry.Info,
         project_id: strawberry.ID,
         input: DatasetInput,
-        idempotency_key: Annotated[
-            str | None, strawberry.argument(description=IDEMPOTENCY_KEY)
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Dataset:
         access = await info.context.access()
         doc = await datasets.create_dataset(

@@ -3,7 +3,7 @@
 import json
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import Any
 
 import strawberry
 from strawberry.file_uploads import Upload
@@ -13,7 +13,7 @@ from resolvers import items
 from resolvers.inputs import object_id
 from schema.annotations import Annotation, item_annotations
 from schema.datasets import Dataset
-from schema.idempotency import IDEMPOTENCY_KEY
+from schema.idempotency import IdempotencyKey
 from schema.inputs import as_input
 from schema.relay import Connection, Node, page_request
 
@@ -180,9 +180,7 @@ class ItemMutations:
         dataset_id: strawberry.ID,
         file: Upload,
         input: ItemInput | None = None,
-        idempotency_key: Annotated[
-            str | None, strawberry.argument(description=IDEMPOTENCY_KEY)
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Item:
         access = await info.context.access()
         data = as_input(input) if input else {}

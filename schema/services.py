@@ -1,7 +1,7 @@
 """Services, the function registry, executions and their mutations."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -9,7 +9,7 @@ from strawberry.scalars import JSON
 from resolvers import batches, executions, functions, projects, services
 from resolvers.inputs import object_id
 from schema.commands import Command
-from schema.idempotency import IDEMPOTENCY_KEY
+from schema.idempotency import IdempotencyKey
 from schema.inputs import as_input
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
 
@@ -224,9 +224,7 @@ class ServiceMutations:
         info: strawberry.Info,
         service_id: strawberry.ID,
         input: ExecuteInput,
-        idempotency_key: Annotated[
-            str | None, strawberry.argument(description=IDEMPOTENCY_KEY)
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Execution:
         access = await info.context.access()
         doc = await executions.create_execution(
@@ -295,9 +293,7 @@ class BatchMutations:
         info: strawberry.Info,
         service_id: strawberry.ID,
         input: BatchInput,
-        idempotency_key: Annotated[
-            str | None, strawberry.argument(description=IDEMPOTENCY_KEY)
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Command:
         access = await info.context.access()
         doc = await batches.start_batch(

@@ -13,6 +13,7 @@ import pytest
 from gateway import demo
 from resolvers.executions import FINAL
 from tests.conftest import REPO
+from tests.loom_cli import run_loom
 from tests.servers import free_port
 from tests.test_demo_seed import ME, NESTED, README_VARIABLES
 from tests.waiting import eventually
@@ -25,15 +26,7 @@ def dev_env(tmp_path):
 
 
 def _loom(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    return run_loom(env, *args, check=True)
 
 
 class DevServer:

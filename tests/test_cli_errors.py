@@ -16,6 +16,7 @@ from bson import ObjectId
 from gateway import cli
 from tests.conftest import REPO
 from tests.datasets_world import make_world
+from tests.loom_cli import run_loom
 from tests.servers import free_port
 from tests.test_executions import CREATE_SERVICE, EXECUTE
 
@@ -23,17 +24,6 @@ from tests.test_executions import CREATE_SERVICE, EXECUTE
 def _env(home: Path, **variables: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LOOM_")}
     return {**clean, "LOOM_HOME": str(home), **variables}
-
-
-def _loom(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def _one_user_error(run: subprocess.CompletedProcess) -> str:
@@ -92,7 +82,7 @@ MISTAKES = {
 @pytest.mark.parametrize("case", MISTAKES.values(), ids=MISTAKES.keys())
 def test_a_mistake_is_one_line_and_exit_status_2_before_anything_starts(tmp_path, case):
     variables, args, named = case
-    line = _one_user_error(_loom(_env(tmp_path, **variables), *args))
+    line = _one_user_error(run_loom(_env(tmp_path, **variables), *args))
     assert named in line
     assert not (tmp_path / "dev").exists(), "an embedded stack was started for nothing"
 
@@ -101,7 +91,7 @@ async def test_a_refused_key_request_writes_nothing(settings, db, tmp_path):
     env = _on(settings, tmp_path)
     for email in ("x@y.test", "not an email"):
         _one_user_error(
-            _loom(env, "keys", "create", "--org", "acme", "--role", "owner", "--email", email)
+            run_loom(env, "keys", "create", "--org", "acme", "--role", "owner", "--email", email)
         )
     assert await db.organizations.count_documents({}) == 0
     assert await db.users.count_documents({}) == 0
@@ -115,14 +105,14 @@ def test_an_unreachable_mongodb_is_one_line(tmp_path):
         LOOM_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
         LOOM_MONGODB_TIMEOUT_MS="300",
     )
-    line = _one_user_error(_loom(env, "keys", "create", "--org", "acme", "--role", "owner"))
+    line = _one_user_error(run_loom(env, "keys", "create", "--org", "acme", "--role", "owner"))
     assert line.startswith(f"loom: cannot reach MongoDB at 127.0.0.1:{port} (")
     assert "LOOM_MONGODB_URL" in line
 
 
 def test_an_unusable_mongodb_url_is_one_line(tmp_path):
     env = _env(tmp_path, LOOM_MONGODB_URL="mongo://nowhere", LOOM_REDIS_URL="redis://127.0.0.1/0")
-    line = _one_user_error(_loom(env, "keys", "create", "--org", "acme", "--role", "owner"))
+    line = _one_user_error(run_loom(env, "keys", "create", "--org", "acme", "--role", "owner"))
     assert "LOOM_MONGODB_URL" in line
 
 
@@ -132,7 +122,7 @@ def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path):
         taken.listen()
         port = str(taken.getsockname()[1])
         for args in (["serve"], ["dev", "--seed-demo"]):
-            line = _one_user_error(_loom(_env(tmp_path, LOOM_PORT=port), *args))
+            line = _one_user_error(run_loom(_env(tmp_path, LOOM_PORT=port), *args))
             assert line.startswith(f"loom: cannot listen on 127.0.0.1:{port}: ")
         assert not (tmp_path / "dev").exists()
 
@@ -143,13 +133,13 @@ async def test_a_bug_is_one_line_saying_so_and_the_traceback_only_with_debug(
     """Loom does not expect MongoDB to refuse a well-formed key; a validator makes it."""
     await db.command("collMod", "api_keys", validator={"$jsonSchema": {"required": ["never"]}})
     env = _on(settings, tmp_path)
-    quiet = _loom(env, "keys", "create", "--org", "acme", "--role", "owner")
+    quiet = run_loom(env, "keys", "create", "--org", "acme", "--role", "owner")
     assert quiet.returncode == 1
     (line,) = quiet.stderr.splitlines()
     assert line.startswith("loom: this is a bug in Loom — WriteError: Document failed validation")
     assert line.endswith("(run again with --debug for the traceback)")
     for flags in (["--debug", "keys", "create"], ["keys", "create", "--debug"]):
-        loud = _loom(env, *flags, "--org", "acme", "--role", "owner")
+        loud = run_loom(env, *flags, "--org", "acme", "--role", "owner")
         assert loud.returncode == 1
         assert loud.stderr.startswith("Traceback") or "\nTraceback" in loud.stderr
         assert "pymongo.errors.WriteError" in loud.stderr
@@ -209,13 +199,13 @@ async def test_loom_documents_import_trusts_a_manifest_and_a_bad_one_is_one_line
     manifest = tmp_path / "persisted-documents.json"
     manifest.write_text(json.dumps({digest: query}))
     env = _on(settings, tmp_path)
-    imported = await asyncio.to_thread(_loom, env, "documents", "import", str(manifest))
+    imported = await asyncio.to_thread(run_loom, env, "documents", "import", str(manifest))
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == f"1 trusted documents imported from {manifest}"
     stored = await db.persisted_documents.find_one({"_id": digest})
     assert (stored["query"], stored["trusted"]) == (query, True)
 
     manifest.write_text(json.dumps({"0" * 64: query}))
-    refused = await asyncio.to_thread(_loom, env, "documents", "import", str(manifest))
+    refused = await asyncio.to_thread(run_loom, env, "documents", "import", str(manifest))
     assert "is not the sha256 of its document" in _one_user_error(refused)
     assert await db.persisted_documents.count_documents({}) == 1
