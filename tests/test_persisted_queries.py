@@ -4,6 +4,9 @@ runs it — over POST and GET, on every gateway, each keeping its hits in memory
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -12,8 +15,10 @@ from pymongo import monitoring
 
 from gateway.persisted_documents import COLLECTION, MAX_STORED_BYTES
 from tests.command_monitoring import StartedCommands, listening_gateway
+from tests.conftest import REPO
 from tests.datasets_world import CREATE_PROJECT
-from tests.servers import running_uvicorn
+from tests.servers import free_port, running_uvicorn
+from tests.waiting import eventually
 
 GR = "application/graphql-response+json"
 ME = "query Me { me { email } }"
@@ -207,3 +212,48 @@ async def test_an_answer_over_get_is_private_to_its_caller_and_varies_by_media_t
     assert got.json()["data"]["me"]["email"].endswith("@acme.io")
     assert got.headers["cache-control"] == "private"
     assert got.headers["vary"] == "Accept, Authorization"
+
+
+async def test_a_document_registered_on_one_gateway_process_runs_on_another_process(
+    server, member, settings
+):
+    """Two OS processes, as two replicas behind a load balancer: what one stored, the other
+    finds in MongoDB — nothing is shared but the database."""
+    client, _ = await member("acme", "member")
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LOOM_")},
+        "LOOM_MONGODB_URL": str(settings.mongodb_url),
+        "LOOM_REDIS_URL": str(settings.redis_url),
+        "LOOM_DB_NAME": settings.db_name,
+        "LOOM_PORT": str(port),
+    }
+    other = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        async def ready() -> int:
+            assert process.poll() is None, "loom serve exited"
+            try:
+                async with httpx.AsyncClient() as http:
+                    return (await http.get(f"{other}/readyz")).status_code
+            except httpx.TransportError:
+                return 0
+
+        await eventually(ready, lambda status: status == 200, within_s=60)
+        missed = await _post(other, {"extensions": apq(ME)}, client.key)
+        assert missed.json()["errors"][0]["message"] == "PersistedQueryNotFound"
+        registered = await _post(server, {"query": ME, "extensions": apq(ME)}, client.key)
+        posted = await _post(other, {"extensions": apq(ME)}, client.key)
+        got = await _get(other, {"extensions": apq(ME)}, client.key)
+        assert registered.json()["data"]["me"]["email"].endswith("@acme.io")
+        assert posted.json() == got.json() == registered.json()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
