@@ -30,7 +30,10 @@ from gateway.inboxes import ENTITIES_PER_SLOT, Entity, Inbox, Overflowed
 from resolvers.executions import new_execution
 from tests.datasets_world import make_world
 from tests.servers import running_uvicorn
+from tests.test_batches import EXECUTE_BATCH
+from tests.test_clone import _seed_items
 from tests.waiting import eventually
+from tests.workers import worker_processes
 
 CREATE_SERVICE = """mutation($p: ID!, $input: ServiceInput!) {
   createService(projectId: $p, input: $input) { id } }"""
@@ -326,3 +329,38 @@ async def test_items_that_show_no_entity_are_never_coalesced_and_overflow_the_in
     assert [(await inbox.get()).get("key") for _ in range(3)] == ["a", None, None]
     with pytest.raises(Overflowed):
         await inbox.get()
+
+
+async def test_a_dashboard_watching_an_execute_batch_of_20000_ends_with_every_final_status(
+    member, db, gateway, settings
+):
+    """The burst as users make it: a real executeBatch over 20,000 items, run by two real
+    workers, watched by a dashboard that reads as it goes — the moment a dashboard is most
+    watched, when it used to be dropped within two seconds."""
+    app, server = await gateway(max_lag_s=settings.subscription_max_lag_s)
+    world, service = await _service(member)
+    await _seed_items(db, ObjectId(world.dataset), BURST)
+    with worker_processes(settings) as start:
+        updates_of = dashboard(server, world.client.key, "graphql-transport-ws", s=service["id"])
+        async with updates_of as updates:
+            await _subscribed(app, "graphql-transport-ws")
+            for _ in range(2):
+                start()
+            started = await world.client.data(
+                EXECUTE_BATCH, s=service["id"], input={"function": "echo", "filter": {}}
+            )
+            assert started["executeBatch"]["status"]
+            last: dict[str, str] = {}
+            finished: set[str] = set()
+            while len(finished) < BURST:
+                message = await updates.next()
+                assert message["type"] == "next", message
+                assert "errors" not in message["payload"], message
+                shown = message["payload"]["data"]["executionUpdated"]
+                last[shown["id"]] = shown["status"]
+                if shown["status"] in FINALS:
+                    finished.add(shown["id"])
+    assert len(last) == BURST
+    assert set(last.values()) == {"success"}
+    stored = db.executions.find({"serviceId": ObjectId(service["id"])}, {"status": 1})
+    assert {str(e["_id"]): e["status"] async for e in stored} == last
