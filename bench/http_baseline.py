@@ -165,7 +165,7 @@ def report(loom: Result, bare: Result, auth: Result, core: Result) -> bool:
     )
     met = ratio >= TARGET_RATIO
     print(
-        f"\nratio loom_rps / bare_rps = {ratio:.3f} (target >= {TARGET_RATIO}: "
+        f"\nratio loom / bare = {ratio:.3f}x (goal >= {TARGET_RATIO}x: "
         f"{'MET' if met else 'NOT MET'})"
     )
     print(
