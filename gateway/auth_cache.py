@@ -101,6 +101,7 @@ KEEPS_ACCESS = frozenset(
 (and Redis), never API keys, users, organizations or memberships (tests/test_auth_cache.py
 runs each one and watches what it writes). A mutation left out of this list costs the next
 requests a lookup each, never a stale answer: every other mutation clears."""
+_ROOT_FIELDS_KEEPING_ACCESS = KEEPS_ACCESS | {"__typename"}
 
 
 def keeps_access(document: DocumentNode) -> bool:
@@ -116,7 +117,7 @@ def keeps_access(document: DocumentNode) -> bool:
         for selection in definition.selection_set.selections:
             if not isinstance(selection, FieldNode):
                 return False
-            if selection.name.value not in KEEPS_ACCESS | {"__typename"}:
+            if selection.name.value not in _ROOT_FIELDS_KEEPING_ACCESS:
                 return False
     return True
 

@@ -22,6 +22,8 @@ from resolvers.pagination import Page
 from triggers import commands
 from triggers import executions as execution_jobs
 
+log = logging.getLogger("loom.gateway")
+
 
 def by_id(db: AsyncDatabase, collection: str) -> DataLoader[ObjectId, dict[str, Any]]:
     """Batch every `load(id)` of one tick into a single `$in` query."""
@@ -188,28 +190,21 @@ class Context:
         return await self.access()
 
     async def enqueue_command(self, command: dict[str, Any]) -> None:
-        """Queue a command MongoDB already holds. Redis being away fails nothing: the
-        workers' sweep (`LOOM_COMMAND_SWEEP_S`) queues every command nobody runs, so the
-        mutation that committed it answers success."""
-        try:
-            await commands.enqueue(self.connections.redis, command)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            logging.getLogger("loom.gateway").warning(
-                "command %s left to the sweep, Redis unavailable: %s", command["_id"], exc
-            )
+        """Queue a command MongoDB already holds; the workers' sweep (`LOOM_COMMAND_SWEEP_S`)
+        queues every command nobody runs."""
+        await _after_commit(
+            commands.enqueue(self.connections.redis, command),
+            f"command {command['_id']} left to the sweep",
+        )
 
     async def enqueue_execution(self, execution: dict[str, Any]) -> None:
-        """Queue an execution MongoDB already holds. Redis being away fails nothing: the
-        workers queue every waiting execution again once Redis is back, and their queue
-        check (`LOOM_QUEUE_CHECK_S`) any left waiting, so the mutation answers success."""
-        try:
-            await execution_jobs.enqueue(self.connections.redis, execution)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            logging.getLogger("loom.gateway").warning(
-                "execution %s left to the queue check, Redis unavailable: %s",
-                execution["_id"],
-                exc,
-            )
+        """Queue an execution MongoDB already holds; the workers queue every waiting execution
+        again once Redis is back, and their queue check (`LOOM_QUEUE_CHECK_S`) any left
+        waiting."""
+        await _after_commit(
+            execution_jobs.enqueue(self.connections.redis, execution),
+            f"execution {execution['_id']} left to the queue check",
+        )
 
     async def _authenticate(self) -> Access:
         if self.api_key is None:
@@ -217,3 +212,12 @@ class Context:
         access, user = await self.auth_cache.authenticate(self.connections.db, self.api_key)
         self.loaders.users.prime(user["_id"], user)
         return access
+
+
+async def _after_commit(enqueue: Awaitable[None], fallback: str) -> None:
+    """Run the enqueue that follows a committed write. Redis being away fails nothing — what
+    MongoDB holds is queued again by the workers — so the mutation still answers success."""
+    try:
+        await enqueue
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.warning("%s, Redis unavailable: %s", fallback, exc)

@@ -38,13 +38,15 @@ async def _gone(pids: list[int]) -> None:
     await eventually(check, lambda alive: not alive)
 
 
-async def test_children_die_when_loom_is_killed_with_sigkill(tmp_path):
+def stack_in_a_parent(root: Path, replicas: int = 1) -> tuple[subprocess.Popen, list[int]]:
+    """An embedded stack started by a parent process of its own, and the stack's pids, for
+    tests that kill that parent as a crash would."""
     script = textwrap.dedent(
         f"""
         import sys, pathlib
         from gateway.embedded import EmbeddedStack
-        stack = EmbeddedStack(pathlib.Path({str(tmp_path / "s")!r}), persistent=False,
-                              lib_dir=pathlib.Path({str(LIB)!r}))
+        stack = EmbeddedStack(pathlib.Path({str(root)!r}), persistent=False,
+                              lib_dir=pathlib.Path({str(LIB)!r}), replicas={replicas})
         stack.start()
         print("ready", flush=True)
         sys.stdin.read()
@@ -53,8 +55,13 @@ async def test_children_die_when_loom_is_killed_with_sigkill(tmp_path):
     parent = subprocess.Popen(
         [sys.executable, "-c", script], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
+    assert parent.stdout is not None
     assert parent.stdout.readline().strip() == b"ready"
-    pids = list(json.loads((tmp_path / "s" / "children.json").read_text()).values())
+    return parent, list(json.loads((root / "children.json").read_text()).values())
+
+
+async def test_children_die_when_loom_is_killed_with_sigkill(tmp_path):
+    parent, pids = stack_in_a_parent(tmp_path / "s")
     assert len(pids) == 2
     assert all(_alive(p) for p in pids)
     parent.kill()

@@ -2,9 +2,6 @@
 
 import json
 import signal
-import subprocess
-import sys
-import textwrap
 
 import pytest
 from pydantic import ValidationError
@@ -12,8 +9,7 @@ from pymongo import MongoClient
 
 from gateway.embedded import EmbeddedStack
 from gateway.settings import Settings
-from tests.conftest import REPO
-from tests.test_embedded_stack import LIB, _alive, _gone
+from tests.test_embedded_stack import LIB, _alive, _gone, stack_in_a_parent
 from tests.waiting import eventually
 
 pytest_plugins = ["tests.replica_set"]
@@ -76,22 +72,7 @@ async def test_nothing_is_left_running_after_a_replica_set_stack_stops(tmp_path)
 
 
 async def test_replica_set_nodes_die_when_loom_is_killed_with_sigkill(tmp_path):
-    script = textwrap.dedent(
-        f"""
-        import sys, pathlib
-        from gateway.embedded import EmbeddedStack
-        stack = EmbeddedStack(pathlib.Path({str(tmp_path / "s")!r}), persistent=False,
-                              lib_dir=pathlib.Path({str(LIB)!r}), replicas=3)
-        stack.start()
-        print("ready", flush=True)
-        sys.stdin.read()
-        """
-    )
-    parent = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert parent.stdout.readline().strip() == b"ready"
-    pids = list(json.loads((tmp_path / "s" / "children.json").read_text()).values())
+    parent, pids = stack_in_a_parent(tmp_path / "s", replicas=3)
     assert len(pids) == 4
     parent.send_signal(signal.SIGKILL)
     parent.wait()

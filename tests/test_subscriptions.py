@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import websockets
@@ -259,15 +260,22 @@ async def test_mutations_sent_over_a_websocket_are_never_grouped(member, server,
     assert app.state.subscription_groups.member_count == 0
 
 
-async def test_a_member_a_whole_inbox_behind_is_dropped_while_its_group_goes_on():
-    results: asyncio.Queue[str] = asyncio.Queue()
+def _streaming(results: asyncio.Queue[str]) -> Callable[[], Awaitable[AsyncIterator[str]]]:
+    """A group's `start`: a subscription whose results are whatever the test puts in the queue."""
 
-    async def start():
-        async def stream():
+    async def start() -> AsyncIterator[str]:
+        async def stream() -> AsyncIterator[str]:
             while True:
                 yield await results.get()
 
         return stream()
+
+    return start
+
+
+async def test_a_member_a_whole_inbox_behind_is_dropped_while_its_group_goes_on():
+    results: asyncio.Queue[str] = asyncio.Queue()
+    start = _streaming(results)
 
     groups = SubscriptionGroups(inbox_size=2)
     async with (
@@ -445,13 +453,7 @@ def _feed_subscribers(app):
 
 async def test_a_member_that_joins_after_a_result_gets_the_next_even_when_it_repeats_it():
     results: asyncio.Queue[str] = asyncio.Queue()
-
-    async def start():
-        async def stream():
-            while True:
-                yield await results.get()
-
-        return stream()
+    start = _streaming(results)
 
     groups = SubscriptionGroups(inbox_size=10)
     async with groups.join("key", start, str.upper, lambda word: word == "error") as first:
