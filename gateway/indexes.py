@@ -58,6 +58,34 @@ INDEXES: dict[str, list[IndexModel]] = {
             partialFilterExpression={"status": "inProgress", "slot": {"$type": "int"}},
             name="one_run_per_slot",
         ),
+        # A trigger creates one execution per event (per resource, for `Once` triggers):
+        # a replayed event, two relays or a retried write create nothing twice.
+        IndexModel(
+            [("triggerKey", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"triggerKey": {"$type": "string"}},
+        ),
+        IndexModel(
+            [("triggerId", ASCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)],
+            partialFilterExpression={"triggerId": {"$type": "objectId"}},
+        ),
+        IndexModel([("eventId", ASCENDING)], sparse=True),
+        # An ordered trigger's executions of one resource run in event order.
+        IndexModel(
+            [("orderKey", ASCENDING), ("orderSeq", ASCENDING)],
+            partialFilterExpression={"orderKey": {"$type": "string"}},
+        ),
+    ],
+    "triggers": [
+        IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True),
+    ],
+    # The relay's log of changes (triggers/relay/): one event per change-stream token.
+    "events": [
+        IndexModel([("token", ASCENDING)], unique=True),
+        IndexModel([("projectId", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("triggers", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("time", ASCENDING)]),
+        IndexModel([("keepUntil", ASCENDING)], sparse=True),
     ],
     "commands": [
         IndexModel([("status", ASCENDING), ("leaseUntil", ASCENDING)]),
@@ -84,10 +112,21 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
-CHANGE_IMAGES = ("executions", "commands", "api_keys", "org_members", "project_members")
+CHANGE_IMAGES = (
+    "executions",
+    "commands",
+    "api_keys",
+    "org_members",
+    "project_members",
+    "items",
+    "annotations",
+    "datasets",
+    "triggers",
+)
 """Collections whose change events carry the document as it was right after the change (not
 as it is when the event is read), so subscribers see every state, not a later one twice, and
-as it was right before (a membership's deletion names the user whose access it changes)."""
+as it was right before (a membership's deletion names the user whose access it changes; an
+event of the relay holds the document before and after its change)."""
 
 
 async def ensure_indexes(db: AsyncDatabase) -> None:

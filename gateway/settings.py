@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     transient_retry_s: float = Field(60.0, gt=0)
     file_sweep_s: float = Field(600.0, gt=0)
     file_sweep_grace_s: float = Field(3600.0, ge=60)
+    relay: bool = True
+    relay_lease_s: float = Field(5.0, gt=0)
+    event_retention_days: float = Field(7.0, gt=0)
+    event_retention_s: float = Field(600.0, gt=0)
     subscription_queue_size: int = Field(1000, ge=1)
     subscription_max_lag_s: float = Field(30.0, gt=0)
     ws_compression: bool = False

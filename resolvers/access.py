@@ -54,6 +54,7 @@ class Action(StrEnum):
     WRITE_ANNOTATIONS = "create, change or delete annotations"
     MANAGE_SERVICES = "create, change or delete services"
     RUN_EXECUTIONS = "execute, terminate or rerun functions"
+    MANAGE_TRIGGERS = "create, change, delete or invoke triggers"
 
 
 _ALL_ORG_ROLES = frozenset(OrgRole)
@@ -76,6 +77,7 @@ ORG_GRANTS: dict[Action, frozenset[OrgRole]] = {
     Action.WRITE_ANNOTATIONS: _ORG_MANAGERS,
     Action.MANAGE_SERVICES: _ORG_MANAGERS,
     Action.RUN_EXECUTIONS: _ORG_MANAGERS,
+    Action.MANAGE_TRIGGERS: _ORG_MANAGERS,
 }
 """Actions granted by an organization role, on the organization and all its projects."""
 
@@ -91,6 +93,7 @@ PROJECT_GRANTS: dict[Action, frozenset[ProjectRole]] = {
     Action.WRITE_ANNOTATIONS: _ALL_PROJECT_ROLES,
     Action.MANAGE_SERVICES: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
     Action.RUN_EXECUTIONS: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
+    Action.MANAGE_TRIGGERS: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
 }
 """Actions granted by a project role, on that project only."""
 

@@ -96,6 +96,7 @@ RESOURCE_FIELDS: dict[str, dict[str, str]] = {
         "hidden": "hidden",
         "description": "description",
         "annotated": "annotated",
+        "annotationsCount": "annotationsCount",
         "createdAt": "createdAt",
         "updatedAt": "updatedAt",
         "creator": "creator",
@@ -121,6 +122,18 @@ RESOURCE_FIELDS: dict[str, dict[str, str]] = {
         "modelInfo.name": "modelInfo.name",
         "modelInfo.modelId": "modelInfo.modelId",
         "modelInfo.confidence": "modelInfo.confidence",
+    },
+    "datasets": {
+        "id": "_id",
+        "projectId": "projectId",
+        "name": "name",
+        "description": "description",
+        "readonly": "readonly",
+        "itemsCount": "itemsCount",
+        "annotationsCount": "annotationsCount",
+        "createdAt": "createdAt",
+        "updatedAt": "updatedAt",
+        "creator": "creator",
     },
     "executions": {
         "id": "_id",
@@ -148,6 +161,7 @@ RESOURCE_FIELDS: dict[str, dict[str, str]] = {
 _OPEN_PREFIXES = {
     "items": ("metadata",),
     "annotations": ("attributes", "metadata"),
+    "datasets": (),
     "executions": ("input", "output"),
 }
 """Free-form sub-documents: any `prefix.<path>` may be filtered on."""
@@ -223,6 +237,29 @@ def to_mongo(resource: str, filter: dict[str, Any] | None) -> dict[str, Any]:
 def matches(resource: str, filter: dict[str, Any] | None, doc: dict[str, Any]) -> bool:
     """Whether MongoDB would return `doc` (as PyMongo decodes it) for this filter."""
     return _satisfies(_validated(resource, filter), doc)
+
+
+def matcher(resource: str, filter: dict[str, Any] | None) -> Callable[[dict[str, Any]], bool]:
+    """`matches` with the filter validated once, for a filter applied to many documents."""
+    tree = _validated(resource, filter)
+    return lambda doc: _satisfies(tree, doc)
+
+
+def from_json(resource: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """A document written as JSON (ids and dates as strings) as MongoDB would hold it, for
+    `matches`: the id and date fields DQL knows are converted where they are strings."""
+    converted = json.loads(json.dumps(doc))
+    for wire, stored in RESOURCE_FIELDS[_resource(resource)].items():
+        kind = _kind_of(wire)
+        if kind not in ("id", "date"):
+            continue
+        *parents, last = stored.split(".")
+        holder: Any = converted
+        for key in parents:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and isinstance(holder.get(last), str):
+            holder[last] = _scalar(holder[last], kind, f"document.{wire}")
+    return converted
 
 
 def parse(dql: dict[str, Any]) -> DqlQuery:

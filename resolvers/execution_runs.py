@@ -39,8 +39,12 @@ RUN_FIELDS = {
     "attempts": 1,
     "maxAttempts": 1,
     "onReset": 1,
+    "eventId": 1,
+    "orderKey": 1,
+    "orderSeq": 1,
 }
 """What a worker reads of an execution to run it."""
+UNFINISHED = [str(Status.CREATED), str(Status.IN_PROGRESS)]
 HANDED_BACK = "handed back"
 RUNNING_IN_A_SLOT = {"status": str(Status.IN_PROGRESS), "slot": {"$type": "int"}}
 """The executions the slot index holds (gateway/indexes.py): a query naming this uses it."""
@@ -104,6 +108,52 @@ async def resources_of(
         async for doc in db[f"{kind}s"].find({"_id": {"$in": ids}}):
             found[(kind, doc["_id"])] = doc
     return found
+
+
+async def events_of(
+    db: AsyncDatabase, executions: list[dict[str, Any]]
+) -> dict[ObjectId, dict[str, Any]]:
+    """The events that made the executions a trigger created, one read."""
+    ids = [execution["eventId"] for execution in executions if execution.get("eventId")]
+    if not ids:
+        return {}
+    fields = {"resource": 1, "resourceId": 1, "action": 1, "before": 1, "after": 1, "time": 1}
+    return {doc["_id"]: doc async for doc in db.events.find({"_id": {"$in": ids}}, fields)}
+
+
+def _first_in_each_order(keys: list[str]) -> list[dict[str, Any]]:
+    """The unfinished execution first in line of each order (an ordered trigger's executions
+    of one resource, `orderKey`, in event order, `orderSeq`)."""
+    return [
+        {"$match": {"orderKey": {"$in": keys}, "status": {"$in": UNFINISHED}}},
+        {"$sort": {"orderKey": 1, "orderSeq": 1}},
+        {
+            "$group": {
+                "_id": "$orderKey",
+                "head": {"$first": "$_id"},
+                "status": {"$first": "$status"},
+                "serviceId": {"$first": "$serviceId"},
+            }
+        },
+    ]
+
+
+async def first_in_line(db: AsyncDatabase, executions: list[dict[str, Any]]) -> set[ObjectId]:
+    """Of executions in an order, those that may run now: nothing before them in their order
+    is unfinished. The others wait until the one before them ends (`next_in_line`)."""
+    keys = list({execution["orderKey"] for execution in executions})
+    pipeline = _first_in_each_order(keys)
+    return {row["head"] async for row in await db.executions.aggregate(pipeline)}
+
+
+async def next_in_line(db: AsyncDatabase, keys: list[str]) -> list[dict[str, Any]]:
+    """The executions now first in line of these orders that wait to be queued."""
+    pipeline = _first_in_each_order(list(set(keys)))
+    return [
+        {"_id": row["head"], "serviceId": row["serviceId"]}
+        async for row in await db.executions.aggregate(pipeline)
+        if row["status"] == str(Status.CREATED)
+    ]
 
 
 def _abort_update(reason: str) -> dict[str, Any]:

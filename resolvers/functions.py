@@ -27,6 +27,10 @@ class FunctionContext(Protocol):
     resource: dict[str, Any] | None
     """The item, dataset or annotation the execution is about, if any."""
 
+    event: dict[str, Any] | None
+    """For an execution a trigger created, the event that fired it: `resource`, `resourceId`,
+    `action`, and the document `before` and `after` the change."""
+
     log: logging.Logger
     """Lines logged here are stored with the execution."""
 

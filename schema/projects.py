@@ -18,6 +18,7 @@ from schema.users import Membership
 if TYPE_CHECKING:
     from schema.datasets import Dataset
     from schema.services import Execution, Service, StatusCount
+    from schema.triggers import Event, Trigger
 
 
 @strawberry.type(description="A member of a project and its role there.")
@@ -60,6 +61,22 @@ class Project(Node):
         from schema.services import project_services
 
         return await project_services(info, object_id(self.id), first, after)
+
+    @strawberry.field(description="The project's triggers, by name.")
+    async def triggers(
+        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Connection[Annotated["Trigger", strawberry.lazy("schema.triggers")]]:
+        from schema.triggers import project_triggers
+
+        return await project_triggers(info, object_id(self.id), first, after)
+
+    @strawberry.field(description="The project's events, newest first: changes the relay captured.")
+    async def events(
+        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Connection[Annotated["Event", strawberry.lazy("schema.triggers")]]:
+        from schema.triggers import project_events
+
+        return await project_events(info, object_id(self.id), first, after)
 
     @strawberry.field(
         description="The project's executions, newest first: those in `statuses`, if given, "

@@ -6,6 +6,7 @@ from typing import Any
 import strawberry
 from bson import ObjectId
 
+from resolvers import triggers
 from resolvers.access import Access
 from resolvers.inputs import object_id
 from schema.annotations import Annotation, AnnotationMutations, AnnotationQueries
@@ -24,6 +25,7 @@ from schema.services import (
     ServiceMutations,
     ServiceQueries,
 )
+from schema.triggers import Event, Trigger, TriggerMutations, TriggerQueries
 
 NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Node]]] = {
     "organizations": ({"project_field": None, "org_field": "_id"}, Organization.from_doc),
@@ -33,6 +35,8 @@ NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Nod
     "annotations": ({}, Annotation.from_doc),
     "services": ({}, Service.from_doc),
     "executions": ({}, Execution.from_doc),
+    "triggers": ({}, lambda doc: Trigger.from_doc(triggers.stored(doc))),
+    "events": ({}, Event.from_doc),
 }
 """Collection → (where its access scope finds org and project ids, its GraphQL type)."""
 
@@ -66,6 +70,7 @@ class Query(
     AnnotationQueries,
     CommandQueries,
     ServiceQueries,
+    TriggerQueries,
 ):
     @strawberry.field(description="Any object by its id, if the caller may see it.")
     async def node(self, info: strawberry.Info, id: strawberry.ID) -> Node | None:
@@ -85,5 +90,6 @@ class Mutation(
     SavedFilterMutations,
     ServiceMutations,
     BatchMutations,
+    TriggerMutations,
 ):
     pass

@@ -1,7 +1,7 @@
 """Services, the function registry, executions and their mutations."""
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -12,6 +12,9 @@ from schema.commands import Command
 from schema.idempotency import IdempotencyKey
 from schema.inputs import as_input
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
+
+if TYPE_CHECKING:
+    from schema.triggers import Event, Trigger
 
 
 @strawberry.type(
@@ -47,12 +50,37 @@ class Execution(Node):
     max_attempts: int
     duration: float | None = strawberry.field(description="Seconds, once finished.")
     resource: JSON | None
+    trigger_id: strawberry.ID | None = strawberry.field(
+        description="The trigger that created it, if one did."
+    )
+    event_id: strawberry.ID | None = strawberry.field(
+        description="The event that fired its trigger (none when invoked by hand)."
+    )
     created_at: datetime
     updated_at: datetime
+
+    @strawberry.field(description="The trigger that created it, if one did and still exists.")
+    async def trigger(
+        self, info: strawberry.Info
+    ) -> Annotated["Trigger", strawberry.lazy("schema.triggers")] | None:
+        from schema.triggers import execution_trigger
+
+        return await execution_trigger(
+            info, object_id(self.trigger_id) if self.trigger_id else None
+        )
+
+    @strawberry.field(description="The event that fired its trigger, while it is kept.")
+    async def event(
+        self, info: strawberry.Info
+    ) -> Annotated["Event", strawberry.lazy("schema.triggers")] | None:
+        from schema.triggers import execution_event
+
+        return await execution_event(info, object_id(self.event_id) if self.event_id else None)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "Execution":
         resource = doc["resource"]
+        trigger_id, event_id = doc.get("triggerId"), doc.get("eventId")
         return cls(
             id=strawberry.ID(str(doc["_id"])),
             service_id=strawberry.ID(str(doc["serviceId"])),
@@ -68,6 +96,8 @@ class Execution(Node):
             max_attempts=doc["maxAttempts"],
             duration=doc["duration"],
             resource={"type": resource["type"], "id": str(resource["id"])} if resource else None,
+            trigger_id=strawberry.ID(str(trigger_id)) if trigger_id else None,
+            event_id=strawberry.ID(str(event_id)) if event_id else None,
             created_at=doc["createdAt"],
             updated_at=doc["updatedAt"],
         )

@@ -1,4 +1,5 @@
-"""Live subscriptions (graphql-transport-ws on /graphql): executions and commands as they change.
+"""Live subscriptions (graphql-transport-ws on /graphql): executions and commands as they change,
+and a project's events as the relay captures them.
 
 Every subscription checks each document against its caller's access as it is when the document
 is delivered, on top of the filter it asked for. When access changes while it runs (a key
@@ -27,6 +28,7 @@ from resolvers.errors import RateLimited
 from resolvers.inputs import object_id
 from schema.commands import Command
 from schema.services import Execution
+from schema.triggers import ActionEnum, Event, ResourceEnum
 
 Document = dict[str, Any]
 Check = Callable[[Access], Awaitable[Callable[[Document], bool]]]
@@ -40,6 +42,7 @@ coalesced away (a status added later counts as final until listed here — the s
 
 
 def _shows(doc: Document, coalesced: int = 0) -> Entity:
+    """Documents without a status (events) are final: none is coalesced away."""
     return Entity(doc["_id"], doc.get("status") not in UNFINISHED, coalesced)
 
 
@@ -131,3 +134,32 @@ class Subscription:
 
         async for doc in _stream(info, "commands", check):
             yield Command.from_doc(doc)
+
+    @strawberry.subscription(
+        description="A project's events from now on, as the relay captures them: optionally "
+        "only some resources and actions."
+    )
+    async def events(
+        self,
+        info: strawberry.Info,
+        project_id: strawberry.ID,
+        resources: list[ResourceEnum] | None = None,
+        actions: list[ActionEnum] | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        kinds = {str(resource) for resource in resources} if resources else None
+        changes = {str(action) for action in actions} if actions else None
+
+        async def check(access: Access) -> Callable[[Document], bool]:
+            project = await projects.get_project(access, object_id(project_id, "projectId"))
+
+            def wants(doc: Document) -> bool:
+                return (
+                    doc["projectId"] == project["_id"]
+                    and (kinds is None or doc["resource"] in kinds)
+                    and (changes is None or doc["action"] in changes)
+                )
+
+            return wants
+
+        async for doc in _stream(info, "events", check):
+            yield Event.from_doc(doc)

@@ -73,6 +73,7 @@ class RunContext:
     """The FunctionContext a running function gets."""
 
     resource: dict[str, Any] | None
+    event: dict[str, Any] | None
     log: logging.Logger
     progress: Callable[[int, str], Awaitable[None]]
 
@@ -93,6 +94,7 @@ class Page:
     popped: dict[ObjectId, int]
     waiting: list[dict[str, Any]]
     resources: dict[tuple[str, ObjectId], dict[str, Any]]
+    events: dict[ObjectId, dict[str, Any]]
     state: dict[str, Any]
 
 
@@ -246,7 +248,16 @@ class Engine:
             reason = "its service was deactivated before it started"
             await execution_runs.abort(self.db, dict.fromkeys(popped, reason), looked)
             return None
-        resources = await execution_runs.resources_of(self.db, waiting)
+        ordered = [execution for execution in waiting if execution.get("orderKey")]
+        if ordered:
+            # Not first in line: dropped from the queue; the run before it queues it as it
+            # ends (`_queue_next`).
+            first = await execution_runs.first_in_line(self.db, ordered)
+            waiting = [e for e in waiting if not e.get("orderKey") or e["_id"] in first]
+        resources, events = await asyncio.gather(
+            execution_runs.resources_of(self.db, waiting),
+            execution_runs.events_of(self.db, waiting),
+        )
         gone: dict[ObjectId, str] = {}
         runnable = []
         for execution in waiting:
@@ -259,7 +270,7 @@ class Engine:
         await execution_runs.abort(self.db, gone, looked)
         if not runnable:
             return None
-        return Page(service_id, popped, runnable, resources, state)
+        return Page(service_id, popped, runnable, resources, events, state)
 
     async def _write(self, ending: list[tuple[UpdateOne, Run]], pages: list[Page]) -> None:
         """One ordered write: the ends, then every page's claims, each page in the slots the
@@ -291,6 +302,7 @@ class Engine:
             return
         for _, run in ending:
             self._forget(run)
+        await self._queue_next([run for _, run in ending])
         await self._put_all_back(unclaimed + runs[tried:])
         started = {run["_id"] for run in held}
         for page, run in runs[:tried]:
@@ -299,7 +311,20 @@ class Engine:
                 found = (
                     page.resources.get((reference["type"], reference["id"])) if reference else None
                 )
-                self._start(run, found)
+                self._start(run, found, page.events.get(run.get("eventId")))
+
+    async def _queue_next(self, ended: list[Run]) -> None:
+        """Queue what is next in line after ended runs of ordered triggers. If that fails, the
+        queue check queues it later."""
+        keys = [run.execution["orderKey"] for run in ended if run.execution.get("orderKey")]
+        if not keys:
+            return
+        try:
+            await execution_queue.push(self.redis, await execution_runs.next_in_line(self.db, keys))
+        except Exception as exc:
+            if self.patience.noticed(exc) is None:
+                raise
+            log.warning("the next executions of %d orders are left to the queue check", len(keys))
 
     async def _put_all_back(self, left: list[tuple[Page, dict[str, Any]]]) -> None:
         by_page: dict[int, tuple[Page, list[dict[str, Any]]]] = {}
@@ -346,27 +371,36 @@ class Engine:
 
     # -- running -------------------------------------------------------------------------------
 
-    def _start(self, execution: dict[str, Any], resource: dict[str, Any] | None) -> None:
+    def _start(
+        self,
+        execution: dict[str, Any],
+        resource: dict[str, Any] | None,
+        event: dict[str, Any] | None,
+    ) -> None:
         run = Run(execution)
         self.runs[execution["claim"]] = run
         self._active += 1
-        run.task = asyncio.get_running_loop().create_task(self._run(run, resource))
+        run.task = asyncio.get_running_loop().create_task(self._run(run, resource, event))
 
-    async def _run(self, run: Run, resource: dict[str, Any] | None) -> None:
+    async def _run(
+        self, run: Run, resource: dict[str, Any] | None, event: dict[str, Any] | None
+    ) -> None:
         try:
-            await self._execute(run, resource)
+            await self._execute(run, resource, event)
         finally:
             self._active -= 1
             self._wake.set()
 
-    async def _execute(self, run: Run, resource: dict[str, Any] | None) -> None:
+    async def _execute(
+        self, run: Run, resource: dict[str, Any] | None, event: dict[str, Any] | None
+    ) -> None:
         execution = run.execution
         reports = Reports(self.db, execution)
         output, error = None, None
         try:
             function = functions.lookup(execution["function"])
             data = function.input.model_validate(execution["input"])
-            context = RunContext(resource, reports.log, reports.progress)
+            context = RunContext(resource, event, reports.log, reports.progress)
             result = await asyncio.wait_for(function.run(data, context), execution["timeout"])
             status, output = Status.SUCCESS, _json(result)
         except asyncio.CancelledError:

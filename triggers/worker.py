@@ -9,8 +9,9 @@ each worker's execution engine (triggers/execution_engine.py) claims them from t
 queues, up to `LOOM_WORKER_MAX_JOBS` at once (`loom worker --concurrency N`); run several
 `loom worker` processes (one per core, on as many hosts as wanted) to run more. In the
 background each worker also requeues stalled commands, reaps executions whose worker died,
-queues again executions Redis lost, and sweeps stored files a crash left behind
-(triggers/periodic.py).
+queues again executions Redis lost, sweeps stored files a crash left behind and removes old
+events (triggers/periodic.py). Every worker is also a candidate relay (triggers/relay/): the
+one holding the relay's lease turns changes into events and matching triggers into executions.
 
 A worker outlives MongoDB and Redis being away, and exits only when told to (SIGTERM,
 SIGINT). arq's own Worker, which still polls for commands and pings, returns with the first
@@ -39,11 +40,13 @@ from gateway.indexes import INDEXES
 from gateway.settings import Settings
 from resolvers.timestamps import now
 from triggers.commands import requeue_stalled, run_command
+from triggers.event_retention import remove_old_events
 from triggers.execution_engine import Engine
 from triggers.executions import reap_lost, requeue_waiting
 from triggers.file_sweeps import sweep_files
 from triggers.patience import MAX_WAIT_S, Patience
 from triggers.periodic import every
+from triggers.relay.relay import Relay
 
 log = logging.getLogger("loom.worker")
 
@@ -71,6 +74,10 @@ async def _heartbeat(ctx: dict[str, Any]) -> None:
         {"$set": {"lastSeenAt": now(), "pid": os.getpid(), "startedAt": ctx["started_at"]}},
         upsert=True,
     )
+
+
+async def _remove_old_events(ctx: dict[str, Any]) -> None:
+    await remove_old_events(ctx["db"], ctx["settings"].event_retention_days)
 
 
 async def _requeue_quiet(ctx: dict[str, Any]) -> None:
@@ -177,6 +184,7 @@ class WorkerProcess:
             (settings.command_sweep_s, "command sweep", requeue_stalled, 0),
             (settings.reaper_interval_s, "execution reaper", reap_lost, 0),
             (settings.file_sweep_s, "file sweep", sweep_files, 0),
+            (settings.event_retention_s, "event retention", _remove_old_events, 0),
             (check_s, "queue check", _requeue_quiet, check_s),
         ]
         ctx["loops"] = [
@@ -186,6 +194,11 @@ class WorkerProcess:
             for interval, name, work, first_in in rounds
         ]
         ctx["loops"].append(asyncio.create_task(watch_redis(ctx)))
+        if settings.relay:
+            ctx["relay"] = Relay(
+                ctx["db"], ctx["redis"], ctx["worker_id"], settings.relay_lease_s, patience
+            )
+            ctx["loops"].append(asyncio.create_task(ctx["relay"].run()))
         ctx["engine"] = Engine(
             ctx["db"],
             ctx["redis"],
@@ -240,6 +253,8 @@ class WorkerProcess:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
+        if "relay" in ctx:
+            await ctx["relay"].release()
         with contextlib.suppress(Exception):
             await ctx["db"].workers.delete_one({"_id": ctx["worker_id"]})
         await ctx["redis"].aclose()

@@ -1,0 +1,265 @@
+"""Triggers: which changes of a project's data run which operation.
+
+A trigger watches one resource (items, annotations, datasets or executions) for some actions,
+optionally narrowed by a DQL filter evaluated in memory against the document after the change
+(before it, for deletes). What it runs is its operation (triggers/operations.py): today a
+service function of its own project. `executionMode` says how often: `Always`, once per
+matching event; `Once`, at most once per resource, ever. `ordered` makes one resource's
+executions of the trigger run one at a time, in event order.
+
+The relay (triggers/relay/) reads triggers from the same change stream as the data, so a
+trigger applies to exactly the changes committed after it was created, changed or activated.
+"""
+
+import json
+from enum import StrEnum
+from typing import Any
+
+from bson import ObjectId
+from pydantic import Field, field_validator, model_validator
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from resolvers import dql
+from resolvers import trigger_operations as operations
+from resolvers.access import Access, Action
+from resolvers.errors import BadUserInput, Conflict, NotFound
+from resolvers.inputs import Changes, Input, Name, parse
+from resolvers.pagination import Page, PageRequest, paginate
+from resolvers.projects import get_project
+from resolvers.services import get_service
+from resolvers.timestamps import new_document, now
+
+# Members are named as their values: GraphQL shows member names, and these are dtlpy's.
+
+
+class Resource(StrEnum):
+    Item = "Item"
+    Annotation = "Annotation"
+    Dataset = "Dataset"
+    Execution = "Execution"
+
+
+class TriggerAction(StrEnum):
+    Created = "Created"
+    Updated = "Updated"
+    Deleted = "Deleted"
+    StatusChanged = "StatusChanged"
+
+
+class ExecutionMode(StrEnum):
+    Once = "Once"
+    Always = "Always"
+
+
+COLLECTIONS = {
+    Resource.Item: "items",
+    Resource.Annotation: "annotations",
+    Resource.Dataset: "datasets",
+    Resource.Execution: "executions",
+}
+"""Each resource's collection, which is also its DQL resource name."""
+RESOURCES = {collection: resource for resource, collection in COLLECTIONS.items()}
+
+
+class TriggerDefinition(Input):
+    """What a trigger is, without its name: enough to test a filter against a document."""
+
+    resource: Resource
+    actions: list[TriggerAction] = Field(min_length=1, max_length=4)
+    filter: dict[str, Any] | None = None
+
+    @field_validator("actions")
+    @classmethod
+    def _distinct(cls, actions: list[TriggerAction]) -> list[TriggerAction]:
+        return sorted(set(actions))
+
+    @model_validator(mode="after")
+    def _status_changes_of_executions(self) -> "TriggerDefinition":
+        if TriggerAction.StatusChanged in self.actions and self.resource != Resource.Execution:
+            raise ValueError("StatusChanged is an action of executions only")
+        return self
+
+
+class TriggerInput(TriggerDefinition):
+    name: Name
+    active: bool = True
+    execution_mode: ExecutionMode = ExecutionMode.Always
+    ordered: bool = False
+    operation: dict[str, Any]
+
+
+class TriggerChanges(Changes):
+    name: Name | None = None
+    active: bool | None = None
+    actions: list[TriggerAction] | None = Field(None, min_length=1, max_length=4)
+    filter: dict[str, Any] | None = None
+    execution_mode: ExecutionMode | None = None
+    ordered: bool | None = None
+    operation: dict[str, Any] | None = None
+
+
+def checked_filter(resource: Resource, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A DQL filter for the resource, validated (BAD_USER_INPUT otherwise); `{}` means none."""
+    if not value:
+        return None
+    inner = dql.envelope(COLLECTIONS[resource], value)
+    if set(inner) - {"resource", "filter"}:
+        raise BadUserInput("A trigger's filter is a DQL filter, without join, sort or paging")
+    dql.to_mongo(COLLECTIONS[resource], inner["filter"])
+    return inner["filter"]
+
+
+def stored(doc: dict[str, Any]) -> dict[str, Any]:
+    """The trigger document with its filter as data (it is stored as JSON text, since its
+    `$`-keys would be awkward as MongoDB field names)."""
+    raw = doc.get("filter")
+    return {**doc, "filter": json.loads(raw) if raw else None}
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"A trigger named {name!r} already exists in this project", field="name")
+
+
+async def create_trigger(
+    access: Access, project_id: ObjectId, data: dict[str, Any]
+) -> dict[str, Any]:
+    project = await get_project(access, project_id)
+    await access.require_project(project, Action.MANAGE_TRIGGERS)
+    trigger = parse(TriggerInput, data)
+    filter_ = checked_filter(trigger.resource, trigger.filter)
+    operation = await operations.checked(access, project, trigger.operation)
+    doc = new_document(
+        access.user_id,
+        orgId=project["orgId"],
+        projectId=project["_id"],
+        name=trigger.name,
+        active=trigger.active,
+        resource=str(trigger.resource),
+        actions=[str(action) for action in trigger.actions],
+        filter=json.dumps(filter_, sort_keys=True) if filter_ else None,
+        executionMode=str(trigger.execution_mode),
+        ordered=trigger.ordered,
+        operation=operation,
+    )
+    try:
+        await access.db.triggers.insert_one(doc)
+    except DuplicateKeyError as exc:
+        raise _name_taken(trigger.name) from exc
+    return stored(doc)
+
+
+async def get_trigger(access: Access, trigger_id: ObjectId) -> dict[str, Any]:
+    doc = await access.visible("triggers", trigger_id, project_field="projectId", entity="Trigger")
+    return stored(doc)
+
+
+async def list_triggers(access: Access, project_id: ObjectId, page: PageRequest) -> Page:
+    await get_project(access, project_id)
+    found = await paginate(access.db.triggers, {"projectId": project_id}, page, [("name", 1)])
+    found.docs = [stored(doc) for doc in found.docs]
+    return found
+
+
+async def update_trigger(
+    access: Access, trigger_id: ObjectId, data: dict[str, Any]
+) -> dict[str, Any]:
+    trigger = await get_trigger(access, trigger_id)
+    await access.require_project(trigger, Action.MANAGE_TRIGGERS)
+    changes = parse(TriggerChanges, data)
+    update: dict[str, Any] = changes.model_dump(
+        exclude_none=True, exclude={"filter", "operation", "actions"}, by_alias=True, mode="json"
+    )
+    resource = Resource(trigger["resource"])
+    if changes.actions is not None:
+        definition = parse(
+            TriggerDefinition,
+            {"resource": resource, "actions": changes.actions},
+        )
+        update["actions"] = [str(action) for action in definition.actions]
+    if "filter" in data:
+        filter_ = checked_filter(resource, changes.filter)
+        update["filter"] = json.dumps(filter_, sort_keys=True) if filter_ else None
+    if changes.operation is not None:
+        project = await get_project(access, trigger["projectId"])
+        update["operation"] = await operations.checked(access, project, changes.operation)
+    try:
+        updated = await access.db.triggers.find_one_and_update(
+            {"_id": trigger_id},
+            {"$set": {**update, "updatedAt": now()}},
+            return_document=ReturnDocument.AFTER,
+        )
+    except DuplicateKeyError as exc:
+        raise _name_taken(update["name"]) from exc
+    if updated is None:
+        raise NotFound("Trigger not found", id=str(trigger_id))
+    return stored(updated)
+
+
+async def delete_trigger(access: Access, trigger_id: ObjectId) -> None:
+    """Delete a trigger; executions it created stay, and keep naming it."""
+    trigger = await get_trigger(access, trigger_id)
+    await access.require_project(trigger, Action.MANAGE_TRIGGERS)
+    deleted = await access.db.triggers.delete_one({"_id": trigger_id})
+    if deleted.deleted_count == 0:
+        raise NotFound("Trigger not found", id=str(trigger_id))
+
+
+async def test_trigger(
+    access: Access,
+    trigger_id: ObjectId | None,
+    definition: dict[str, Any] | None,
+    document: dict[str, Any] | None,
+    resource_id: ObjectId | None,
+    project_id: ObjectId | None,
+) -> tuple[bool, dict[str, Any] | None]:
+    """Whether a trigger (an existing one, or a definition) would fire on a document, and the
+    document as it was tested (ids and dates as MongoDB holds them). Runs nothing."""
+    if (trigger_id is None) == (definition is None):
+        raise BadUserInput("Give exactly one of triggerId and definition")
+    if (document is None) == (resource_id is None):
+        raise BadUserInput("Give exactly one of document and resourceId")
+    if trigger_id is not None:
+        trigger = await get_trigger(access, trigger_id)
+        resource, filter_ = Resource(trigger["resource"]), trigger["filter"]
+        project_id = trigger["projectId"]
+    else:
+        parsed = parse(TriggerDefinition, definition or {})
+        resource, filter_ = parsed.resource, checked_filter(parsed.resource, parsed.filter)
+    collection = COLLECTIONS[resource]
+    if resource_id is not None:
+        if project_id is None:
+            raise BadUserInput("Give the projectId the resource is in", field="projectId")
+        project = await get_project(access, project_id)
+        doc = await access.visible(
+            collection, resource_id, project_field="projectId", entity=str(resource)
+        )
+        if doc["projectId"] != project["_id"]:
+            raise BadUserInput(f"The {resource} is not in the trigger's project")
+    else:
+        doc = dql.from_json(collection, document or {})
+    return dql.matches(collection, filter_, doc), doc
+
+
+async def invoke_trigger(
+    access: Access, trigger_id: ObjectId, resource_id: ObjectId
+) -> dict[str, Any]:
+    """Run a trigger's operation on one of its resources now, whatever its filter, mode and
+    state (Hasura's "invoke manually"); the caller queues the execution."""
+    trigger = await get_trigger(access, trigger_id)
+    await access.require_project(trigger, Action.MANAGE_TRIGGERS)
+    resource = Resource(trigger["resource"])
+    collection = COLLECTIONS[resource]
+    doc = await access.visible(
+        collection, resource_id, project_field="projectId", entity=str(resource)
+    )
+    if doc["projectId"] != trigger["projectId"]:
+        raise BadUserInput(f"The {resource} is not in the trigger's project", field="resourceId")
+    service = await get_service(access, trigger["operation"]["serviceId"])
+    if not service["active"]:
+        raise Conflict(f"Service {service['name']!r} is not active")
+    execution = operations.execution_for(
+        trigger, service, {"type": collection[:-1], "id": doc["_id"]}, invokedBy=access.user_id
+    )
+    await access.db.executions.insert_one(execution)
+    return execution

@@ -1,0 +1,289 @@
+"""The relay's loop: read the change stream, write events and executions, store the token.
+
+Every worker runs a `Relay`; the one holding the lease (triggers/relay/lease.py) relays, the
+others try to take the lease every third of its length. The holder reads the stream in one
+task and writes in another, so MongoDB prepares the next batch while the last one is written.
+Each write round takes whatever has been read, and writes, in this order:
+
+1. its events, one `insert_many` (a token already stored is skipped: that change was relayed
+   before, and the event it made is kept, with the triggers it fired);
+2. the executions their matches make, one `insert_many` (keyed: see matching.py), queued in
+   Redis (with those of a replayed event still waiting, in case a crash came before Redis);
+3. the token of its last change, with the lease renewed, in one conditional write.
+
+A crash anywhere replays from the token stored last: nothing is skipped, and what is written
+again is refused by its key. MongoDB or Redis away holds up writing, never loses a change; if
+MongoDB no longer has the history a token points at (the oplog rolled over while no relay
+ran), the relay says so loudly, counts it in the lease document (`loom_relay_history_lost_total`
+on the gateway's /metrics) and starts again from now.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, OperationFailure
+from redis.asyncio import Redis
+
+from gateway.indexes import INDEXES
+from triggers import execution_queue
+from triggers.patience import Patience
+from triggers.relay import lease
+from triggers.relay.capture import WATCHED, event_of
+from triggers.relay.matching import TriggerSet, execution_of
+
+log = logging.getLogger("loom.relay")
+
+PLACE_LOST = {260, 280, 286}
+"""InvalidResumeToken, ChangeStreamFatalError, ChangeStreamHistoryLost: resuming is impossible."""
+DUPLICATE_KEY = 11000
+MAX_BATCH = 2000
+"""Changes written in one round at most."""
+AWAIT_MS = 500
+"""How long one read of the stream waits for changes: the lease is renewed this often when
+nothing happens."""
+RETRY_S = 1.0
+SERVICE_FIELDS = {
+    "orgId": 1,
+    "projectId": 1,
+    "maxAttempts": 1,
+    "onReset": 1,
+    "executionTimeout": 1,
+}
+"""What an execution copies from its service."""
+
+
+class Relay:
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        redis: Redis,
+        holder: str,
+        lease_s: float,
+        patience: Patience,
+    ) -> None:
+        self.db = db
+        self.redis = redis
+        self.holder = holder
+        self.lease = timedelta(seconds=lease_s)
+        self.patience = patience
+        self.relaying = asyncio.Event()
+        """Set while this worker holds the lease and reads the stream."""
+
+    async def run(self) -> None:
+        """Relay whenever this worker holds the lease; try to take it otherwise. Forever."""
+        await self.patience.call(
+            "creating the events' indexes",
+            lambda: self.db.events.create_indexes(INDEXES["events"]),
+            retry_s=float("inf"),
+        )
+        while True:
+            try:
+                held = await lease.acquire(self.db, self.holder, self.lease)
+                if held is not None:
+                    log.info("%s relays from %s", self.holder, held.get("token") or "now")
+                    await self._relay(held.get("token"))
+            except lease.LeaseLost as exc:
+                log.warning("%s; another worker relays", exc)
+            except Exception as exc:
+                if self.patience.noticed(exc) is None:
+                    log.exception("the relay failed; starting it again")
+            finally:
+                self.relaying.clear()
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+
+    async def release(self) -> None:
+        """Hand the lease over at once (a worker stopping cleanly)."""
+        with contextlib.suppress(Exception):
+            await lease.release(self.db, self.holder)
+
+    async def _relay(self, token: dict[str, Any] | None) -> None:
+        """Read from `token` (from now if None) until the lease is lost."""
+        while True:
+            try:
+                token = await self._stream(token)
+            except OperationFailure as exc:
+                if exc.code not in PLACE_LOST:
+                    raise
+                log.error(
+                    "THE RELAY LOST ITS PLACE: MongoDB no longer has the changes after its "
+                    "resume token (%s). Changes since are NOT relayed; starting from now.",
+                    exc,
+                )
+                await lease.start_afresh(self.db, self.holder)
+                token = None
+
+    async def _stream(self, token: dict[str, Any] | None) -> dict[str, Any] | None:
+        """One change stream from `token`, until it fails; returns the token stored last."""
+        pipeline = [{"$match": {"ns.coll": {"$in": [*WATCHED, "triggers"]}}}]
+        queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue(
+            maxsize=2 * MAX_BATCH
+        )
+        async with await self.db.watch(
+            pipeline,
+            full_document="whenAvailable",
+            full_document_before_change="whenAvailable",
+            resume_after=token,
+            max_await_time_ms=AWAIT_MS,
+        ) as stream:
+            triggers = TriggerSet()
+            triggers.load(await self.db.triggers.find().to_list())
+            await lease.advance(self.db, self.holder, self.lease, token)
+            self.relaying.set()
+            reader = asyncio.create_task(_read(stream, queue))
+            renewed = time.monotonic()
+            try:
+                while True:
+                    changes = await _take(queue)
+                    if changes:
+                        await self.patience.call(
+                            f"relaying {len(changes)} changes",
+                            lambda changes=changes: self._write(changes, triggers),
+                            retry_s=float("inf"),
+                        )
+                        token = changes[-1]["_id"]
+                    elif time.monotonic() - renewed < self.lease.total_seconds() / 4:
+                        continue
+                    await self.patience.call(
+                        "storing the relay's token",
+                        lambda token=token: lease.advance(self.db, self.holder, self.lease, token),
+                        retry_s=self.lease.total_seconds(),
+                    )
+                    renewed = time.monotonic()
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+
+    async def _write(self, changes: list[dict[str, Any]], triggers: TriggerSet) -> None:
+        """Events, then executions, then Redis, for a round's changes (safe to repeat)."""
+        events: list[dict[str, Any]] = []
+        fired: list[dict[ObjectId, dict[str, Any]]] = []
+        for change in changes:
+            if change["ns"]["coll"] == "triggers":
+                _follow(triggers, change)
+                continue
+            event = event_of(change)
+            if event is None:
+                continue
+            if event["resource"] == "Execution" and not triggers.watched(
+                event["projectId"], "Execution"
+            ):
+                continue  # executions make events only in projects with triggers on them
+            matched = {armed.doc["_id"]: armed.doc for armed in triggers.matching(event)}
+            event["triggers"] = list(matched)
+            events.append(event)
+            fired.append(matched)
+        if not events:
+            return
+        earlier = await self._store_events(events)
+        wanted = []
+        for event, matched in zip(events, fired, strict=True):
+            first = earlier.get(event["token"])
+            if first is not None:
+                # Relayed before: the event kept is the one whose triggers run.
+                event["_id"] = first["_id"]
+                matched = {
+                    trigger_id: doc
+                    for trigger_id in first["triggers"]
+                    if (doc := matched.get(trigger_id) or triggers.get(trigger_id))
+                }
+            wanted += [(trigger, event) for trigger in matched.values()]
+        if wanted:
+            await self._create_executions(wanted)
+
+    async def _store_events(self, events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Insert the events; those stored before (by token) as they were stored."""
+        try:
+            await self.db.events.insert_many(events, ordered=False)
+            return {}
+        except BulkWriteError as exc:
+            _only_duplicates(exc)
+        tokens = [event["token"] for event in events]
+        earlier = self.db.events.find({"token": {"$in": tokens}}, {"token": 1, "triggers": 1})
+        mine = {event["_id"] for event in events}
+        return {doc["token"]: doc async for doc in earlier if doc["_id"] not in mine}
+
+    async def _create_executions(self, wanted: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        service_ids = list({trigger["operation"]["serviceId"] for trigger, _ in wanted})
+        services = {
+            doc["_id"]: doc
+            async for doc in self.db.services.find({"_id": {"$in": service_ids}}, SERVICE_FIELDS)
+        }
+        executions = []
+        for trigger, event in wanted:
+            service = services.get(trigger["operation"]["serviceId"])
+            if service is None:
+                log.warning("trigger %s names a deleted service; not run", trigger["_id"])
+                continue
+            executions.append(execution_of(trigger, event, service))
+        if not executions:
+            return
+        queued = executions
+        try:
+            await self.db.executions.insert_many(executions, ordered=False)
+        except BulkWriteError as exc:
+            _only_duplicates(exc)
+            refused = {error["index"] for error in exc.details["writeErrors"]}
+            keys = [executions[index]["triggerKey"] for index in refused]
+            waiting = self.db.executions.find(
+                {"triggerKey": {"$in": keys}, "status": "created"}, {"serviceId": 1}
+            )
+            queued = [e for n, e in enumerate(executions) if n not in refused]
+            queued += await waiting.to_list()
+        try:
+            await execution_queue.push(self.redis, queued)
+        except Exception as exc:
+            if self.patience.noticed(exc) is None:
+                raise
+            # Still `created` in MongoDB: the workers queue them again once Redis is back.
+            log.warning("%d executions left to be queued again: %s", len(queued), exc)
+
+
+async def _read(stream: Any, queue: asyncio.Queue[dict[str, Any] | BaseException | None]) -> None:
+    """Put each change on the queue, None after a read that found nothing (time to renew the
+    lease), and the error that ended the stream last."""
+    try:
+        while True:
+            await queue.put(await stream.try_next())
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        await queue.put(exc)
+
+
+async def _take(queue: asyncio.Queue[dict[str, Any] | BaseException | None]) -> list[dict]:
+    """The changes read so far (waiting for the first), up to MAX_BATCH; [] for a quiet read."""
+    changes: list[dict[str, Any]] = []
+    item = await queue.get()
+    while True:
+        if isinstance(item, BaseException):
+            raise item
+        if item is not None:
+            changes.append(item)
+        if len(changes) >= MAX_BATCH or queue.empty():
+            return changes
+        item = queue.get_nowait()
+
+
+def _follow(triggers: TriggerSet, change: dict[str, Any]) -> None:
+    """A trigger changed: the set changes here, between the events before and after."""
+    kind = change["operationType"]
+    if kind == "delete":
+        triggers.remove(change["documentKey"]["_id"])
+    elif (doc := change.get("fullDocument")) is not None:
+        triggers.put(doc)
+    elif kind in ("insert", "update", "replace"):
+        log.error("trigger %s changed without its image; reload", change["documentKey"]["_id"])
+
+
+def _only_duplicates(exc: BulkWriteError) -> None:
+    """Re-raise a bulk write failure that is more than keys already taken."""
+    errors = exc.details.get("writeErrors") or []
+    if exc.details.get("writeConcernErrors") or any(e["code"] != DUPLICATE_KEY for e in errors):
+        raise exc
