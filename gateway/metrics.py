@@ -1,11 +1,18 @@
-"""Prometheus metrics: requests, latency and GraphQL errors by code, served at `/metrics`."""
+"""Prometheus metrics: requests, latency and GraphQL errors by code, served at `/metrics`, and
+the relay's state as MongoDB holds it (the relay runs in a worker, not here)."""
 
+import logging
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+import pymongo
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from pymongo.errors import PyMongoError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from resolvers.timestamps import now
+from triggers.relay import lease
 
 REQUESTS = Counter("loom_http_requests_total", "HTTP requests served", ["method", "path", "status"])
 LATENCY = Histogram(
@@ -15,6 +22,13 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 GRAPHQL_ERRORS = Counter("loom_graphql_errors_total", "GraphQL errors returned", ["code"])
+RELAY_HISTORY_LOST = Gauge(
+    "loom_relay_history_lost_total",
+    "Times the relay found its resume token gone from MongoDB's history and started afresh",
+)
+RELAY_HELD = Gauge("loom_relay_lease_held", "1 while a worker holds an unexpired relay lease")
+RELAY_READ_S = 1.0
+log = logging.getLogger("loom.metrics")
 
 _KNOWN_PATHS = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
 """Paths counted under their own label; everything else (item downloads…) is "other", so
@@ -48,5 +62,20 @@ class MetricsMiddleware:
             REQUESTS.labels(scope["method"], path, str(status)).inc()
 
 
-async def metrics(_: Request) -> Response:
+async def metrics(request: Request) -> Response:
+    await _read_relay(request)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _read_relay(request: Request) -> None:
+    """The relay's gauges from its lease document; left as they were if MongoDB is away."""
+    try:
+        with pymongo.timeout(RELAY_READ_S):
+            state = await lease.state(request.app.state.connections.db)
+    except PyMongoError as exc:
+        log.warning("could not read the relay's state: %s", exc)
+        return
+    state = state or {}
+    RELAY_HISTORY_LOST.set(state.get("historyLost", 0))
+    until = state.get("until")
+    RELAY_HELD.set(1 if state.get("holder") and until and until > now() else 0)

@@ -157,6 +157,8 @@ RESOURCE_FIELDS: dict[str, dict[str, str]] = {
     },
 }
 """Per resource, each wire field name and the MongoDB field it reads."""
+QUERY_RESOURCES = ("items", "annotations", "executions")
+"""What a whole DQL query may be over; datasets are only matched in memory (triggers)."""
 
 _OPEN_PREFIXES = {
     "items": ("metadata",),
@@ -273,7 +275,7 @@ def parse(dql: dict[str, Any]) -> DqlQuery:
             f"Unknown DQL key {unknown[0]!r}; a query has {', '.join(_ENVELOPE_KEYS)}",
             field=str(unknown[0]),
         )
-    resource = _resource(dql.get("resource"))
+    resource = _resource(dql.get("resource"), QUERY_RESOURCES)
     query = DqlQuery(
         resource=resource,
         filter=_query(_compile(resource, dql.get("filter"), "filter")),
@@ -331,10 +333,10 @@ def _validated(resource: str, filter: dict[str, Any] | None) -> _Filter:
     return _compile(resource, filter, "filter")
 
 
-def _resource(resource: Any) -> str:
-    if not isinstance(resource, str) or resource not in RESOURCE_FIELDS:
+def _resource(resource: Any, among: Sequence[str] = tuple(RESOURCE_FIELDS)) -> str:
+    if not isinstance(resource, str) or resource not in among:
         raise BadUserInput(
-            f"resource must be one of {', '.join(RESOURCE_FIELDS)}, not {resource!r}",
+            f"resource must be one of {', '.join(among)}, not {resource!r}",
             field="resource",
         )
     return resource
