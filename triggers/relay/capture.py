@@ -20,8 +20,9 @@ from bson import ObjectId
 from resolvers.timestamps import now
 from resolvers.triggers import RESOURCES, Resource, TriggerAction
 
-WATCHED = ("items", "annotations", "datasets", "executions")
-"""Collections whose changes are events; the relay's stream also reads `triggers`."""
+DATA = ("items", "annotations", "datasets")
+"""Collections every change of which is an event; executions' changes are events only in
+projects with triggers on executions, and the relay's stream also reads `triggers`."""
 BOOKKEEPING: dict[str, frozenset[str]] = {
     "items": frozenset({"updatedAt"}),
     "annotations": frozenset({"updatedAt"}),

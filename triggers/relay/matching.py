@@ -74,9 +74,12 @@ class TriggerSet:
             if not self._armed[key]:
                 del self._armed[key]
 
-    def watched(self, project_id: ObjectId, resource: str) -> bool:
-        """Whether the project has triggers (active or not) on the resource."""
-        return (project_id, resource) in self._watching
+    def execution_projects(self) -> frozenset[ObjectId]:
+        """The projects with triggers (active or not) on executions: only their executions'
+        changes are events."""
+        return frozenset(
+            project for project, resource in self._watching if resource == Resource.Execution
+        )
 
     def matching(self, event: dict[str, Any]) -> list[Armed]:
         """The active triggers the event fires, in a stable order."""

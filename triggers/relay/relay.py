@@ -34,7 +34,7 @@ from gateway.indexes import INDEXES
 from triggers import execution_queue
 from triggers.patience import Patience
 from triggers.relay import lease
-from triggers.relay.capture import WATCHED, event_of
+from triggers.relay.capture import DATA, event_of
 from triggers.relay.matching import TriggerSet, execution_of
 
 log = logging.getLogger("loom.relay")
@@ -119,20 +119,21 @@ class Relay:
                 token = None
 
     async def _stream(self, token: dict[str, Any] | None) -> dict[str, Any] | None:
-        """One change stream from `token`, until it fails; returns the token stored last."""
-        pipeline = [{"$match": {"ns.coll": {"$in": [*WATCHED, "triggers"]}}}]
+        """One change stream from `token`, until it fails or a trigger change makes it watch
+        other projects' executions; returns the token stored last."""
+        triggers = TriggerSet()
+        triggers.load(await self.db.triggers.find().to_list())
+        watched = triggers.execution_projects()
         queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue(
             maxsize=2 * MAX_BATCH
         )
         async with await self.db.watch(
-            pipeline,
+            _pipeline(watched),
             full_document="whenAvailable",
             full_document_before_change="whenAvailable",
             resume_after=token,
             max_await_time_ms=AWAIT_MS,
         ) as stream:
-            triggers = TriggerSet()
-            triggers.load(await self.db.triggers.find().to_list())
             await lease.advance(self.db, self.holder, self.lease, token)
             self.relaying.set()
             reader = asyncio.create_task(_read(stream, queue))
@@ -140,13 +141,14 @@ class Relay:
             try:
                 while True:
                     changes = await _take(queue)
+                    written = len(changes)
                     if changes:
-                        await self.patience.call(
+                        written = await self.patience.call(
                             f"relaying {len(changes)} changes",
-                            lambda changes=changes: self._write(changes, triggers),
+                            lambda changes=changes: self._write(changes, triggers, watched),
                             retry_s=float("inf"),
                         )
-                        token = changes[-1]["_id"]
+                        token = changes[written - 1]["_id"]
                     elif time.monotonic() - renewed < self.lease.total_seconds() / 4:
                         continue
                     await self.patience.call(
@@ -155,32 +157,40 @@ class Relay:
                         retry_s=self.lease.total_seconds(),
                     )
                     renewed = time.monotonic()
+                    if written < len(changes) or triggers.execution_projects() != watched:
+                        return token
             finally:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await reader
 
-    async def _write(self, changes: list[dict[str, Any]], triggers: TriggerSet) -> None:
-        """Events, then executions, then Redis, for a round's changes (safe to repeat)."""
+    async def _write(
+        self, changes: list[dict[str, Any]], triggers: TriggerSet, watched: frozenset[ObjectId]
+    ) -> int:
+        """Events, then executions, then Redis, for a round's changes (safe to repeat). Stops
+        after a trigger change that makes the stream watch other projects' executions (the
+        stream is opened again from there); returns how many changes it wrote."""
         events: list[dict[str, Any]] = []
         fired: list[dict[ObjectId, dict[str, Any]]] = []
+        written = 0
         for change in changes:
+            written += 1
             if change["ns"]["coll"] == "triggers":
                 _follow(triggers, change)
+                if triggers.execution_projects() != watched:
+                    break
                 continue
             event = event_of(change)
             if event is None:
                 continue
-            if event["resource"] == "Execution" and not triggers.watched(
-                event["projectId"], "Execution"
-            ):
+            if event["resource"] == "Execution" and event["projectId"] not in watched:
                 continue  # executions make events only in projects with triggers on them
             matched = {armed.doc["_id"]: armed.doc for armed in triggers.matching(event)}
             event["triggers"] = list(matched)
             events.append(event)
             fired.append(matched)
         if not events:
-            return
+            return written
         earlier = await self._store_events(events)
         wanted = []
         for event, matched in zip(events, fired, strict=True):
@@ -196,6 +206,7 @@ class Relay:
             wanted += [(trigger, event) for trigger in matched.values()]
         if wanted:
             await self._create_executions(wanted)
+        return written
 
     async def _store_events(self, events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Insert the events; those stored before (by token) as they were stored."""
@@ -243,6 +254,28 @@ class Relay:
                 raise
             # Still `created` in MongoDB: the workers queue them again once Redis is back.
             log.warning("%d executions left to be queued again: %s", len(queued), exc)
+
+
+def _pipeline(execution_projects: frozenset[ObjectId]) -> list[dict[str, Any]]:
+    """Changes of the data collections and of triggers, and executions only of the projects
+    with triggers on executions: a busy queue elsewhere costs the relay nothing, since MongoDB
+    filters those by collection before it reads their images."""
+    match: dict[str, Any] = {"ns.coll": {"$in": [*DATA, "triggers"]}}
+    if execution_projects:
+        projects = list(execution_projects)
+        match = {
+            "$or": [
+                match,
+                {
+                    "ns.coll": "executions",
+                    "$or": [
+                        {"fullDocument.projectId": {"$in": projects}},
+                        {"fullDocumentBeforeChange.projectId": {"$in": projects}},
+                    ],
+                },
+            ]
+        }
+    return [{"$match": match}]
 
 
 async def _read(stream: Any, queue: asyncio.Queue[dict[str, Any] | BaseException | None]) -> None:
