@@ -1,6 +1,9 @@
 """The demo `loom dev --seed-demo` loads: an organization with an owner key, a project, a
 dataset of street scenes with an ontology and annotations true to the pixels, a service of the
-built-in functions, and a few executions for the dev worker to run.
+built-in functions, a few executions for the dev worker to run, and triggers on the project's
+changes — one invoked by hand on the first scene, so its execution is there at once; the others
+fire as soon as anything in the project changes (upload an image, annotate one, or watch an
+execution fail).
 
 The seed is a sequence of named steps (STEPS); a later feature adds itself to the demo as one
 more step. Each step first looks for what it would create and creates only what is missing, so a
@@ -22,7 +25,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from gateway import demo_images
 from gateway.bootstrap import create_key
-from resolvers import annotations, datasets, executions, items, projects, services
+from resolvers import annotations, datasets, executions, items, projects, services, triggers
 from resolvers.access import Access, OrgRole
 from resolvers.api_keys import authenticate, find_key
 from resolvers.errors import Unauthenticated
@@ -44,6 +47,36 @@ EXECUTIONS: list[dict[str, Any]] = [
     {"function": "fail", "input": {"message": "a demo failure, on purpose"}},
 ]
 """What the dev worker runs once the demo is seeded: successes, live progress, a failure."""
+
+TRIGGERS: list[dict[str, Any]] = [
+    {
+        "name": "greet new images",
+        "resource": "Item",
+        "actions": ["Created"],
+        "filter": {"mimetype": "image/*"},
+        "function": "echo",
+        "input": {"message": "a new image arrived"},
+    },
+    {
+        "name": "first annotation",
+        "resource": "Item",
+        "actions": ["Updated"],
+        "filter": {"annotationsCount": {"$gte": 1}},
+        "executionMode": "Once",
+        "function": "echo",
+        "input": {"message": "this image has its first annotation"},
+    },
+    {
+        "name": "alert on failures",
+        "resource": "Execution",
+        "actions": ["StatusChanged"],
+        "filter": {"status": "failed", "function": {"$ne": "echo"}},
+        "function": "echo",
+        "input": {"message": "an execution failed"},
+    },
+]
+"""The demo's triggers: on new images, on an image's first annotation (once per image), and
+on failed executions."""
 
 
 @dataclass
@@ -179,6 +212,31 @@ async def _executions(demo: Demo) -> None:
         await enqueue(demo.redis, doc)
 
 
+async def _triggers(demo: Demo) -> None:
+    """The demo's triggers, and one invocation by hand so a trigger's execution shows at once."""
+    project_id = demo.project["_id"]
+    for planned in TRIGGERS:
+        if await demo.db.triggers.find_one({"projectId": project_id, "name": planned["name"]}):
+            continue
+        definition = {
+            key: value for key, value in planned.items() if key not in ("function", "input")
+        }
+        operation = {
+            "serviceId": str(demo.service["_id"]),
+            "functionName": planned["function"],
+            "input": planned["input"],
+        }
+        trigger = await triggers.create_trigger(
+            demo.access, project_id, {**definition, "operation": operation}
+        )
+        if planned is TRIGGERS[0]:
+            first_item = await demo.db.items.find_one(
+                {"datasetId": demo.dataset["_id"]}, sort=[("name", 1)]
+            )
+            invoked = await triggers.invoke_trigger(demo.access, trigger["_id"], first_item["_id"])
+            await enqueue(demo.redis, invoked)
+
+
 Step = Callable[[Demo], Awaitable[None]]
 STEPS: list[tuple[str, Step]] = [
     ("owner key", _owner_key),
@@ -188,6 +246,7 @@ STEPS: list[tuple[str, Step]] = [
     ("annotations", _annotations),
     ("service", _service),
     ("executions", _executions),
+    ("triggers", _triggers),
 ]
 
 

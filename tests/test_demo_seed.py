@@ -1,10 +1,13 @@
 """`loom dev --seed-demo`: the demo organization, its data, its executions, and one key for it
 across restarts."""
 
+import io
+
 from bson import ObjectId
 
 from gateway import cli, demo, demo_images
 from gateway.bootstrap import create_key
+from resolvers import executions, items
 from resolvers.access import OrgRole
 from resolvers.api_keys import authenticate
 from resolvers.executions import FINAL
@@ -12,6 +15,7 @@ from resolvers.timestamps import now
 from tests.test_executions import FAST
 from tests.waiting import eventually
 from tests.workers import start_worker, stop
+from triggers.executions import enqueue
 
 ME = "{ me { email } organizations { nodes { name role } } }"
 NESTED = """query ($items: JSON, $annotations: JSON) {
@@ -35,6 +39,7 @@ SEEDED = [
     "annotations",
     "services",
     "executions",
+    "triggers",
 ]
 
 
@@ -76,7 +81,8 @@ async def test_a_second_seed_adds_nothing(db, redis):
     first = await demo.seed(db, redis)
     seeded = await _counts(db)
     assert seeded["items"] == demo.IMAGES
-    assert seeded["executions"] == len(demo.EXECUTIONS)
+    assert seeded["executions"] == len(demo.EXECUTIONS) + 1  # the trigger invoked by hand
+    assert seeded["triggers"] == len(demo.TRIGGERS)
     assert await demo.seed(db, redis, first[0]) == first
     assert await _counts(db) == seeded
 
@@ -141,7 +147,8 @@ async def test_the_demo_executions_finish_on_a_real_worker(db, redis, settings):
 
     async def statuses() -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
-        async for execution in db.executions.find({}, sort=[("createdAt", 1)]):
+        planned = {"triggerId": {"$exists": False}}
+        async for execution in db.executions.find(planned, sort=[("createdAt", 1)]):
             found.setdefault(execution["function"], []).append(execution["status"])
         return found
 
@@ -157,6 +164,52 @@ async def test_the_demo_executions_finish_on_a_real_worker(db, redis, settings):
         "sleeper": ["success"],
         "fail": ["failed"],
     }
-    about_an_item = await db.executions.find_one({"resource": {"$ne": None}})
+    about_an_item = await db.executions.find_one(
+        {"resource": {"$ne": None}, "triggerId": {"$exists": False}}
+    )
     item = await db.items.find_one({"_id": ObjectId(about_an_item["resource"]["id"])})
     assert item["name"] == "street-000.png"
+
+
+async def test_the_demo_triggers_fire_on_the_demo_projects_changes(db, redis, settings):
+    key, _ = await demo.seed(db, redis)
+    access, _ = await authenticate(db, key)
+    project = await db.projects.find_one({"name": demo.PROJECT})
+    dataset = await db.datasets.find_one({"projectId": project["_id"]})
+    by_name = {t["name"]: t["_id"] async for t in db.triggers.find({"projectId": project["_id"]})}
+    worker = start_worker(settings, **FAST)
+    try:
+        await eventually(
+            lambda: db.relay.find_one({"_id": "relay"}), lambda doc: doc and doc.get("token")
+        )
+        image = io.BytesIO(demo_images.render(demo_images.layout(demo.IMAGES + 1)))
+        item = await items.upload_item(
+            access, dataset["_id"], image, "image/png", {"name": "late.png"}
+        )
+        service = await db.services.find_one({"projectId": project["_id"]})
+        failing = await executions.create_execution(
+            access, service["_id"], {"function": "fail", "input": {}}
+        )
+        await enqueue(redis, failing)
+
+        async def fired(name: str) -> list[dict]:
+            return await db.executions.find({"triggerId": by_name[name]}).to_list()
+
+        greeted = await eventually(
+            lambda: fired("greet new images"),
+            lambda found: any(e["resource"] == {"type": "item", "id": item["_id"]} for e in found),
+        )
+        alerts = await eventually(
+            lambda: fired("alert on failures"),
+            lambda found: (
+                {"type": "execution", "id": failing["_id"]} in [e["resource"] for e in found]
+            ),
+        )
+    finally:
+        stop(worker)
+    assert len([e for e in greeted if e.get("invokedBy")]) == 1
+    assert all(a["resource"]["type"] == "execution" for a in alerts)
+    about = await db.executions.find(
+        {"_id": {"$in": [a["resource"]["id"] for a in alerts]}}
+    ).to_list()
+    assert {execution["function"] for execution in about} == {"fail"}

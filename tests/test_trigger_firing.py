@@ -99,7 +99,10 @@ class Scene:
 
 
 async def _relaying(db: Any) -> None:
-    await eventually(lambda: db.relay.find_one({"_id": "relay"}), lambda doc: doc is not None)
+    """Wait until a relay reads the change stream (it stores where it started)."""
+    await eventually(
+        lambda: db.relay.find_one({"_id": "relay"}), lambda doc: doc and doc.get("token")
+    )
 
 
 async def test_item_changes_fire_exactly_the_triggers_whose_resource_action_and_filter_match(

@@ -134,6 +134,9 @@ class Relay:
             resume_after=token,
             max_await_time_ms=AWAIT_MS,
         ) as stream:
+            # Where the stream starts, stored at once: a relay that dies before its first
+            # change resumes from here, and anyone can see that the relay is reading.
+            token = stream.resume_token or token
             await lease.advance(self.db, self.holder, self.lease, token)
             self.relaying.set()
             reader = asyncio.create_task(_read(stream, queue))
