@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
-from resolvers import batches, executions, functions, projects, services
+from resolvers import batches, execution_runs, executions, functions, projects, services
 from resolvers.inputs import object_id
 from schema.commands import Command
 from schema.idempotency import IdempotencyKey
@@ -269,7 +269,12 @@ class ServiceMutations:
     @strawberry.mutation(description="Stop an execution (queued: at once; running: within ~1 s).")
     async def terminate_execution(self, info: strawberry.Info, id: strawberry.ID) -> Execution:
         access = await info.context.access()
-        return Execution.from_doc(await executions.terminate(access, object_id(id)))
+        doc = await executions.terminate(access, object_id(id))
+        if doc.get("orderKey") and doc["status"] == executions.Status.TERMINATED:
+            # Terminated before it started: the next of its order may run now.
+            for waiting in await execution_runs.next_in_line(access.db, [doc["orderKey"]]):
+                await info.context.enqueue_execution(waiting)
+        return Execution.from_doc(doc)
 
     @strawberry.mutation(description="Run a finished execution again, as its next attempt.")
     async def rerun_execution(self, info: strawberry.Info, id: strawberry.ID) -> Execution:

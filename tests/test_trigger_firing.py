@@ -269,3 +269,28 @@ async def test_a_trigger_fires_only_on_changes_made_while_it_is_active(member, d
     fired = await scene.fired()
     assert fired == [(late, during["id"], "Created")]
     assert before["id"] not in {resource for _, resource, _ in fired}
+
+
+async def test_an_ordered_line_goes_on_when_its_executions_are_aborted(member, db, worker):
+    scene = await Scene.make(member, db)
+    ordered = await scene.trigger(
+        "ordered",
+        actions=["Updated"],
+        ordered=True,
+        function="sleeper",
+        input={"seconds": 0.3, "steps": 1},
+    )
+    await _relaying(db)
+    item = await scene.world.upload("doomed.png", PNG)
+    for n in range(3):
+        await scene.world.client.data(UPDATE_ITEM, id=item["id"], input={"tags": [f"v{n}"]})
+    query = {"triggerId": ObjectId(ordered)}
+    await eventually(lambda: db.executions.count_documents(query), lambda count: count == 3)
+    await scene.world.client.data(DELETE_ITEMS, d=scene.world.dataset, ids=[item["id"]])
+    # Each abort queues the next in line at once: nothing waits for the queue check (minutes).
+    runs = await eventually(
+        lambda: db.executions.find(query).to_list(),
+        lambda found: all(run["status"] in FINAL for run in found),
+        within_s=15,
+    )
+    assert "aborted" in {run["status"] for run in runs}

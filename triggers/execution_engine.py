@@ -247,6 +247,7 @@ class Engine:
         if not state["active"]:
             reason = "its service was deactivated before it started"
             await execution_runs.abort(self.db, dict.fromkeys(popped, reason), looked)
+            await self._queue_next(waiting)
             return None
         ordered = [execution for execution in waiting if execution.get("orderKey")]
         if ordered:
@@ -268,6 +269,7 @@ class Engine:
             else:
                 runnable.append(execution)
         await execution_runs.abort(self.db, gone, looked)
+        await self._queue_next([execution for execution in waiting if execution["_id"] in gone])
         if not runnable:
             return None
         return Page(service_id, popped, runnable, resources, events, state)
@@ -302,7 +304,7 @@ class Engine:
             return
         for _, run in ending:
             self._forget(run)
-        await self._queue_next([run for _, run in ending])
+        await self._queue_next([run.execution for _, run in ending])
         await self._put_all_back(unclaimed + runs[tried:])
         started = {run["_id"] for run in held}
         for page, run in runs[:tried]:
@@ -313,10 +315,10 @@ class Engine:
                 )
                 self._start(run, found, page.events.get(run.get("eventId")))
 
-    async def _queue_next(self, ended: list[Run]) -> None:
-        """Queue what is next in line after ended runs of ordered triggers. If that fails, the
-        queue check queues it later."""
-        keys = [run.execution["orderKey"] for run in ended if run.execution.get("orderKey")]
+    async def _queue_next(self, ended: list[dict[str, Any]]) -> None:
+        """Queue what is next in line after executions of ordered triggers ended (or were
+        aborted). If that fails, the queue check queues it later."""
+        keys = [execution["orderKey"] for execution in ended if execution.get("orderKey")]
         if not keys:
             return
         try:
