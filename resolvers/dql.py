@@ -238,13 +238,12 @@ def to_mongo(resource: str, filter: dict[str, Any] | None) -> dict[str, Any]:
 
 def matches(resource: str, filter: dict[str, Any] | None, doc: dict[str, Any]) -> bool:
     """Whether MongoDB would return `doc` (as PyMongo decodes it) for this filter."""
-    return _satisfies(_validated(resource, filter), doc)
+    return _compiled(_validated(resource, filter))(doc)
 
 
 def matcher(resource: str, filter: dict[str, Any] | None) -> Callable[[dict[str, Any]], bool]:
     """`matches` with the filter validated once, for a filter applied to many documents."""
-    tree = _validated(resource, filter)
-    return lambda doc: _satisfies(tree, doc)
+    return _compiled(_validated(resource, filter))
 
 
 def from_json(resource: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -703,20 +702,122 @@ _MISSING = object()
 """What a path yields where a document has no value (MongoDB's EOO)."""
 
 
-def _satisfies(filter_: _Filter, doc: dict[str, Any]) -> bool:
-    return all(_clause_holds(clause, doc) for clause in filter_)
+Check = Callable[[Any], bool]
 
 
-def _clause_holds(clause: _Field | _Logic, doc: dict[str, Any]) -> bool:
-    if isinstance(clause, _Field):
-        values = list(_values(doc, clause.path))
-        return all(_holds(op, arg, values) for op, arg in clause.conditions)
-    results = (_satisfies(child, doc) for child in clause.filters)
-    if clause.operator == "$or":
-        return any(results)
-    if clause.operator == "$and":
-        return all(results)
-    return not all(results)  # $not, over its one filter
+def _compiled(filter_: _Filter) -> Check:
+    """The filter as nested closures over a document, built once: each operator, kind and
+    path is worked out here, so matching one document only walks its values (a trigger's
+    filter is matched against every change of its resource)."""
+    checks = [_compiled_clause(clause) for clause in filter_]
+    if len(checks) == 1:
+        return checks[0]
+
+    def every(doc: Any) -> bool:
+        for check in checks:  # noqa: SIM110 — a loop is half the cost of all() over a generator
+            if not check(doc):
+                return False
+        return True
+
+    return every
+
+
+def _compiled_clause(clause: _Field | _Logic) -> Check:
+    if isinstance(clause, _Logic):
+        children = [_compiled(child) for child in clause.filters]
+        if clause.operator == "$or":
+            return lambda doc: any(child(doc) for child in children)
+        if clause.operator == "$and":
+            return lambda doc: all(child(doc) for child in children)
+        (only,) = children  # $not, over its one filter
+        return lambda doc: not only(doc)
+    tests = [_condition(op, arg) for op, arg in clause.conditions]
+    path = clause.path
+    if len(path) == 1:
+        (key,) = path
+
+        def values_of(doc: Any) -> list[Any]:
+            value = doc.get(key, _MISSING)
+            return [value, *value] if isinstance(value, list) else [value]
+
+    else:
+
+        def values_of(doc: Any) -> list[Any]:
+            return list(_values(doc, path))
+
+    def field(doc: Any) -> bool:
+        values = values_of(doc)
+        for test in tests:  # noqa: SIM110 — as in `every`
+            if not test(values):
+                return False
+        return True
+
+    return field
+
+
+def _condition(op: str, arg: Any) -> Callable[[list[Any]], bool]:
+    """One operator with its argument, as a test of the values a path reaches."""
+    if op in _NEGATIONS:
+        positive = _condition(_NEGATIONS[op], arg)
+        return lambda values: not positive(values)
+    if op == "$exists":
+        return lambda values: any(value is not _MISSING for value in values) == arg
+    if op == "$eq":
+        one = _equality(arg)
+    elif op == "$in":
+        choices = [_equality(choice) for choice in arg]
+
+        def one(value: Any) -> bool:
+            return any(choice(value) for choice in choices)
+
+    elif op == "$glob":
+
+        def one(value: Any) -> bool:
+            return isinstance(value, str) and _glob_matches(arg, value)
+
+    else:
+        one = _comparison(arg, _COMPARISONS[op])
+    return lambda values: any(one(value) for value in values)
+
+
+def _equality(arg: Any) -> Check:
+    if isinstance(arg, _Pattern):
+        text = arg.text
+        return lambda value: isinstance(value, str) and _glob_matches(text, value)
+    if arg is None:
+        return lambda value: value is None or value is _MISSING
+    return _comparison(arg, operator.eq)
+
+
+def _comparison(arg: Any, compare: Callable[[Any, Any], bool]) -> Check:
+    """MongoDB compares only within one kind of value: numbers, strings, booleans, dates, ids."""
+    kind = _kind(arg)
+    if kind is datetime:
+
+        def dates(value: Any) -> bool:
+            if _value_kind(value) is not datetime:
+                return False
+            moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+            return compare(_milliseconds(moment), arg)
+
+        return dates
+    return lambda value: _value_kind(value) is kind and compare(value, arg)
+
+
+_KINDS_BY_TYPE: dict[type, type] = {
+    bool: bool,
+    int: float,
+    float: float,
+    str: str,
+    datetime: datetime,
+    ObjectId: ObjectId,
+}
+
+
+def _value_kind(value: Any) -> type | None:
+    """`_kind`, by one lookup for the exact types PyMongo decodes."""
+    kind = _KINDS_BY_TYPE.get(type(value))
+    return kind if kind is not None else _kind(value)
 
 
 def _values(doc: dict[str, Any], path: Sequence[str]) -> Iterator[Any]:
@@ -750,38 +851,6 @@ def _array_values(array: list[Any], path: Sequence[str]) -> Iterator[Any]:
                 yield element
             elif isinstance(element, list):
                 yield from _array_values(element, rest)
-
-
-def _holds(op: str, arg: Any, values: list[Any]) -> bool:
-    if op in _NEGATIONS:
-        return not _holds(_NEGATIONS[op], arg, values)
-    if op == "$exists":
-        return any(value is not _MISSING for value in values) == arg
-    if op == "$eq":
-        return any(_equals(value, arg) for value in values)
-    if op == "$in":
-        return any(_equals(value, choice) for value in values for choice in arg)
-    if op == "$glob":
-        return any(isinstance(value, str) and _glob_matches(arg, value) for value in values)
-    return any(_compares(value, arg, _COMPARISONS[op]) for value in values)
-
-
-def _equals(value: Any, arg: Any) -> bool:
-    if isinstance(arg, _Pattern):
-        return isinstance(value, str) and _glob_matches(arg.text, value)
-    if arg is None:
-        return value is None or value is _MISSING
-    return _compares(value, arg, operator.eq)
-
-
-def _compares(value: Any, arg: Any, compare: Callable[[Any, Any], bool]) -> bool:
-    """MongoDB compares only within one kind of value: numbers, strings, booleans, dates, ids."""
-    kind = _kind(arg)
-    if _kind(value) is not kind:
-        return False
-    if kind is datetime:
-        value = _milliseconds(value if value.tzinfo else value.replace(tzinfo=UTC))
-    return compare(value, arg)
 
 
 def _kind(value: Any) -> type | None:

@@ -31,8 +31,7 @@ async def fired(access: Access, trigger_id: ObjectId) -> tuple[int, Any]:
     """How many executions a trigger created, and when it last did: counted from the
     executions themselves, so exact whatever crashed or was replayed."""
     executions = access.db.executions
-    count = await executions.count_documents({"triggerId": trigger_id})
-    last = await executions.find_one(
-        {"triggerId": trigger_id}, {"createdAt": 1}, sort=[("createdAt", -1), ("_id", -1)]
-    )
+    query = {"$and": [{"triggerId": trigger_id}, await access.scope()]}
+    count = await executions.count_documents(query)
+    last = await executions.find_one(query, {"createdAt": 1}, sort=[("createdAt", -1), ("_id", -1)])
     return count, last["createdAt"] if last else None

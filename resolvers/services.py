@@ -105,9 +105,15 @@ async def update_service(
 
 
 async def delete_service(access: Access, service_id: ObjectId) -> None:
-    """Delete a service that has nothing queued or running (CONFLICT otherwise)."""
+    """Delete a service that has nothing queued or running and that no trigger runs (CONFLICT
+    otherwise: a trigger left naming it would fire into nothing)."""
     service = await get_service(access, service_id)
     await access.require_project(service, Action.MANAGE_SERVICES)
+    used = await access.db.triggers.find_one({"operation.serviceId": service_id}, {"name": 1})
+    if used is not None:
+        raise Conflict(
+            f"Trigger {used['name']!r} runs this service; delete it or change its operation first"
+        )
     busy = await access.db.executions.count_documents(
         {"serviceId": service_id, "status": {"$in": ["created", "inProgress"]}}, limit=1
     )

@@ -106,8 +106,8 @@ def checked_filter(resource: Resource, value: dict[str, Any] | None) -> dict[str
     inner = dql.envelope(COLLECTIONS[resource], value)
     if set(inner) - {"resource", "filter"}:
         raise BadUserInput("A trigger's filter is a DQL filter, without join, sort or paging")
-    dql.to_mongo(COLLECTIONS[resource], inner["filter"])
-    return inner["filter"]
+    dql.to_mongo(COLLECTIONS[resource], inner.get("filter"))
+    return inner.get("filter") or None
 
 
 def stored(doc: dict[str, Any]) -> dict[str, Any]:
@@ -166,7 +166,9 @@ async def update_trigger(
 ) -> dict[str, Any]:
     trigger = await get_trigger(access, trigger_id)
     await access.require_project(trigger, Action.MANAGE_TRIGGERS)
-    changes = parse(TriggerChanges, data)
+    # A null filter clears it, as `{}` does: it is a change, not a field left out.
+    cleared = "filter" in data and data["filter"] is None
+    changes = parse(TriggerChanges, {**data, "filter": {}} if cleared else data)
     update: dict[str, Any] = changes.model_dump(
         exclude_none=True, exclude={"filter", "operation", "actions"}, by_alias=True, mode="json"
     )
@@ -236,8 +238,10 @@ async def test_trigger(
         )
         if doc["projectId"] != project["_id"]:
             raise BadUserInput(f"The {resource} is not in the trigger's project")
+    elif not isinstance(document, dict):
+        raise BadUserInput("document must be a JSON object", field="document")
     else:
-        doc = dql.from_json(collection, document or {})
+        doc = dql.from_json(collection, document)
     return dql.matches(collection, filter_, doc), doc
 
 

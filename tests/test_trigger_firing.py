@@ -294,3 +294,16 @@ async def test_an_ordered_line_goes_on_when_its_executions_are_aborted(member, d
         within_s=15,
     )
     assert "aborted" in {run["status"] for run in runs}
+
+
+async def test_a_service_a_trigger_runs_cannot_be_deleted(member, db):
+    scene = await Scene.make(member, db)
+    delete = "mutation($id: ID!) { deleteService(id: $id) }"
+    refused = await scene.world.client.execute(delete, id=scene.service)
+    assert refused["errors"][0]["extensions"]["code"] == "CONFLICT"
+    assert "sentinel" in refused["errors"][0]["message"]
+    assert await db.services.count_documents({"_id": ObjectId(scene.service)}) == 1
+    await scene.world.client.data(
+        "mutation($id: ID!) { deleteTrigger(id: $id) }", id=scene.sentinel
+    )
+    assert (await scene.world.client.data(delete, id=scene.service))["deleteService"] is True
