@@ -47,7 +47,12 @@ MAX_BATCH = 2000
 AWAIT_MS = 500
 """How long one read of the stream waits for changes: the lease is renewed this often when
 nothing happens."""
-RETRY_S = 1.0
+STORE_EVERY_S = 0.2
+"""The token is stored (and the lease renewed) at most this often while changes come: a
+crash replays at most that much, harmlessly, and a busy relay spends no write per round on it."""
+YIELD_EVERY = 200
+"""Changes matched between two yields to the event loop, which the worker's execution engine
+shares."""
 SERVICE_FIELDS = {
     "orgId": 1,
     "projectId": 1,
@@ -140,7 +145,7 @@ class Relay:
             await lease.advance(self.db, self.holder, self.lease, token)
             self.relaying.set()
             reader = asyncio.create_task(_read(stream, queue))
-            renewed = time.monotonic()
+            renewed, unstored = time.monotonic(), False
             try:
                 while True:
                     changes = await _take(queue)
@@ -151,16 +156,19 @@ class Relay:
                             lambda changes=changes: self._write(changes, triggers, watched),
                             retry_s=float("inf"),
                         )
-                        token = changes[written - 1]["_id"]
-                    elif time.monotonic() - renewed < self.lease.total_seconds() / 4:
-                        continue
-                    await self.patience.call(
-                        "storing the relay's token",
-                        lambda token=token: lease.advance(self.db, self.holder, self.lease, token),
-                        retry_s=self.lease.total_seconds(),
-                    )
-                    renewed = time.monotonic()
-                    if written < len(changes) or triggers.execution_projects() != watched:
+                        token, unstored = changes[written - 1]["_id"], True
+                    reopen = written < len(changes) or triggers.execution_projects() != watched
+                    wait = STORE_EVERY_S if unstored else self.lease.total_seconds() / 4
+                    if reopen or time.monotonic() - renewed >= wait:
+                        await self.patience.call(
+                            "storing the relay's token",
+                            lambda token=token: lease.advance(
+                                self.db, self.holder, self.lease, token
+                            ),
+                            retry_s=self.lease.total_seconds(),
+                        )
+                        renewed, unstored = time.monotonic(), False
+                    if reopen:
                         return token
             finally:
                 reader.cancel()
@@ -178,6 +186,8 @@ class Relay:
         written = 0
         for change in changes:
             written += 1
+            if written % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             if change["ns"]["coll"] == "triggers":
                 _follow(triggers, change)
                 if triggers.execution_projects() != watched:
@@ -194,7 +204,12 @@ class Relay:
             fired.append(matched)
         if not events:
             return written
-        earlier = await self._store_events(events)
+        service_ids = {
+            doc["operation"]["serviceId"] for matched in fired for doc in matched.values()
+        }
+        earlier, services = await asyncio.gather(
+            self._store_events(events), self._services(service_ids)
+        )
         wanted = []
         for event, matched in zip(events, fired, strict=True):
             first = earlier.get(event["token"])
@@ -208,7 +223,7 @@ class Relay:
                 }
             wanted += [(trigger, event) for trigger in matched.values()]
         if wanted:
-            await self._create_executions(wanted)
+            await self._create_executions(wanted, services)
         return written
 
     async def _store_events(self, events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -223,12 +238,22 @@ class Relay:
         mine = {event["_id"] for event in events}
         return {doc["token"]: doc async for doc in earlier if doc["_id"] not in mine}
 
-    async def _create_executions(self, wanted: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-        service_ids = list({trigger["operation"]["serviceId"] for trigger, _ in wanted})
-        services = {
-            doc["_id"]: doc
-            async for doc in self.db.services.find({"_id": {"$in": service_ids}}, SERVICE_FIELDS)
-        }
+    async def _services(self, ids: set[ObjectId]) -> dict[ObjectId, dict[str, Any]]:
+        """The services the round's matches run, read while its events are written."""
+        if not ids:
+            return {}
+        found = self.db.services.find({"_id": {"$in": list(ids)}}, SERVICE_FIELDS)
+        return {doc["_id"]: doc async for doc in found}
+
+    async def _create_executions(
+        self,
+        wanted: list[tuple[dict[str, Any], dict[str, Any]]],
+        services: dict[ObjectId, dict[str, Any]],
+    ) -> None:
+        # A replayed event runs the triggers it fired the first time, maybe others than now.
+        needed = {trigger["operation"]["serviceId"] for trigger, _ in wanted}
+        if missing := needed - services.keys():
+            services = {**services, **await self._services(missing)}
         executions = []
         for trigger, event in wanted:
             service = services.get(trigger["operation"]["serviceId"])
