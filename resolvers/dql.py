@@ -679,9 +679,9 @@ def _regex(pattern: str) -> Regex:
 
 
 def _glob_regex(pattern: str) -> str:
-    """The regular expression of a wildcard pattern, matching exactly what `_glob_matches`
-    does: each segment between `*`s at its earliest place (a lazy, atomic group — the choice
-    glob matching never needs to revisit), the last one at the end. A greedy `.*` per `*`
+    """The regular expression of a wildcard pattern, for MongoDB and (`_glob`) in memory alike:
+    each segment between `*`s at its earliest place (a lazy, atomic group — the choice glob
+    matching never needs to revisit), the last one at the end. A greedy `.*` per `*`
     backtracks exponentially on crafted texts, and MongoDB's regex engine then gives up and
     reports no match where the in-memory matcher finds one."""
     parts = [_segment_regex(part) for part in re.split(r"\*+", pattern)]
@@ -733,17 +733,20 @@ def _compiled_clause(clause: _Field | _Logic) -> Check:
         return lambda doc: not only(doc)
     tests = [_condition(op, arg) for op, arg in clause.conditions]
     path = clause.path
-    if len(path) == 1:
-        (key,) = path
 
-        def values_of(doc: Any) -> list[Any]:
-            value = doc.get(key, _MISSING)
-            return [value, *value] if isinstance(value, list) else [value]
-
-    else:
-
-        def values_of(doc: Any) -> list[Any]:
-            return list(_values(doc, path))
+    def values_of(doc: Any) -> list[Any]:
+        # Sub-documents are walked here; an array on the way takes MongoDB's full walk.
+        value = doc
+        for segment in path:
+            if isinstance(value, dict):
+                value = value.get(segment, _MISSING)
+                if value is _MISSING:
+                    return [_MISSING]
+            elif isinstance(value, list):
+                return list(_values(doc, path))
+            else:
+                return [_MISSING]
+        return [value, *value] if isinstance(value, list) else [value]
 
     def field(doc: Any) -> bool:
         values = values_of(doc)
@@ -765,25 +768,40 @@ def _condition(op: str, arg: Any) -> Callable[[list[Any]], bool]:
     if op == "$eq":
         one = _equality(arg)
     elif op == "$in":
-        choices = [_equality(choice) for choice in arg]
+        # Plain strings by one set lookup (strings compare only with strings); the rest each.
+        strings = frozenset(choice for choice in arg if type(choice) is str)
+        choices = [_equality(choice) for choice in arg if type(choice) is not str]
 
         def one(value: Any) -> bool:
+            if isinstance(value, str) and value in strings:
+                return True
             return any(choice(value) for choice in choices)
 
     elif op == "$glob":
-
-        def one(value: Any) -> bool:
-            return isinstance(value, str) and _glob_matches(arg, value)
-
+        one = _glob(arg)
     else:
         one = _comparison(arg, _COMPARISONS[op])
-    return lambda values: any(one(value) for value in values)
+
+    def any_value(values: list[Any]) -> bool:
+        for value in values:  # noqa: SIM110 — as in `every`
+            if one(value):
+                return True
+        return False
+
+    return any_value
+
+
+def _glob(pattern: str) -> Check:
+    """A wildcard pattern matched in memory by the regular expression MongoDB is given
+    (`_glob_regex`, with Python's spelling of the end of the text): one translation, so the
+    two cannot disagree."""
+    compiled = re.compile(_glob_regex(pattern).replace("\\z", "\\Z"), re.DOTALL)
+    return lambda value: isinstance(value, str) and compiled.match(value) is not None
 
 
 def _equality(arg: Any) -> Check:
     if isinstance(arg, _Pattern):
-        text = arg.text
-        return lambda value: isinstance(value, str) and _glob_matches(text, value)
+        return _glob(arg.text)
     if arg is None:
         return lambda value: value is None or value is _MISSING
     return _comparison(arg, operator.eq)
@@ -860,22 +878,3 @@ def _kind(value: Any) -> type | None:
     if isinstance(value, int | float):
         return float
     return next((kind for kind in (str, datetime, ObjectId) if isinstance(value, kind)), None)
-
-
-def _glob_matches(pattern: str, text: str) -> bool:
-    """Wildcard matching by backtracking only to the last `*`: O(len(pattern) * len(text))."""
-    p = t = 0
-    star, resume = -1, 0
-    while t < len(text):
-        if p < len(pattern) and pattern[p] == "*":
-            star, resume = p, t
-            p += 1
-        elif p < len(pattern) and pattern[p] in ("?", text[t]):
-            p += 1
-            t += 1
-        elif star >= 0:
-            resume += 1
-            p, t = star + 1, resume
-        else:
-            return False
-    return all(c == "*" for c in pattern[p:])
