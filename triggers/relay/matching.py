@@ -103,21 +103,40 @@ class TriggerSet:
         return known[1].doc if known and known[1] else None
 
 
-def execution_of(
-    trigger: dict[str, Any], event: dict[str, Any], service: dict[str, Any]
-) -> dict[str, Any]:
-    """The execution an event runs for a trigger, keyed so that it is created once."""
-    once = trigger["executionMode"] == ExecutionMode.Once
-    resource_key = event["resourceId"] if once else event["_id"]
-    kind = COLLECTIONS[Resource(event["resource"])][:-1]
-    deleted = event["action"] == TriggerAction.Deleted
-    extra: dict[str, Any] = {
-        "eventId": event["_id"],
-        "triggerKey": f"{trigger['_id']}:{'resource' if once else 'event'}:{resource_key}",
-    }
-    if trigger["ordered"]:
-        extra["orderKey"] = f"{trigger['_id']}:{event['resourceId']}"
-        extra["orderSeq"] = event["token"]
-    # A deleted resource is gone: the function gets it from the event instead.
-    resource = None if deleted else {"type": kind, "id": event["resourceId"]}
-    return trigger_operations.execution_for(trigger, service, resource, **extra)
+class Executions:
+    """The executions of one round of events. Each trigger's first is built as any execution is
+    (resolvers/executions.py `new_execution`) and the others are copies of it with their own
+    id, resource and keys: a burst makes thousands per trigger, and building each afresh was a
+    tenth of the relay's time."""
+
+    def __init__(self) -> None:
+        self._first: dict[ObjectId, dict[str, Any]] = {}
+
+    def of(
+        self, trigger: dict[str, Any], event: dict[str, Any], service: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The execution an event runs for a trigger, keyed so that it is created once."""
+        first = self._first.get(trigger["_id"])
+        if first is None:
+            first = trigger_operations.execution_for(trigger, service, None)
+            self._first[trigger["_id"]] = first
+        once = trigger["executionMode"] == ExecutionMode.Once
+        resource_key = event["resourceId"] if once else event["_id"]
+        kind = COLLECTIONS[Resource(event["resource"])][:-1]
+        execution = {
+            **first,
+            "_id": ObjectId(),
+            # A deleted resource is gone: the function gets it from the event instead.
+            "resource": None
+            if event["action"] == TriggerAction.Deleted
+            else {"type": kind, "id": event["resourceId"]},
+            "statusLog": [dict(first["statusLog"][0])],
+            "progress": dict(first["progress"]),
+            "logs": [],
+            "eventId": event["_id"],
+            "triggerKey": f"{trigger['_id']}:{'resource' if once else 'event'}:{resource_key}",
+        }
+        if trigger["ordered"]:
+            execution["orderKey"] = f"{trigger['_id']}:{event['resourceId']}"
+            execution["orderSeq"] = event["token"]
+        return execution

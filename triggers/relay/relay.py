@@ -2,8 +2,9 @@
 
 Every worker runs a `Relay`; the one holding the lease (triggers/relay/lease.py) relays, the
 others try to take the lease every third of its length. The holder reads the stream in one
-task and writes in another, so MongoDB prepares the next batch while the last one is written.
-Each write round takes whatever has been read, and writes, in this order:
+task, matches in another and writes in a third: MongoDB prepares the next batch and the
+relay matches the next round while the last one is written. Each round takes whatever has been
+read, and writes, in this order:
 
 1. its events, one `insert_many` (a token already stored is skipped: that change was relayed
    before, and the event it made is kept, with the triggers it fired);
@@ -35,7 +36,7 @@ from triggers import execution_queue
 from triggers.patience import Patience
 from triggers.relay import lease
 from triggers.relay.capture import DATA, event_of
-from triggers.relay.matching import TriggerSet, execution_of
+from triggers.relay.matching import Executions, TriggerSet
 
 log = logging.getLogger("loom.relay")
 
@@ -145,21 +146,35 @@ class Relay:
             await lease.advance(self.db, self.holder, self.lease, token)
             self.relaying.set()
             reader = asyncio.create_task(_read(stream, queue))
-            renewed, unstored = time.monotonic(), False
+            renewed = time.monotonic()
+            committing: asyncio.Task | None = None
+            """The write of the last round, in flight while the next round is matched."""
             try:
                 while True:
                     changes = await _take(queue)
                     written = len(changes)
                     if changes:
-                        written = await self.patience.call(
-                            f"relaying {len(changes)} changes",
-                            lambda changes=changes: self._write(changes, triggers, watched),
-                            retry_s=float("inf"),
+                        written, events, fired = await self._match(changes, triggers, watched)
+                        if committing is not None:
+                            await committing
+                        committing = asyncio.create_task(
+                            self.patience.call(
+                                f"relaying {len(events)} events",
+                                lambda events=events, fired=fired: self._commit(
+                                    events, fired, triggers
+                                ),
+                                retry_s=float("inf"),
+                            )
                         )
-                        token, unstored = changes[written - 1]["_id"], True
+                        token = changes[written - 1]["_id"]
                     reopen = written < len(changes) or triggers.execution_projects() != watched
-                    wait = STORE_EVERY_S if unstored else self.lease.total_seconds() / 4
-                    if reopen or time.monotonic() - renewed >= wait:
+                    wait = STORE_EVERY_S if committing else self.lease.total_seconds() / 4
+                    if reopen or time.monotonic() - renewed >= wait or not changes:
+                        if committing is not None:
+                            await committing
+                            committing = None
+                        elif time.monotonic() - renewed < wait:
+                            continue
                         await self.patience.call(
                             "storing the relay's token",
                             lambda token=token: lease.advance(
@@ -167,26 +182,28 @@ class Relay:
                             ),
                             retry_s=self.lease.total_seconds(),
                         )
-                        renewed, unstored = time.monotonic(), False
+                        renewed = time.monotonic()
                     if reopen:
                         return token
             finally:
+                if committing is not None:
+                    committing.cancel()
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await reader
 
-    async def _write(
+    async def _match(
         self, changes: list[dict[str, Any]], triggers: TriggerSet, watched: frozenset[ObjectId]
-    ) -> int:
-        """Events, then executions, then Redis, for a round's changes (safe to repeat). Stops
+    ) -> tuple[int, list[dict[str, Any]], list[dict[ObjectId, dict[str, Any]]]]:
+        """A round's changes as events with the triggers each fires, in stream order. Stops
         after a trigger change that makes the stream watch other projects' executions (the
-        stream is opened again from there); returns how many changes it wrote."""
+        stream is opened again from there); returns how many changes it took."""
         events: list[dict[str, Any]] = []
         fired: list[dict[ObjectId, dict[str, Any]]] = []
-        written = 0
+        taken = 0
         for change in changes:
-            written += 1
-            if written % YIELD_EVERY == 0:
+            taken += 1
+            if taken % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             if change["ns"]["coll"] == "triggers":
                 _follow(triggers, change)
@@ -202,8 +219,17 @@ class Relay:
             event["triggers"] = list(matched)
             events.append(event)
             fired.append(matched)
+        return taken, events, fired
+
+    async def _commit(
+        self,
+        events: list[dict[str, Any]],
+        fired: list[dict[ObjectId, dict[str, Any]]],
+        triggers: TriggerSet,
+    ) -> None:
+        """Events, then executions, then Redis, for a round (safe to repeat)."""
         if not events:
-            return written
+            return
         service_ids = {
             doc["operation"]["serviceId"] for matched in fired for doc in matched.values()
         }
@@ -224,7 +250,6 @@ class Relay:
             wanted += [(trigger, event) for trigger in matched.values()]
         if wanted:
             await self._create_executions(wanted, services)
-        return written
 
     async def _store_events(self, events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Insert the events; those stored before (by token) as they were stored."""
@@ -254,13 +279,13 @@ class Relay:
         needed = {trigger["operation"]["serviceId"] for trigger, _ in wanted}
         if missing := needed - services.keys():
             services = {**services, **await self._services(missing)}
-        executions = []
+        executions, made = [], Executions()
         for trigger, event in wanted:
             service = services.get(trigger["operation"]["serviceId"])
             if service is None:
                 log.warning("trigger %s names a deleted service; not run", trigger["_id"])
                 continue
-            executions.append(execution_of(trigger, event, service))
+            executions.append(made.of(trigger, event, service))
         if not executions:
             return
         queued = executions
