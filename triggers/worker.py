@@ -55,6 +55,7 @@ MAX_COMMAND_S = 7 * 24 * 3600
 REDIS_MARKER = "loom:workers:redis"
 """Set by the workers, never expiring: a Redis without it has lost its data."""
 REDIS_WATCH_S = 0.5
+STOP_POLL_S = 5.0
 REDIS_TIMEOUT_S = 10.0
 """A Redis command unanswered this long fails (and is retried): a host that vanished without
 closing its connections must not hang a worker."""
@@ -146,8 +147,11 @@ class WorkerProcess:
         finally:
             log.info("stopping %s", ctx["worker_id"])
             polling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await polling
+            # Something under arq's poll has been seen to swallow the cancellation (once,
+            # right after Redis came back): stopping must not wait on it for ever.
+            done, _ = await asyncio.wait({polling}, timeout=STOP_POLL_S)
+            if not done:
+                log.warning("arq's poll did not stop within %.0f s; stopping anyway", STOP_POLL_S)
             for task in arq_worker.tasks.values():
                 task.cancel()
             await asyncio.gather(*arq_worker.tasks.values(), return_exceptions=True)

@@ -48,6 +48,8 @@ MAX_BATCH = 2000
 AWAIT_MS = 500
 """How long one read of the stream waits for changes: the lease is renewed this often when
 nothing happens."""
+STUCK_S = 30.0
+"""How long the relay's loop may go without coming round before its lease is left to lapse."""
 STORE_EVERY_S = 0.2
 """The token is stored (and the lease renewed) at most this often while changes come: a
 crash replays at most that much, harmlessly, and a busy relay spends no write per round on it."""
@@ -146,12 +148,15 @@ class Relay:
             await lease.advance(self.db, self.holder, self.lease, token)
             self.relaying.set()
             reader = asyncio.create_task(_read(stream, queue))
+            progress = [time.monotonic()]
+            beating = asyncio.create_task(self._heartbeat(queue, progress))
             renewed = time.monotonic()
             committing: asyncio.Task | None = None
             """The write of the last round, in flight while the next round is matched."""
             try:
                 while True:
                     changes = await _take(queue)
+                    progress[0] = time.monotonic()
                     written = len(changes)
                     if changes:
                         written, events, fired = await self._match(changes, triggers, watched)
@@ -188,9 +193,34 @@ class Relay:
             finally:
                 if committing is not None:
                     committing.cancel()
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
+                for task in (reader, beating):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    async def _heartbeat(
+        self,
+        queue: asyncio.Queue[dict[str, Any] | BaseException | None],
+        progress: list[float],
+    ) -> None:
+        """Renew the lease every third of it while the relay goes on: a long round (a burst,
+        a loaded machine) must not hand the lease over, which would replay the round and make
+        the next one as long. A relay whose loop has not come round for `STUCK_S` (a read or
+        a write hanging) stops renewing, and another worker takes over; one that lost its lease
+        learns it here too, and stops."""
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            if time.monotonic() - progress[0] > STUCK_S:
+                log.error("the relay has made no progress for %.0f s; letting it go", STUCK_S)
+                continue
+            try:
+                await lease.advance(self.db, self.holder, self.lease, None)
+            except lease.LeaseLost as exc:
+                await queue.put(exc)
+                return
+            except Exception as exc:
+                if self.patience.noticed(exc) is None:
+                    log.exception("renewing the relay's lease failed")
 
     async def _match(
         self, changes: list[dict[str, Any]], triggers: TriggerSet, watched: frozenset[ObjectId]
