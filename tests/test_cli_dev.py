@@ -114,7 +114,9 @@ async def test_loom_dev_serves_keeps_data_and_leaves_no_process(dev_env):
 
 
 PROJECT_EXECUTIONS = """{ organizations { nodes { projects { nodes { name
-  executions { nodes { function status } } } } } } }"""
+  executions { nodes { function status triggerId } } } } } } }"""
+PROJECT_TRIGGERS = """{ organizations { nodes { projects { nodes {
+  triggers { nodes { name firedCount } } } } } } }"""
 
 
 async def test_loom_dev_seed_demo_serves_the_demo_runs_its_executions_and_seeds_once(dev_env):
@@ -150,6 +152,11 @@ async def test_loom_dev_seed_demo_serves_the_demo_runs_its_executions_and_seeds_
                 ("fail", "failed"),
                 ("sleeper", "success"),
             ]
+            data = await ask(dev.base, key, PROJECT_TRIGGERS)
+            triggers = data["organizations"]["nodes"][0]["projects"]["nodes"][0]["triggers"]
+            fired = {t["name"]: t["firedCount"] for t in triggers["nodes"]}
+            assert set(fired) == {t["name"] for t in demo.TRIGGERS}
+            assert fired["greet new images"] >= 1  # invoked by hand as the demo is seeded
         finally:
             assert dev.stop() == 0
 
@@ -169,4 +176,5 @@ async def test_loom_dev_seed_demo_serves_the_demo_runs_its_executions_and_seeds_
 async def _executions(ask, base: str, key: str) -> list[tuple[str, str]]:
     data = await ask(base, key, PROJECT_EXECUTIONS)
     project = data["organizations"]["nodes"][0]["projects"]["nodes"][0]
-    return sorted((e["function"], e["status"]) for e in project["executions"]["nodes"])
+    planned = [e for e in project["executions"]["nodes"] if e["triggerId"] is None]
+    return sorted((e["function"], e["status"]) for e in planned)
