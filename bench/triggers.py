@@ -34,6 +34,15 @@ a. Throughput. Baseline first: a bare loop on its own client that only reads the
    listener saw it); then the counts are checked exactly in MongoDB, per trigger. CPU per
    event of this process (the relay alone) beside the bare reader's per change, and the
    matcher alone (`TriggerSet.matching` over stored events, timed in this process).
+   Then a second baseline, with the relay stopped: a bare "reader + writer" loop on its own
+   client that reads the stream as the bare reader does and, per round (what the cursor holds,
+   up to the relay's 2,000 changes), writes with plain `insert_many(ordered=False)` the relay's
+   documents, one event per change into `events` and its two executions into `executions`
+   (copies of an event and of each firing trigger's execution the relay stored, with fresh
+   ids and keys), then updates one token document: what mongod's side of the relay's work
+   costs, without matching or Loom's code. Its documents are removed afterwards and the relay
+   starts again from now, so the counts of (b) stay exact. `relay / bare reader+writer` is
+   shown, with no goal.
 b. Latency: single `insert_one`s at a steady --rate per second for --seconds, each started at
    its slot on the clock (start + k / rate, so pacing never drifts) as a task of its own in
    the child; latency to the moment the relay's `insert` of that item's last execution
@@ -55,6 +64,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -62,6 +72,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -437,6 +448,12 @@ class Inserter:
         return json.loads(line)
 
 
+def buffered(stream: Any) -> int:
+    """The changes a change stream's last getMore brought that are not read yet: the end of a
+    round, which PyMongo has no public word for (`try_next` past it sends the next getMore)."""
+    return len(stream._cursor._data)
+
+
 def cpu_line(cpu: CpuWindow, report: dict[str, Any], who: str) -> str:
     child = report["cpu_s"] / cpu.seconds
     return (
@@ -458,6 +475,7 @@ class Bench:
         self.relay_task: asyncio.Task[None] | None = None
         self.relayed_items = 0
         self.bare_cpu_ms = 0.0
+        self.relay_rate = 0.0
         self.per_event: dict[str, tuple[float, float]] = {}
         self.pids = stack_pids(mongodb_url, redis_url)
 
@@ -546,11 +564,22 @@ class Bench:
 
     # --- (a) throughput ---------------------------------------------------------------------------
 
-    async def phase_bare(self) -> float:
-        """The bare reader over a burst: changes per second."""
+    async def relays_stream(self, client: Any) -> Any:
+        """The relay's change stream, from now, on `client`: its pipeline, images and await."""
         from triggers.relay.matching import TriggerSet
         from triggers.relay.relay import AWAIT_MS, _pipeline
 
+        triggers = TriggerSet()
+        triggers.load(await self.db.triggers.find().to_list())
+        return await client[self.db_name].watch(
+            _pipeline(triggers.execution_projects()),
+            full_document="whenAvailable",
+            full_document_before_change="whenAvailable",
+            max_await_time_ms=AWAIT_MS,
+        )
+
+    async def phase_bare(self) -> float:
+        """The bare reader over a burst: changes per second."""
         burst = self.args.burst
         print(
             f"\n[a0] baseline: a bare PyMongo loop reading the relay's change stream, "
@@ -560,14 +589,7 @@ class Bench:
         counted = RelayCommands()
         reader_mongo = loom_client(self.mongodb_url, [counted])
         try:
-            triggers = TriggerSet()
-            triggers.load(await self.db.triggers.find().to_list())
-            stream = await reader_mongo[self.db_name].watch(
-                _pipeline(triggers.execution_projects()),
-                full_document="whenAvailable",
-                full_document_before_change="whenAvailable",
-                max_await_time_ms=AWAIT_MS,
-            )
+            stream = await self.relays_stream(reader_mongo)
             async with stream, self.inserter("bare", burst) as inserter:
                 seen = 0
                 last_at = 0.0
@@ -616,6 +638,14 @@ class Bench:
         began = CLOCK()
         await asyncio.wait_for(self.relay.relaying.wait(), harness.READY_TIMEOUT_S)
         print(f"  relay {HOLDER!r} holds the lease and reads the stream ({CLOCK() - began:.2f}s)")
+
+    async def stop_relay(self) -> None:
+        """Stop the relay where it stands (it keeps the lease; started again, it takes it back)."""
+        assert self.relay_task is not None
+        self.relay_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.relay_task
+        self.relay_task = None
 
     async def until_relayed(self, events: int, executions: int) -> float:
         """Wait until the relay's inserts reach these totals; the moment the last one returned
@@ -686,7 +716,7 @@ class Bench:
         await self.token_stored()
         self.relayed_items += burst
         elapsed = done - report["began"]
-        rate = burst / elapsed
+        rate = self.relay_rate = burst / elapsed
         exact = await self.check_counts(self.relayed_items)
         print(
             f"  insert_many of {burst:,} items returned after "
@@ -740,6 +770,165 @@ class Bench:
             f"per event, {spent / len(events) / armed * 1e6:.1f} us per trigger evaluated; "
             f"{fired / len(events):.2f} fired per event"
         )
+
+    async def templates(self) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
+        """One event and, per burst item class (n % 20: its camera and mimetype class), the
+        executions of its two triggers, as the relay stored them in (a), without their `_id`."""
+        event = await self.db.events.find_one({"resource": "Item", "action": "Created"})
+        by_trigger = {}
+        for trigger_id, spec in zip(self.trigger_ids, self.specs, strict=True):
+            if spec.fires_on is not None:
+                by_trigger[trigger_id] = await self.db.executions.find_one(
+                    {"triggerId": trigger_id}, {"_id": 0}
+                )
+        assert event is not None
+        assert all(by_trigger.values())
+        del event["_id"]
+        classes = math.lcm(CAMERAS, len(MIMETYPES))
+        executions = [
+            [
+                by_trigger[trigger_id]
+                for trigger_id, spec in zip(self.trigger_ids, self.specs, strict=True)
+                if spec.fires_on is not None and spec.fires_on(n)
+            ]
+            for n in range(classes)
+        ]
+        assert all(len(made) == FIRING for made in executions)
+        return event, executions
+
+    async def phase_reader_writer(self) -> None:
+        """A bare loop that reads the stream as the bare reader does and writes, per round,
+        what the relay writes (events, executions, a token) with plain PyMongo: what mongod's
+        side of the relay's work costs, without matching or Loom's code. The relay stands
+        still meanwhile and starts again from now afterwards, this loop's documents gone."""
+        import bson
+        from bson import ObjectId
+
+        from triggers.relay.lease import LEASE_ID
+        from triggers.relay.relay import MAX_BATCH
+
+        burst = self.args.burst
+        print(
+            f"\n[a1] baseline: a bare PyMongo loop reading the same change stream and writing, "
+            f"per round, one event and {FIRING} executions per change (the relay's documents, "
+            f"plain insert_many) and a token, {burst:,} item inserts ...",
+            flush=True,
+        )
+        await self.stop_relay()
+        event_template, execution_templates = await self.templates()
+        classes = len(execution_templates)
+        token_id = "bench-reader-writer"
+        first_id = ObjectId()
+        counted = RelayCommands()
+        client = loom_client(self.mongodb_url, [counted])
+        db = client[self.db_name]
+        rounds = 0
+        sizes: list[int] = []
+        try:
+            stream = await self.relays_stream(client)
+            async with stream, self.inserter("written", burst) as inserter:
+
+                async def read_and_write() -> float:
+                    nonlocal rounds
+                    seen = 0
+                    last_at = 0.0
+                    while seen < burst:
+                        changes = []
+                        change = await stream.try_next()
+                        while change is not None:
+                            if change["ns"]["coll"] == "items":
+                                changes.append(change)
+                            if len(changes) >= MAX_BATCH or not buffered(stream):
+                                break
+                            change = await stream.try_next()
+                        if not changes:
+                            continue
+                        events, executions = [], []
+                        for change in changes:
+                            item_id = change["documentKey"]["_id"]
+                            event = dict(event_template)
+                            event["_id"] = event_id = ObjectId()
+                            event["token"] = change["_id"]["_data"]
+                            event["clusterTime"] = change["clusterTime"]
+                            event["time"] = change["wallTime"]
+                            event["resourceId"] = item_id
+                            event["after"] = change["fullDocument"]
+                            made = execution_templates[seen % classes]
+                            event["triggers"] = [template["triggerId"] for template in made]
+                            events.append(event)
+                            for template in made:
+                                execution = dict(template)
+                                execution["_id"] = ObjectId()
+                                execution["eventId"] = event_id
+                                execution["resource"] = {"type": "item", "id": item_id}
+                                prefix, by, _ = template["triggerKey"].rsplit(":", 2)
+                                keyed = item_id if by == "resource" else event_id
+                                execution["triggerKey"] = f"{prefix}:{by}:{keyed}"
+                                if "orderKey" in template:
+                                    execution["orderKey"] = f"{template['triggerId']}:{item_id}"
+                                    execution["orderSeq"] = event["token"]
+                                executions.append(execution)
+                            seen += 1
+                        if not rounds:
+                            sizes.extend(len(bson.encode(doc)) for doc in events[:1] + executions)
+                        await db.events.insert_many(events, ordered=False)
+                        await db.executions.insert_many(executions, ordered=False)
+                        last_at = CLOCK()
+                        await db.relay.update_one(
+                            {"_id": token_id},
+                            {"$set": {"until": datetime.now(UTC), "token": changes[-1]["_id"]}},
+                            upsert=True,
+                        )
+                        rounds += 1
+                    return last_at
+
+                writer = asyncio.create_task(read_and_write())
+                with CpuWindow(self.pids) as cpu:
+                    inserter.go()
+                    last_at = await asyncio.wait_for(writer, WAIT_CAP_S)
+                report = await inserter.report()
+        finally:
+            await client.close()
+        elapsed = last_at - report["began"]
+        rate = burst / elapsed
+        getmores = sum(n for (name, _), n in counted.counts.items() if name == "getMore")
+        waited = ", ".join(
+            f"{key[0]}({key[1]}) {counted.finished[key]} ({counted.busy_us[key] / 1e6:.1f}s)"
+            for key in (("insert", "events"), ("insert", "executions"), ("update", "relay"))
+        )
+        print(
+            f"  insert_many of {burst:,} items returned after "
+            f"{report['returned'] - report['began']:.2f}s; the loop's getMores {getmores:,}, "
+            f"rounds {rounds:,}; its writes (seconds waiting for their answers): {waited}"
+        )
+        stored = [len(bson.encode(doc)) for doc in (event_template, *execution_templates[0])]
+        print(
+            f"  its first documents: {' + '.join(map(str, sizes[:3]))} bytes (event + executions; "
+            f"the relay's templates without _id: {' + '.join(map(str, stored))})"
+        )
+        print(cpu_line(cpu, report, "the bare reader+writer"))
+        cpu_ms = (cpu.cores["benchmark"] or 0) * cpu.seconds / burst * 1000
+        print(f"  the bare reader+writer's CPU per change: {cpu_ms:.3f} ms")
+        print(
+            f"  => bare reader+writer: {burst:,} changes written in {elapsed:.2f}s = "
+            f"{rate:,.0f} changes/s"
+        )
+        print(
+            f"  relay / bare reader+writer = {self.relay_rate / rate:.2f}x "
+            f"({self.relay_rate:,.0f} / {rate:,.0f} per s; no goal)"
+        )
+        mine = {"_id": {"$gte": first_id}}
+        events = (await self.db.events.delete_many(mine)).deleted_count
+        executions = (await self.db.executions.delete_many(mine)).deleted_count
+        await self.db.relay.delete_one({"_id": token_id})
+        await self.db.relay.update_one({"_id": LEASE_ID}, {"$unset": {"token": ""}})
+        print(
+            f"  removed the loop's {events:,} events and {executions:,} executions "
+            f"(expected {burst:,} and {FIRING * burst:,}); the relay starts again from now"
+        )
+        if events != burst or executions != FIRING * burst:
+            raise SystemExit("the bare reader+writer did not write what the relay would")
+        await self.start_relay()
 
     # --- (b) latency ------------------------------------------------------------------------------
 
@@ -851,6 +1040,7 @@ async def run(args: argparse.Namespace, mongodb_url: str, redis_url: str, origin
         await bench.setup()
         bare = await bench.phase_bare()
         goals |= await bench.phase_relay(bare)
+        await bench.phase_reader_writer()
         goals["latency"] = await bench.phase_latency()
     finally:
         await bench.close()
