@@ -82,8 +82,8 @@ INDEXES: dict[str, list[IndexModel]] = {
     # The relay's log of changes (triggers/relay/): one event per change-stream token.
     "events": [
         IndexModel([("token", ASCENDING)], unique=True),
-        IndexModel([("projectId", ASCENDING), ("_id", ASCENDING)]),
-        IndexModel([("triggers", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("projectId", ASCENDING), ("token", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("triggers", ASCENDING), ("token", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("time", ASCENDING)]),
         IndexModel([("keepUntil", ASCENDING)], sparse=True),
     ],

@@ -7,8 +7,8 @@ from bson import ObjectId
 from resolvers.access import Access
 from resolvers.pagination import Page, PageRequest, paginate
 
-NEWEST_FIRST = [("_id", -1)]
-"""The relay makes event ids in the order it reads the changes."""
+NEWEST_FIRST = [("token", -1), ("_id", -1)]
+"""Change-stream tokens sort as the oplog does: exactly the order of the changes."""
 
 
 async def get_event(access: Access, event_id: ObjectId) -> dict[str, Any]:
