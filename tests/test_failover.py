@@ -83,7 +83,11 @@ async def gateway(replica_set, **settings: Any) -> AsyncIterator[Gateway]:
     async with (
         app.router.lifespan_context(app),
         running_uvicorn(app, config) as base_url,
-        httpx.AsyncClient(base_url=base_url, timeout=60) as http,
+        # Idle connections are dropped before uvicorn's keep-alive (5 s) closes them: reusing
+        # one just as the server closes it is a ReadError that no gateway caused.
+        httpx.AsyncClient(
+            base_url=base_url, timeout=60, limits=httpx.Limits(keepalive_expiry=2)
+        ) as http,
     ):
         db = app.state.connections.db
         await ensure_indexes(db)
