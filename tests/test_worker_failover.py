@@ -13,7 +13,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import NotPrimaryError, PyMongoError
 
 from resolvers.timestamps import new_document
 from tests.test_failover import Gateway, gateway, project_of
@@ -166,12 +166,16 @@ async def test_killing_the_primary_under_a_batch_fails_nothing_strands_nothing_r
         await replica_set.restart(kill.node)
         host = replica_set.nodes.hosts[kill.node]
         rejoined = AsyncMongoClient(host, directConnection=True, readPreference="secondary")
+        executions = rejoined[gw.settings.db_name].executions
+
+        async def succeeded_there() -> int | None:
+            try:
+                return await executions.count_documents({"status": "success"})
+            except NotPrimaryError:
+                return None  # still recovering: not yet a secondary that can be read
+
         try:
-            executions = rejoined[gw.settings.db_name].executions
-            await eventually(
-                lambda: executions.count_documents({"status": "success"}),
-                lambda n: n == COUNT,
-            )
+            await eventually(succeeded_there, lambda n: n == COUNT)
         finally:
             await rejoined.close()
         after = await gw.db.executions.find({}, {"status": 1, "attempts": 1}).to_list()
