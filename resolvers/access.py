@@ -204,6 +204,19 @@ class Access:
 
         return check
 
+    async def find_visible(
+        self,
+        collection: str,
+        doc_id: ObjectId,
+        *,
+        project_field: str | None = "projectId",
+        org_field: str = "orgId",
+    ) -> dict[str, Any] | None:
+        """One document by id if the caller may see it, else None (for fields that point at
+        something that may be gone or out of sight)."""
+        scope = await self.scope(project_field=project_field, org_field=org_field)
+        return await self.db[collection].find_one({"$and": [{"_id": doc_id}, scope]})
+
     async def visible(
         self,
         collection: str,
@@ -214,9 +227,9 @@ class Access:
         org_field: str = "orgId",
     ) -> dict[str, Any]:
         """Fetch one document by id if the caller may see it; NOT_FOUND otherwise."""
-        scope = await self.scope(project_field=project_field, org_field=org_field)
-        query = {"$and": [{"_id": doc_id}, scope]}
-        doc = await self.db[collection].find_one(query)
+        doc = await self.find_visible(
+            collection, doc_id, project_field=project_field, org_field=org_field
+        )
         if doc is None:
             raise NotFound(f"{entity} not found", id=str(doc_id))
         return doc

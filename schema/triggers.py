@@ -1,5 +1,7 @@
 """Triggers and events: what fires on a project's changes, and the log of those changes."""
 
+import asyncio
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -52,9 +54,7 @@ class TriggerOperation:
     @strawberry.field
     async def service(self, info: strawberry.Info) -> Service | None:
         access = await info.context.access()
-        found = await access.db.services.find_one(
-            {"$and": [{"_id": object_id(self.service_id)}, await access.scope()]}
-        )
+        found = await access.find_visible("services", object_id(self.service_id))
         return Service.from_doc(found) if found else None
 
 
@@ -77,15 +77,26 @@ class Trigger(Node):
     created_at: datetime
     updated_at: datetime
 
+    counted: strawberry.Private[list[asyncio.Future]] = dataclasses.field(default_factory=list)
+    """`fired`'s answer, asked once for both counter fields."""
+
     @strawberry.field(description="Executions this trigger created (events and invocations).")
     async def fired_count(self, info: strawberry.Info) -> int:
-        count, _ = await events.fired(await info.context.access(), object_id(self.id))
+        count, _ = await self._fired(info)
         return count
 
     @strawberry.field(description="When this trigger last created an execution.")
     async def last_fired_at(self, info: strawberry.Info) -> datetime | None:
-        _, last = await events.fired(await info.context.access(), object_id(self.id))
+        _, last = await self._fired(info)
         return last
+
+    def _fired(self, info: strawberry.Info) -> asyncio.Future:
+        if not self.counted:  # made before any await: both fields share the one read
+            self.counted.append(asyncio.ensure_future(self._count(info)))
+        return self.counted[0]
+
+    async def _count(self, info: strawberry.Info) -> tuple[int, datetime | None]:
+        return await events.fired(await info.context.access(), object_id(self.id))
 
     @strawberry.field(description="The events that fired this trigger, newest first.")
     async def events(
@@ -274,7 +285,7 @@ async def execution_trigger(info: strawberry.Info, trigger_id: ObjectId | None) 
     if trigger_id is None:
         return None
     access = await info.context.access()
-    found = await access.db.triggers.find_one({"$and": [{"_id": trigger_id}, await access.scope()]})
+    found = await access.find_visible("triggers", trigger_id)
     return Trigger.from_doc(triggers.stored(found)) if found else None
 
 
@@ -283,7 +294,7 @@ async def execution_event(info: strawberry.Info, event_id: ObjectId | None) -> E
     if event_id is None:
         return None
     access = await info.context.access()
-    found = await access.db.events.find_one({"$and": [{"_id": event_id}, await access.scope()]})
+    found = await access.find_visible("events", event_id)
     return Event.from_doc(found) if found else None
 
 
