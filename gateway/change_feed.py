@@ -236,11 +236,17 @@ def changes_access(change: dict[str, Any]) -> bool:
     ignored = BOOKKEEPING.get(change["ns"]["coll"])
     if ignored is None or change["operationType"] != "update":
         return True
+    return not touched_fields(change) <= ignored
+
+
+def touched_fields(change: dict[str, Any]) -> set[str]:
+    """The top-level fields an update changed: set, removed or truncated."""
     description = change.get("updateDescription") or {}
-    touched = set(description.get("updatedFields") or {}) | set(
+    fields = set(description.get("updatedFields") or {}) | set(
         description.get("removedFields") or []
     )
-    return not touched <= ignored or bool(description.get("truncatedArrays"))
+    fields |= {array["field"] for array in description.get("truncatedArrays") or []}
+    return {field.split(".", 1)[0] for field in fields}
 
 
 def users_affected(change: dict[str, Any]) -> set[ObjectId] | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from gateway.change_feed import touched_fields
 from resolvers.timestamps import now
 from resolvers.triggers import RESOURCES, Resource, TriggerAction
 
@@ -32,16 +33,6 @@ BOOKKEEPING: dict[str, frozenset[str]] = {
 """Per collection, the top-level fields whose updates alone make no event."""
 
 
-def touched(change: dict[str, Any]) -> set[str]:
-    """The top-level fields an update changed."""
-    description = change.get("updateDescription") or {}
-    fields = set(description.get("updatedFields") or {}) | set(
-        description.get("removedFields") or []
-    )
-    fields |= {array["field"] for array in description.get("truncatedArrays") or []}
-    return {field.split(".", 1)[0] for field in fields}
-
-
 def event_of(change: dict[str, Any]) -> dict[str, Any] | None:
     """The event a change of a watched collection makes, or None (bookkeeping, a document
     without its images, an operation on the collection itself)."""
@@ -52,7 +43,7 @@ def event_of(change: dict[str, Any]) -> dict[str, Any] | None:
     if kind == "insert":
         action, before = TriggerAction.Created, None
     elif kind in ("update", "replace"):
-        fields = touched(change) if kind == "update" else {"*"}
+        fields = touched_fields(change) if kind == "update" else {"*"}
         if kind == "update" and fields <= BOOKKEEPING[collection]:
             return None
         changed_status = collection == "executions" and "status" in fields

@@ -31,7 +31,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, OperationFailure
 from redis.asyncio import Redis
 
+from gateway.change_feed import PLACE_LOST
 from gateway.indexes import INDEXES
+from resolvers.execution_runs import DUPLICATE_KEY
 from triggers import execution_queue
 from triggers.patience import Patience
 from triggers.relay import lease
@@ -40,14 +42,11 @@ from triggers.relay.matching import Executions, TriggerSet
 
 log = logging.getLogger("loom.relay")
 
-PLACE_LOST = {260, 280, 286}
-"""InvalidResumeToken, ChangeStreamFatalError, ChangeStreamHistoryLost: resuming is impossible."""
-DUPLICATE_KEY = 11000
 MAX_BATCH = 2000
 """Changes written in one round at most."""
 AWAIT_MS = 500
-"""How long one read of the stream waits for changes: the lease is renewed this often when
-nothing happens."""
+"""How long one read of the stream waits for changes: a read that finds none lets the relay
+store the token of what it last wrote."""
 STUCK_S = 30.0
 """How long the relay's loop may go without coming round before its lease is left to lapse."""
 STORE_EVERY_S = 0.2
@@ -150,7 +149,7 @@ class Relay:
             reader = asyncio.create_task(_read(stream, queue))
             progress = [time.monotonic()]
             beating = asyncio.create_task(self._heartbeat(queue, progress))
-            renewed = time.monotonic()
+            stored = time.monotonic()
             committing: asyncio.Task | None = None
             """The write of the last round, in flight while the next round is matched."""
             try:
@@ -173,13 +172,12 @@ class Relay:
                         )
                         token = changes[written - 1]["_id"]
                     reopen = written < len(changes) or triggers.execution_projects() != watched
-                    wait = STORE_EVERY_S if committing else self.lease.total_seconds() / 4
-                    if reopen or time.monotonic() - renewed >= wait or not changes:
-                        if committing is not None:
-                            await committing
-                            committing = None
-                        elif time.monotonic() - renewed < wait:
-                            continue
+                    due = time.monotonic() - stored >= STORE_EVERY_S
+                    # The heartbeat keeps the lease; the token is stored once its round is
+                    # written: when due, when the stream goes quiet, before reopening.
+                    if committing is not None and (reopen or due or not changes):
+                        await committing
+                        committing = None
                         await self.patience.call(
                             "storing the relay's token",
                             lambda token=token: lease.advance(
@@ -187,7 +185,7 @@ class Relay:
                             ),
                             retry_s=self.lease.total_seconds(),
                         )
-                        renewed = time.monotonic()
+                        stored = time.monotonic()
                     if reopen:
                         return token
             finally:
@@ -362,8 +360,8 @@ def _pipeline(execution_projects: frozenset[ObjectId]) -> list[dict[str, Any]]:
 
 
 async def _read(stream: Any, queue: asyncio.Queue[dict[str, Any] | BaseException | None]) -> None:
-    """Put each change on the queue, None after a read that found nothing (time to renew the
-    lease), and the error that ended the stream last."""
+    """Put each change on the queue, None after a read that found nothing (the stream is
+    quiet), and the error that ended the stream last."""
     try:
         while True:
             await queue.put(await stream.try_next())
