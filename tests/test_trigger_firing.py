@@ -73,6 +73,22 @@ class Scene:
         created = await self.world.client.data(CREATE_TRIGGER, p=self.world.project, input=trigger)
         return created["createTrigger"]["id"]
 
+    async def ordered_updates(self, name: str, updates: int, seconds: float) -> tuple[str, dict]:
+        """An ordered trigger running `sleeper` on item updates, and an item updated
+        `updates` times (its tags `v0`, `v1`, …) once a relay reads: (trigger id, item)."""
+        ordered = await self.trigger(
+            "ordered",
+            actions=["Updated"],
+            ordered=True,
+            function="sleeper",
+            input={"seconds": seconds, "steps": 1},
+        )
+        await _relaying(self.db)
+        item = await self.world.upload(name, PNG)
+        for n in range(updates):
+            await self.world.client.data(UPDATE_ITEM, id=item["id"], input={"tags": [f"v{n}"]})
+        return ordered, item
+
     async def caught_up(self) -> None:
         """Upload a sentinel and wait for its execution: every change before it was relayed."""
         item = await self.world.upload(f"sentinel-{len(self.sentinel_items)}.png", PNG)
@@ -174,17 +190,7 @@ async def test_ordered_runs_one_resources_executions_one_at_a_time_in_event_orde
     member, db, worker
 ):
     scene = await Scene.make(member, db)
-    ordered = await scene.trigger(
-        "ordered",
-        actions=["Updated"],
-        ordered=True,
-        function="sleeper",
-        input={"seconds": 0.15, "steps": 1},
-    )
-    await _relaying(db)
-    item = await scene.world.upload("busy.png", PNG)
-    for n in range(5):
-        await scene.world.client.data(UPDATE_ITEM, id=item["id"], input={"tags": [f"v{n}"]})
+    ordered, _ = await scene.ordered_updates("busy.png", updates=5, seconds=0.15)
     query = {"triggerId": ObjectId(ordered)}
     runs = await eventually(
         lambda: db.executions.find(query).to_list(),
@@ -273,17 +279,7 @@ async def test_a_trigger_fires_only_on_changes_made_while_it_is_active(member, d
 
 async def test_an_ordered_line_goes_on_when_its_executions_are_aborted(member, db, worker):
     scene = await Scene.make(member, db)
-    ordered = await scene.trigger(
-        "ordered",
-        actions=["Updated"],
-        ordered=True,
-        function="sleeper",
-        input={"seconds": 0.3, "steps": 1},
-    )
-    await _relaying(db)
-    item = await scene.world.upload("doomed.png", PNG)
-    for n in range(3):
-        await scene.world.client.data(UPDATE_ITEM, id=item["id"], input={"tags": [f"v{n}"]})
+    ordered, item = await scene.ordered_updates("doomed.png", updates=3, seconds=0.3)
     query = {"triggerId": ObjectId(ordered)}
     await eventually(lambda: db.executions.count_documents(query), lambda count: count == 3)
     await scene.world.client.data(DELETE_ITEMS, d=scene.world.dataset, ids=[item["id"]])
