@@ -21,6 +21,11 @@ from resolvers.errors import NotFound, Unauthenticated
 from resolvers.pagination import Page
 from triggers import commands
 from triggers import executions as execution_jobs
+from triggers.webhooks import delivery_queue
+from triggers.webhooks.address_guard import AddressGuard
+from triggers.webhooks.delivery_queue import Due
+from triggers.webhooks.secret_key import secret_box
+from triggers.webhooks.signing import SecretBox
 
 log = logging.getLogger("loom.gateway")
 
@@ -188,6 +193,28 @@ class Context:
         same WebSocket: it is the same key, in a newer state."""
         self._access = None
         return await self.access()
+
+    @cached_property
+    def webhook_box(self) -> SecretBox:
+        """What encrypts and decrypts webhooks' signing secrets (a webhook mutation's need)."""
+        return secret_box(self.settings)
+
+    @cached_property
+    def webhook_guard(self) -> AddressGuard:
+        return AddressGuard(allow_private=self.settings.webhook_allow_private)
+
+    async def enqueue_delivery(self, delivery: dict[str, Any], webhook: dict[str, Any]) -> None:
+        """Queue a delivery MongoDB already holds; the workers' sweep queues it otherwise."""
+        due = Due(
+            webhook["_id"],
+            delivery["_id"],
+            int(delivery["nextAttemptAt"].timestamp() * 1000),
+            webhook["concurrency"],
+        )
+        await _after_commit(
+            delivery_queue.push(self.connections.redis, [due]),
+            f"delivery {delivery['_id']} left to the sweep",
+        )
 
     async def enqueue_command(self, command: dict[str, Any]) -> None:
         """Queue a command MongoDB already holds; the workers' sweep (`LOOM_COMMAND_SWEEP_S`)

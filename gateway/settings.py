@@ -7,7 +7,7 @@ real Valkey that Loom starts itself under `LOOM_HOME`.
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.embedded.replica_set import replica_count
@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     relay_lease_s: float = Field(5.0, gt=0)
     event_retention_days: float = Field(7.0, gt=0)
     event_retention_s: float = Field(600.0, gt=0)
+    webhook_secret_key: SecretStr | None = None
+    """Base64 of 32 bytes: the key that encrypts webhooks' signing secrets at rest. `loom dev`
+    makes one under LOOM_HOME when it is unset; a deployment must set it."""
+    webhook_allow_private: bool = False
+    webhook_max_in_flight: int = Field(100, ge=1, le=10_000)
+    webhook_retry_after_cap_s: float = Field(3600.0, gt=0)
+    webhook_poll_s: float = Field(0.05, gt=0)
+    cron_poll_s: float = Field(0.2, gt=0)
     subscription_queue_size: int = Field(1000, ge=1)
     subscription_max_lag_s: float = Field(30.0, gt=0)
     ws_compression: bool = False

@@ -55,6 +55,7 @@ class Action(StrEnum):
     MANAGE_SERVICES = "create, change or delete services"
     RUN_EXECUTIONS = "execute, terminate or rerun functions"
     MANAGE_TRIGGERS = "create, change, delete or invoke triggers"
+    MANAGE_WEBHOOKS = "create, change, delete, rotate or redeliver webhooks"
 
 
 _ALL_ORG_ROLES = frozenset(OrgRole)
@@ -78,6 +79,7 @@ ORG_GRANTS: dict[Action, frozenset[OrgRole]] = {
     Action.MANAGE_SERVICES: _ORG_MANAGERS,
     Action.RUN_EXECUTIONS: _ORG_MANAGERS,
     Action.MANAGE_TRIGGERS: _ORG_MANAGERS,
+    Action.MANAGE_WEBHOOKS: _ORG_MANAGERS,
 }
 """Actions granted by an organization role, on the organization and all its projects."""
 
@@ -94,6 +96,7 @@ PROJECT_GRANTS: dict[Action, frozenset[ProjectRole]] = {
     Action.MANAGE_SERVICES: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
     Action.RUN_EXECUTIONS: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
     Action.MANAGE_TRIGGERS: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
+    Action.MANAGE_WEBHOOKS: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
 }
 """Actions granted by a project role, on that project only."""
 

@@ -6,7 +6,10 @@ by dotted path, so such keys are refused up front rather than failing half-way.
 
 import json
 import math
+from datetime import datetime
 from typing import Any
+
+from bson import ObjectId
 
 from resolvers.errors import BadUserInput, LimitExceeded
 
@@ -41,3 +44,16 @@ def _walk(value: Any, path: str, depth: int) -> None:
             _walk(child, path, depth + 1)
     elif isinstance(value, float) and not math.isfinite(value):
         raise BadUserInput(f"{path} holds a non-finite number", field=path)
+
+
+def as_json(value: Any) -> Any:
+    """A stored document as JSON data: ids as strings, dates as ISO-8601 text."""
+    if isinstance(value, dict):
+        return {key: as_json(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [as_json(child) for child in value]
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

@@ -27,7 +27,12 @@ class FunctionOperation(Input):
     input: dict[str, Any] = Field(default_factory=dict)
 
 
-KINDS = {"function": FunctionOperation}
+class WebhookOperation(Input):
+    type: Literal["webhook"]
+    webhook_id: str
+
+
+KINDS: dict[str, type[Input]] = {"function": FunctionOperation, "webhook": WebhookOperation}
 
 
 async def checked(access: Access, project: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +44,9 @@ async def checked(access: Access, project: dict[str, Any], data: dict[str, Any])
             f"operation.type must be one of {', '.join(KINDS)}, not {kind!r}",
             field="operation.type",
         )
-    operation = parse(KINDS[kind], data)
+    if kind == "webhook":
+        return await _checked_webhook(access, project, parse(WebhookOperation, data))
+    operation = parse(FunctionOperation, data)
     service_id = object_id(operation.service_id, "operation.serviceId")
     service = await get_service(access, service_id)
     if service["projectId"] != project["_id"]:
@@ -57,6 +64,20 @@ async def checked(access: Access, project: dict[str, Any], data: dict[str, Any])
         "functionName": operation.function_name,
         "input": functions.validate_input(operation.function_name, operation.input),
     }
+
+
+async def _checked_webhook(
+    access: Access, project: dict[str, Any], operation: WebhookOperation
+) -> dict[str, Any]:
+    webhook_id = object_id(operation.webhook_id, "operation.webhookId")
+    webhook = await access.find_visible("webhooks", webhook_id)
+    if webhook is None:
+        raise BadUserInput("operation.webhookId names no webhook", field="operation.webhookId")
+    if webhook["projectId"] != project["_id"]:
+        raise BadUserInput(
+            "operation.webhookId names a webhook of another project", field="operation.webhookId"
+        )
+    return {"type": "webhook", "webhookId": webhook_id}
 
 
 def execution_for(

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from resolvers import dql
+from resolvers import deliveries, dql
 from resolvers import trigger_operations as operations
 from resolvers.access import Access, Action
 from resolvers.errors import BadUserInput, Conflict, NotFound
@@ -117,6 +117,11 @@ def stored(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "filter": json.loads(raw) if raw else None}
 
 
+def _check_ordered(ordered: bool, operation: dict[str, Any]) -> None:
+    if ordered and operation["type"] != "function":
+        raise BadUserInput("ordered applies to function operations only", field="ordered")
+
+
 def _name_taken(name: str) -> Conflict:
     return Conflict(f"A trigger named {name!r} already exists in this project", field="name")
 
@@ -129,6 +134,7 @@ async def create_trigger(
     trigger = parse(TriggerInput, data)
     filter_ = checked_filter(trigger.resource, trigger.filter)
     operation = await operations.checked(access, project, trigger.operation)
+    _check_ordered(trigger.ordered, operation)
     doc = new_document(
         access.user_id,
         orgId=project["orgId"],
@@ -185,6 +191,9 @@ async def update_trigger(
     if changes.operation is not None:
         project = await get_project(access, trigger["projectId"])
         update["operation"] = await operations.checked(access, project, changes.operation)
+    _check_ordered(
+        update.get("ordered", trigger["ordered"]), update.get("operation", trigger["operation"])
+    )
     try:
         updated = await access.db.triggers.find_one_and_update(
             {"_id": trigger_id},
@@ -245,25 +254,67 @@ async def test_trigger(
     return dql.matches(collection, filter_, doc), doc
 
 
-async def invoke_trigger(
-    access: Access, trigger_id: ObjectId, resource_id: ObjectId
-) -> dict[str, Any]:
-    """Run a trigger's operation on one of its resources now, whatever its filter, mode and
-    state (Hasura's "invoke manually"); the caller queues the execution."""
+async def _invocable(
+    access: Access, trigger_id: ObjectId, resource_id: ObjectId, kind: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The trigger (whose operation must be of `kind`) and its resource, for invoking it."""
     trigger = await get_trigger(access, trigger_id)
     await access.require_project(trigger, Action.MANAGE_TRIGGERS)
+    if trigger["operation"]["type"] != kind:
+        other = "invokeWebhookTrigger" if kind == "function" else "invokeTrigger"
+        raise BadUserInput(
+            f"The trigger's operation is a {trigger['operation']['type']}: use {other}",
+            field="triggerId",
+        )
     resource = Resource(trigger["resource"])
-    collection = COLLECTIONS[resource]
     doc = await access.visible(
-        collection, resource_id, project_field="projectId", entity=str(resource)
+        COLLECTIONS[resource], resource_id, project_field="projectId", entity=str(resource)
     )
     if doc["projectId"] != trigger["projectId"]:
         raise BadUserInput(f"The {resource} is not in the trigger's project", field="resourceId")
+    return trigger, doc
+
+
+async def invoke_trigger(
+    access: Access, trigger_id: ObjectId, resource_id: ObjectId
+) -> dict[str, Any]:
+    """Run a trigger's function on one of its resources now, whatever its filter, mode and
+    state (Hasura's "invoke manually"); the caller queues the execution."""
+    trigger, doc = await _invocable(access, trigger_id, resource_id, "function")
     service = await get_service(access, trigger["operation"]["serviceId"])
     if not service["active"]:
         raise Conflict(f"Service {service['name']!r} is not active")
+    collection = COLLECTIONS[Resource(trigger["resource"])]
     execution = operations.execution_for(
         trigger, service, {"type": collection[:-1], "id": doc["_id"]}, invokedBy=access.user_id
     )
     await access.db.executions.insert_one(execution)
     return execution
+
+
+async def invoke_webhook_trigger(
+    access: Access, trigger_id: ObjectId, resource_id: ObjectId
+) -> dict[str, Any]:
+    """Deliver a webhook trigger's message for one of its resources now, as an `Updated`
+    event of the resource as it is (before and after both its current state); the caller
+    queues the delivery."""
+    trigger, doc = await _invocable(access, trigger_id, resource_id, "webhook")
+    webhook = await access.db.webhooks.find_one({"_id": trigger["operation"]["webhookId"]})
+    if webhook is None:
+        raise Conflict("The trigger's webhook was deleted")
+    if not webhook["active"]:
+        raise Conflict(f"Webhook {webhook['name']!r} is turned off")
+    moment = now()
+    event = {
+        "_id": ObjectId(),
+        "resource": trigger["resource"],
+        "action": str(TriggerAction.Updated),
+        "before": doc,
+        "after": doc,
+    }
+    type_, data = deliveries.event_message(trigger, event)
+    delivery = deliveries.new_delivery(
+        webhook, type_, data, moment, access.user_id, triggerId=trigger["_id"]
+    )
+    await access.db.deliveries.insert_one(delivery)
+    return delivery

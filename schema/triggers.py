@@ -3,7 +3,7 @@
 import asyncio
 import dataclasses
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from bson import ObjectId
@@ -11,10 +11,14 @@ from strawberry.scalars import JSON
 
 from resolvers import events, projects, triggers
 from resolvers.inputs import object_id
+from resolvers.json_documents import as_json
 from resolvers.triggers import ExecutionMode, Resource, TriggerAction
 from schema.inputs import as_input
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
 from schema.services import Execution, Service, executions_page
+
+if TYPE_CHECKING:
+    from schema.webhooks import Webhook
 
 ResourceEnum = strawberry.enum(
     Resource, name="TriggerResource", description="What a trigger watches."
@@ -31,31 +35,50 @@ ExecutionModeEnum = strawberry.enum(
 )
 
 
-def as_json(value: Any) -> Any:
-    """A stored document as JSON data: ids as strings, dates as ISO-8601 text."""
-    if isinstance(value, dict):
-        return {key: as_json(child) for key, child in value.items()}
-    if isinstance(value, list):
-        return [as_json(child) for child in value]
-    if isinstance(value, ObjectId):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
-
-@strawberry.type(description="What a trigger runs: a function of a service of its project.")
+@strawberry.type(
+    description="What a trigger runs: a function of a service of its project (type function), "
+    "or a delivery to a webhook of its project (type webhook)."
+)
 class TriggerOperation:
     type: str
-    service_id: strawberry.ID
-    function_name: str
-    input: JSON
+    service_id: strawberry.ID | None
+    function_name: str | None
+    input: JSON | None
+    webhook_id: strawberry.ID | None
 
     @strawberry.field
     async def service(self, info: strawberry.Info) -> Service | None:
+        if self.service_id is None:
+            return None
         access = await info.context.access()
         found = await access.find_visible("services", object_id(self.service_id))
         return Service.from_doc(found) if found else None
+
+    @strawberry.field
+    async def webhook(
+        self, info: strawberry.Info
+    ) -> Annotated["Webhook", strawberry.lazy("schema.webhooks")] | None:
+        from schema.webhooks import Webhook
+
+        if self.webhook_id is None:
+            return None
+        access = await info.context.access()
+        found = await access.find_visible("webhooks", object_id(self.webhook_id))
+        return Webhook.from_doc(found) if found else None
+
+    @classmethod
+    def from_doc(cls, operation: dict[str, Any]) -> "TriggerOperation":
+        def optional_id(key: str) -> strawberry.ID | None:
+            value = operation.get(key)
+            return None if value is None else strawberry.ID(str(value))
+
+        return cls(
+            type=operation["type"],
+            service_id=optional_id("serviceId"),
+            function_name=operation.get("functionName"),
+            input=operation.get("input"),
+            webhook_id=optional_id("webhookId"),
+        )
 
 
 @strawberry.type(description="Runs an operation on the changes of a project's resource.")
@@ -133,12 +156,7 @@ class Trigger(Node):
             filter=doc["filter"],
             execution_mode=ExecutionMode(doc["executionMode"]),
             ordered=doc["ordered"],
-            operation=TriggerOperation(
-                type=operation["type"],
-                service_id=strawberry.ID(str(operation["serviceId"])),
-                function_name=operation["functionName"],
-                input=operation["input"],
-            ),
+            operation=TriggerOperation.from_doc(operation),
             created_at=doc["createdAt"],
             updated_at=doc["updatedAt"],
         )
@@ -182,12 +200,16 @@ class TriggerTest:
     document: JSON = strawberry.field(description="The document as it was tested.")
 
 
-@strawberry.input
+@strawberry.input(
+    description="type function (the default) with serviceId and functionName, or type webhook "
+    "with webhookId."
+)
 class TriggerOperationInput:
-    service_id: strawberry.ID
-    function_name: str
+    service_id: strawberry.ID | None = strawberry.UNSET
+    function_name: str | None = strawberry.UNSET
     type: str | None = strawberry.UNSET
     input: JSON | None = strawberry.UNSET
+    webhook_id: strawberry.ID | None = strawberry.UNSET
 
 
 @strawberry.input

@@ -103,6 +103,14 @@ class TriggerSet:
         return known[1].doc if known and known[1] else None
 
 
+def firing_key(trigger: dict[str, Any], event: dict[str, Any]) -> str:
+    """What a trigger's execution or delivery for an event is unique on: (trigger, event), or
+    (trigger, resource) for `Once`."""
+    if trigger["executionMode"] == ExecutionMode.Once:
+        return f"{trigger['_id']}:resource:{event['resourceId']}"
+    return f"{trigger['_id']}:event:{event['_id']}"
+
+
 class Executions:
     """The executions of one round of events. Each trigger's first is built as any execution is
     (resolvers/executions.py `new_execution`) and the others are copies of it with their own
@@ -120,8 +128,6 @@ class Executions:
         if first is None:
             first = trigger_operations.execution_for(trigger, service, None)
             self._first[trigger["_id"]] = first
-        once = trigger["executionMode"] == ExecutionMode.Once
-        resource_key = event["resourceId"] if once else event["_id"]
         kind = COLLECTIONS[Resource(event["resource"])][:-1]
         execution = {
             **first,
@@ -134,7 +140,7 @@ class Executions:
             "progress": dict(first["progress"]),
             "logs": [],
             "eventId": event["_id"],
-            "triggerKey": f"{trigger['_id']}:{'resource' if once else 'event'}:{resource_key}",
+            "triggerKey": firing_key(trigger, event),
         }
         if trigger["ordered"]:
             execution["orderKey"] = f"{trigger['_id']}:{event['resourceId']}"

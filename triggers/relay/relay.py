@@ -33,12 +33,15 @@ from redis.asyncio import Redis
 
 from gateway.change_feed import PLACE_LOST
 from gateway.indexes import INDEXES
+from resolvers import deliveries
 from resolvers.execution_runs import DUPLICATE_KEY
 from triggers import execution_queue
 from triggers.patience import Patience
 from triggers.relay import lease
 from triggers.relay.capture import DATA, event_of
-from triggers.relay.matching import Executions, TriggerSet
+from triggers.relay.matching import Executions, TriggerSet, firing_key
+from triggers.webhooks import delivery_queue
+from triggers.webhooks.delivery_queue import Due
 
 log = logging.getLogger("loom.relay")
 
@@ -63,6 +66,8 @@ SERVICE_FIELDS = {
     "executionTimeout": 1,
 }
 """What an execution copies from its service."""
+WEBHOOK_FIELDS = {"orgId": 1, "projectId": 1, "retryPolicy": 1, "concurrency": 1}
+"""What a delivery copies from its webhook."""
 
 
 class Relay:
@@ -255,16 +260,20 @@ class Relay:
         fired: list[dict[ObjectId, dict[str, Any]]],
         triggers: TriggerSet,
     ) -> None:
-        """Events, then executions, then Redis, for a round (safe to repeat)."""
+        """Events, then executions and deliveries, then Redis, for a round (safe to repeat)."""
         if not events:
             return
-        service_ids = {
-            doc["operation"]["serviceId"] for matched in fired for doc in matched.values()
-        }
-        earlier, services = await asyncio.gather(
-            self._store_events(events), self._services(service_ids)
+        service_ids, webhook_ids = set(), set()
+        for matched in fired:
+            for doc in matched.values():
+                if doc["operation"]["type"] == "webhook":
+                    webhook_ids.add(doc["operation"]["webhookId"])
+                else:
+                    service_ids.add(doc["operation"]["serviceId"])
+        earlier, services, webhooks = await asyncio.gather(
+            self._store_events(events), self._services(service_ids), self._webhooks(webhook_ids)
         )
-        wanted = []
+        wanted, to_webhooks = [], []
         for event, matched in zip(events, fired, strict=True):
             first = earlier.get(event["token"])
             if first is not None:
@@ -275,9 +284,13 @@ class Relay:
                     for trigger_id in first["triggers"]
                     if (doc := matched.get(trigger_id) or triggers.get(trigger_id))
                 }
-            wanted += [(trigger, event) for trigger in matched.values()]
-        if wanted:
-            await self._create_executions(wanted, services)
+            for trigger in matched.values():
+                is_webhook = trigger["operation"]["type"] == "webhook"
+                (to_webhooks if is_webhook else wanted).append((trigger, event))
+        await asyncio.gather(
+            self._create_executions(wanted, services),
+            self._create_deliveries(to_webhooks, webhooks),
+        )
 
     async def _store_events(self, events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Insert the events; those stored before (by token) as they were stored."""
@@ -298,11 +311,80 @@ class Relay:
         found = self.db.services.find({"_id": {"$in": list(ids)}}, SERVICE_FIELDS)
         return {doc["_id"]: doc async for doc in found}
 
+    async def _webhooks(self, ids: set[ObjectId]) -> dict[ObjectId, dict[str, Any]]:
+        if not ids:
+            return {}
+        found = self.db.webhooks.find({"_id": {"$in": list(ids)}}, WEBHOOK_FIELDS)
+        return {doc["_id"]: doc async for doc in found}
+
+    async def _create_deliveries(
+        self,
+        wanted: list[tuple[dict[str, Any], dict[str, Any]]],
+        webhooks: dict[ObjectId, dict[str, Any]],
+    ) -> None:
+        """The deliveries of the round's webhook matches, keyed as executions are, queued."""
+        if not wanted:
+            return
+        needed = {trigger["operation"]["webhookId"] for trigger, _ in wanted}
+        if missing := needed - webhooks.keys():
+            webhooks = {**webhooks, **await self._webhooks(missing)}
+        made = []
+        for trigger, event in wanted:
+            webhook = webhooks.get(trigger["operation"]["webhookId"])
+            if webhook is None:
+                log.warning("trigger %s names a deleted webhook; not delivered", trigger["_id"])
+                continue
+            type_, data = deliveries.event_message(trigger, event)
+            made.append(
+                deliveries.new_delivery(
+                    webhook,
+                    type_,
+                    data,
+                    event["time"],
+                    trigger.get("creator"),
+                    triggerId=trigger["_id"],
+                    eventId=event["_id"],
+                    deliveryKey=firing_key(trigger, event),
+                )
+            )
+        if not made:
+            return
+        queued = made
+        try:
+            await self.db.deliveries.insert_many(made, ordered=False)
+        except BulkWriteError as exc:
+            _only_duplicates(exc)
+            refused = {error["index"] for error in exc.details["writeErrors"]}
+            keys = [made[index]["deliveryKey"] for index in refused]
+            waiting = self.db.deliveries.find(
+                {"deliveryKey": {"$in": keys}, "state": "pending"},
+                {"webhookId": 1, "nextAttemptAt": 1},
+            )
+            queued = [d for n, d in enumerate(made) if n not in refused]
+            queued += await waiting.to_list()
+        due = [
+            Due(
+                delivery["webhookId"],
+                delivery["_id"],
+                int(delivery["nextAttemptAt"].timestamp() * 1000),
+                webhooks[delivery["webhookId"]]["concurrency"],
+            )
+            for delivery in queued
+        ]
+        try:
+            await delivery_queue.push(self.redis, due)
+        except Exception as exc:
+            if self.patience.noticed(exc) is None:
+                raise
+            log.warning("%d deliveries left to be queued again: %s", len(due), exc)
+
     async def _create_executions(
         self,
         wanted: list[tuple[dict[str, Any], dict[str, Any]]],
         services: dict[ObjectId, dict[str, Any]],
     ) -> None:
+        if not wanted:
+            return
         # A replayed event runs the triggers it fired the first time, maybe others than now.
         needed = {trigger["operation"]["serviceId"] for trigger, _ in wanted}
         if missing := needed - services.keys():
