@@ -41,6 +41,7 @@ from gateway.settings import Settings
 from gateway.supervisor import Supervisor
 from resolvers.access import OrgRole
 from resolvers.errors import BadUserInput, LoomError
+from triggers.webhooks.secret_key import secret_box
 from triggers.worker import build_worker
 
 log = logging.getLogger("loom")
@@ -117,11 +118,23 @@ def serve(settings: Settings) -> None:
 
 
 def dev(settings: Settings, seed_demo: bool) -> None:
+    # Local development: the dev inbox receives webhooks on loopback, which the SSRF guard
+    # refuses unless told otherwise (an explicit LOOM_WEBHOOK_ALLOW_PRIVATE wins).
+    local = {"LOOM_DEV_INBOX": "true", "LOOM_WEBHOOK_ALLOW_PRIVATE": "true"}
+    local = {name: os.environ.get(name, value) for name, value in local.items()}
+    settings = settings.model_copy(
+        update={
+            "dev_inbox": local["LOOM_DEV_INBOX"].lower() in ("1", "true", "yes", "on"),
+            "webhook_allow_private": local["LOOM_WEBHOOK_ALLOW_PRIVATE"].lower()
+            in ("1", "true", "yes", "on"),
+        }
+    )
     if seed_demo:
         key, org_id = asyncio.run(_seed_demo(settings))
         print(f"Demo organization {demo.DEMO_ORG!r} ({org_id}) — API key:\n  {key}\n")
     env = {
         **os.environ,
+        **local,
         "LOOM_MONGODB_URL": str(settings.mongodb_url),
         "LOOM_REDIS_URL": str(settings.redis_url),
     }
@@ -138,6 +151,11 @@ def dev(settings: Settings, seed_demo: bool) -> None:
     worker.start()
     base = f"http://{settings.host}:{settings.port}"
     print(f"Loom is starting: GraphQL + GraphiQL {base}/graphql, readiness {base}/readyz")
+    if settings.dev_inbox:
+        print(
+            f"Webhook inbox (what webhooks pointed at {base}/dev/inbox/<name> got): "
+            f"{base}/dev/inbox"
+        )
     print(
         f"Worker log: {settings.home / 'worker.log'} (restarted if it dies). "
         "Ctrl-C stops everything.",
@@ -155,7 +173,13 @@ async def _seed_demo(settings: Settings) -> tuple[str, Any]:
     connections = await Connections.open(settings)
     try:
         known = saved.read_text().strip() if saved.exists() else None
-        key, org_id = await demo.seed(connections.db, connections.redis, known)
+        inbox = None
+        if settings.dev_inbox:
+            host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+            inbox = demo.DevInbox(
+                f"http://{host}:{settings.port}/dev/inbox/demo", secret_box(settings)
+            )
+        key, org_id = await demo.seed(connections.db, connections.redis, known, inbox)
     finally:
         await connections.close()
     if key != known:

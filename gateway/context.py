@@ -216,6 +216,16 @@ class Context:
             f"delivery {delivery['_id']} left to the sweep",
         )
 
+    async def set_webhook_concurrency(self, webhook: dict[str, Any]) -> None:
+        """The webhook's concurrency, for its deliveries already queued (the next push of one
+        sets it anyway)."""
+        await _after_commit(
+            delivery_queue.set_concurrency(
+                self.connections.redis, webhook["_id"], webhook["concurrency"]
+            ),
+            f"webhook {webhook['_id']}'s concurrency left to its next delivery",
+        )
+
     async def enqueue_command(self, command: dict[str, Any]) -> None:
         """Queue a command MongoDB already holds; the workers' sweep (`LOOM_COMMAND_SWEEP_S`)
         queues every command nobody runs."""

@@ -3,7 +3,8 @@ dataset of street scenes with an ontology and annotations true to the pixels, a 
 built-in functions, a few executions for the dev worker to run, and triggers on the project's
 changes — one invoked by hand on the first scene, so its execution is there at once; the others
 fire as soon as anything in the project changes (upload an image, annotate one, or watch an
-execution fail).
+execution fail) — a cron trigger running echo every minute, and a webhook to `loom dev`'s
+inbox (GET /dev/inbox) that every new image is delivered to, signed, pinged once at seed.
 
 The seed is a sequence of named steps (STEPS); a later feature adds itself to the demo as one
 more step. Each step first looks for what it would create and creates only what is missing, so a
@@ -25,11 +26,26 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from gateway import demo_images
 from gateway.bootstrap import create_key
-from resolvers import annotations, datasets, executions, items, projects, services, triggers
+from resolvers import (
+    annotations,
+    cron_triggers,
+    datasets,
+    deliveries,
+    executions,
+    items,
+    projects,
+    services,
+    triggers,
+    webhooks,
+)
 from resolvers.access import Access, OrgRole
 from resolvers.api_keys import authenticate, find_key
 from resolvers.errors import Unauthenticated
 from triggers.executions import enqueue
+from triggers.webhooks import delivery_queue
+from triggers.webhooks.address_guard import AddressGuard
+from triggers.webhooks.delivery_queue import Due
+from triggers.webhooks.signing import SecretBox
 
 log = logging.getLogger("loom.demo")
 
@@ -86,6 +102,7 @@ class Demo:
     db: AsyncDatabase
     redis: ArqRedis
     saved_key: str | None
+    inbox: "DevInbox | None" = None
     key: str = field(init=False)
     org_id: ObjectId = field(init=False)
     access: Access = field(init=False)
@@ -237,6 +254,67 @@ async def _triggers(demo: Demo) -> None:
             await enqueue(demo.redis, invoked)
 
 
+CRON_TRIGGER: dict[str, Any] = {
+    "name": "every minute",
+    "cron": "* * * * *",
+    "input": {"message": "the minute turned"},
+}
+"""The demo's cron trigger: `echo` once a minute, so its fires and executions show within one."""
+
+
+async def _cron_trigger(demo: Demo) -> None:
+    project_id = demo.project["_id"]
+    wanted = {"projectId": project_id, "name": CRON_TRIGGER["name"]}
+    if await demo.db.cron_triggers.find_one(wanted):
+        return
+    operation = {"serviceId": str(demo.service["_id"]), "functionName": "echo"}
+    await cron_triggers.create_cron_trigger(
+        demo.access, project_id, {**CRON_TRIGGER, "operation": operation}
+    )
+
+
+@dataclass(frozen=True)
+class DevInbox:
+    """Where `loom dev` receives webhooks (gateway/dev_inbox.py), and the key that encrypts a
+    webhook's secret."""
+
+    url: str
+    box: SecretBox
+
+
+WEBHOOK_TRIGGER: dict[str, Any] = {
+    "name": "deliver new images",
+    "resource": "Item",
+    "actions": ["Created"],
+    "filter": {"mimetype": "image/*"},
+}
+"""The demo's webhook trigger: every new image is delivered, signed, to the dev inbox."""
+
+
+async def _webhook(demo: Demo) -> None:
+    """A webhook to the dev inbox, a trigger delivering new images to it, and a ping, so the
+    inbox (GET /dev/inbox) shows a signed message at once."""
+    if demo.inbox is None:
+        return
+    project_id = demo.project["_id"]
+    webhook = await demo.db.webhooks.find_one({"projectId": project_id, "name": "dev inbox"})
+    if webhook is None:
+        guard = AddressGuard(allow_private=True)
+        data = {"name": "dev inbox", "url": demo.inbox.url, "description": "loom dev's inbox"}
+        webhook, _ = await webhooks.create_webhook(
+            demo.access, guard, demo.inbox.box, project_id, data
+        )
+        pinged = await deliveries.ping(demo.access, webhook)
+        due = Due(webhook["_id"], pinged["_id"], int(time.time() * 1000), webhook["concurrency"])
+        await delivery_queue.push(demo.redis, [due])
+    wanted = {"projectId": project_id, "name": WEBHOOK_TRIGGER["name"]}
+    if await demo.db.triggers.find_one(wanted) is None:
+        operation = {"type": "webhook", "webhookId": str(webhook["_id"])}
+        await triggers.create_trigger(
+            demo.access, project_id, {**WEBHOOK_TRIGGER, "operation": operation}
+        )
+
+
 Step = Callable[[Demo], Awaitable[None]]
 STEPS: list[tuple[str, Step]] = [
     ("owner key", _owner_key),
@@ -247,14 +325,20 @@ STEPS: list[tuple[str, Step]] = [
     ("service", _service),
     ("executions", _executions),
     ("triggers", _triggers),
+    ("cron trigger", _cron_trigger),
+    ("webhook", _webhook),
 ]
 
 
 async def seed(
-    db: AsyncDatabase, redis: ArqRedis, saved_key: str | None = None
+    db: AsyncDatabase,
+    redis: ArqRedis,
+    saved_key: str | None = None,
+    inbox: DevInbox | None = None,
 ) -> tuple[str, ObjectId]:
-    """Run every step; the demo owner's key and the demo organization's id."""
-    demo = Demo(db, redis, saved_key)
+    """Run every step; the demo owner's key and the demo organization's id. Without an
+    inbox, the demo has no webhook."""
+    demo = Demo(db, redis, saved_key, inbox)
     started = time.perf_counter()
     for name, step in STEPS:
         began = time.perf_counter()

@@ -1,7 +1,7 @@
 """Every MongoDB index and collection option Loom relies on, in one place, applied
 idempotently at start-up."""
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 INDEXES: dict[str, list[IndexModel]] = {
@@ -79,6 +79,27 @@ INDEXES: dict[str, list[IndexModel]] = {
     "triggers": [
         IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True),
     ],
+    # Cron triggers (triggers/cron/): the scheduler's due read, and abandoned claims.
+    "cron_triggers": [
+        IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True),
+        IndexModel([("active", ASCENDING), ("nextRunAt", ASCENDING)]),
+        IndexModel([("pendingFires.claimedAt", ASCENDING)], sparse=True),
+    ],
+    # One record per tick of a cron trigger, however many workers claimed or completed it.
+    "cron_fires": [
+        IndexModel(
+            [("cronTriggerId", ASCENDING), ("scheduledAt", ASCENDING)],
+            unique=True,
+            name="one_fire_per_tick",
+        ),
+        IndexModel([("cronTriggerId", ASCENDING), ("scheduledAt", DESCENDING), ("_id", ASCENDING)]),
+        IndexModel([("scheduledAt", ASCENDING)]),
+    ],
+    "scheduled_runs": [
+        IndexModel([("status", ASCENDING), ("at", ASCENDING)]),
+        IndexModel([("projectId", ASCENDING), ("at", DESCENDING), ("_id", ASCENDING)]),
+        IndexModel([("at", ASCENDING)]),
+    ],
     # The relay's log of changes (triggers/relay/): one event per change-stream token.
     "events": [
         IndexModel([("token", ASCENDING)], unique=True),
@@ -86,6 +107,26 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("triggers", ASCENDING), ("token", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("time", ASCENDING)]),
         IndexModel([("keepUntil", ASCENDING)], sparse=True),
+    ],
+    "webhooks": [
+        IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True),
+    ],
+    # Webhook deliveries (triggers/webhooks/): one per (trigger, event) as executions are.
+    "deliveries": [
+        IndexModel(
+            [("deliveryKey", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"deliveryKey": {"$type": "string"}},
+        ),
+        IndexModel([("webhookId", ASCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("projectId", ASCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)]),
+        # The sweep finds pending deliveries no worker holds without a scan.
+        IndexModel(
+            [("nextAttemptAt", ASCENDING), ("_id", ASCENDING)],
+            partialFilterExpression={"state": "pending"},
+        ),
+        IndexModel([("eventId", ASCENDING)], sparse=True),
+        IndexModel([("endedAt", ASCENDING)], sparse=True),
     ],
     "commands": [
         IndexModel([("status", ASCENDING), ("leaseUntil", ASCENDING)]),

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     webhook_retry_after_cap_s: float = Field(3600.0, gt=0)
     webhook_poll_s: float = Field(0.05, gt=0)
     cron_poll_s: float = Field(0.2, gt=0)
+    dev_inbox: bool = False
+    """Serve /dev/inbox, a webhook receiver that shows what it got (`loom dev` turns it on)."""
     subscription_queue_size: int = Field(1000, ge=1)
     subscription_max_lag_s: float = Field(30.0, gt=0)
     ws_compression: bool = False

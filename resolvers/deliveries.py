@@ -121,7 +121,9 @@ async def redeliver(access: Access, delivery_id: ObjectId) -> dict[str, Any]:
     fresh round of attempts; its log goes on. The caller queues it."""
     delivery = await get_delivery(access, delivery_id)
     await access.require_project(delivery, Action.MANAGE_WEBHOOKS)
-    webhook = await access.db.webhooks.find_one({"_id": delivery["webhookId"]})
+    webhook = await access.db.webhooks.find_one(
+        {"_id": delivery["webhookId"], "projectId": delivery["projectId"]}
+    )
     if webhook is None:
         raise Conflict("The delivery's webhook was deleted")
     if not webhook["active"]:

@@ -34,10 +34,15 @@ class BadUserInput(LoomError):
     code = "BAD_USER_INPUT"
 
     @classmethod
-    def from_validation(cls, error: ValidationError) -> "BadUserInput":
-        """One readable message plus the per-field details pydantic found."""
+    def from_validation(cls, error: ValidationError, within: str | None = None) -> "BadUserInput":
+        """One readable message plus the per-field details pydantic found (their paths under
+        `within`, when the model was one field of the input)."""
+        prefix = [within] if within else []
         fields = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "input", "message": e["msg"]}
+            {
+                "field": ".".join([*prefix, *(str(p) for p in e["loc"])]) or "input",
+                "message": e["msg"],
+            }
             for e in error.errors(include_url=False, include_context=False, include_input=False)
         ]
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)

@@ -56,11 +56,13 @@ class Changes(Input):
         return self
 
 
-def parse(model: type[M], data: dict[str, Any]) -> M:
+def parse(model: type[M], data: dict[str, Any], within: str | None = None) -> M:
+    """`data` as `model`; BAD_USER_INPUT naming each bad field (as `within.field` when `data`
+    is the value of the input's field `within`)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BadUserInput.from_validation(exc) from exc
+        raise BadUserInput.from_validation(exc, within) from exc
 
 
 def object_id(value: str, field: str = "id") -> ObjectId:

@@ -45,8 +45,8 @@ async def checked(access: Access, project: dict[str, Any], data: dict[str, Any])
             field="operation.type",
         )
     if kind == "webhook":
-        return await _checked_webhook(access, project, parse(WebhookOperation, data))
-    operation = parse(FunctionOperation, data)
+        return await _checked_webhook(access, project, parse(WebhookOperation, data, "operation"))
+    operation = parse(FunctionOperation, data, "operation")
     service_id = object_id(operation.service_id, "operation.serviceId")
     service = await get_service(access, service_id)
     if service["projectId"] != project["_id"]:

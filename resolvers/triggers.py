@@ -299,7 +299,9 @@ async def invoke_webhook_trigger(
     event of the resource as it is (before and after both its current state); the caller
     queues the delivery."""
     trigger, doc = await _invocable(access, trigger_id, resource_id, "webhook")
-    webhook = await access.db.webhooks.find_one({"_id": trigger["operation"]["webhookId"]})
+    webhook = await access.db.webhooks.find_one(
+        {"_id": trigger["operation"]["webhookId"], "projectId": trigger["projectId"]}
+    )
     if webhook is None:
         raise Conflict("The trigger's webhook was deleted")
     if not webhook["active"]:

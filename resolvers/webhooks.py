@@ -75,7 +75,8 @@ class WebhookChanges(Changes):
     description: Description | None = None
     headers: dict[str, str] | None = None
     active: bool | None = None
-    retry_policy: RetryPolicy | None = None
+    retry_policy: dict[str, Any] | None = None
+    """Only the settings given change; checked with the others as a whole RetryPolicy."""
     concurrency: int | None = Field(None, ge=1, le=1000)
 
     @field_validator("headers")
@@ -177,7 +178,7 @@ async def update_webhook(
     access: Access, guard: AddressGuard, webhook_id: ObjectId, data: dict[str, Any]
 ) -> dict[str, Any]:
     """Change a webhook; turning it on again clears why it was turned off."""
-    await managed_webhook(access, webhook_id)
+    webhook = await managed_webhook(access, webhook_id)
     changes = parse(WebhookChanges, data)
     update: dict[str, Any] = changes.model_dump(
         exclude_none=True, exclude={"retry_policy"}, by_alias=True
@@ -185,7 +186,9 @@ async def update_webhook(
     if changes.url is not None:
         await _safe_url(guard, changes.url)
     if changes.retry_policy is not None:
-        update["retryPolicy"] = changes.retry_policy.model_dump(by_alias=True)
+        merged = {**webhook["retryPolicy"], **changes.retry_policy}
+        policy = parse(RetryPolicy, merged, "retryPolicy")
+        update["retryPolicy"] = policy.model_dump(by_alias=True)
     if changes.active:
         update |= {"disabledReason": None, "disabledAt": None}
     try:

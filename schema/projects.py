@@ -16,9 +16,11 @@ from schema.saved_filters import SavedFilter, project_filter, project_filters
 from schema.users import Membership
 
 if TYPE_CHECKING:
+    from schema.cron_triggers import CronTrigger, ScheduledRun
     from schema.datasets import Dataset
     from schema.services import Execution, Service, StatusCount
     from schema.triggers import Event, Trigger
+    from schema.webhooks import DeliveryStateEnum, Webhook, WebhookDelivery
 
 
 @strawberry.type(description="A member of a project and its role there.")
@@ -77,6 +79,47 @@ class Project(Node):
         from schema.triggers import project_events
 
         return await project_events(info, object_id(self.id), first, after)
+
+    @strawberry.field(description="The project's webhooks, by name.")
+    async def webhooks(
+        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Connection[Annotated["Webhook", strawberry.lazy("schema.webhooks")]]:
+        from schema.webhooks import project_webhooks
+
+        return await project_webhooks(info, object_id(self.id), first, after)
+
+    @strawberry.field(
+        description="The project's webhook deliveries, newest first: those in `state`, if "
+        "given, made since / until the times given."
+    )
+    async def webhook_deliveries(
+        self,
+        info: strawberry.Info,
+        state: Annotated["DeliveryStateEnum", strawberry.lazy("schema.webhooks")] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+    ) -> Connection[Annotated["WebhookDelivery", strawberry.lazy("schema.webhooks")]]:
+        from schema.webhooks import project_deliveries
+
+        return await project_deliveries(info, object_id(self.id), state, since, until, first, after)
+
+    @strawberry.field(description="The project's cron triggers, by name.")
+    async def cron_triggers(
+        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Connection[Annotated["CronTrigger", strawberry.lazy("schema.cron_triggers")]]:
+        from schema.cron_triggers import project_cron_triggers
+
+        return await project_cron_triggers(info, object_id(self.id), first, after)
+
+    @strawberry.field(description="The project's one-off scheduled runs, latest `at` first.")
+    async def scheduled_runs(
+        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Connection[Annotated["ScheduledRun", strawberry.lazy("schema.cron_triggers")]]:
+        from schema.cron_triggers import project_scheduled_runs
+
+        return await project_scheduled_runs(info, object_id(self.id), first, after)
 
     @strawberry.field(
         description="The project's executions, newest first: those in `statuses`, if given, "

@@ -12,6 +12,13 @@ from resolvers.inputs import object_id
 from schema.annotations import Annotation, AnnotationMutations, AnnotationQueries
 from schema.api_keys import ApiKeyMutations, MeQueries
 from schema.commands import CommandMutations, CommandQueries
+from schema.cron_triggers import (
+    CronFire,
+    CronTrigger,
+    CronTriggerMutations,
+    CronTriggerQueries,
+    ScheduledRun,
+)
 from schema.datasets import Dataset, DatasetMutations, DatasetQueries
 from schema.items import Item, ItemMutations, ItemQueries
 from schema.organizations import Organization, OrganizationMutations, OrganizationQueries
@@ -26,6 +33,7 @@ from schema.services import (
     ServiceQueries,
 )
 from schema.triggers import Event, Trigger, TriggerMutations, TriggerQueries
+from schema.webhooks import Webhook, WebhookDelivery, WebhookMutations, WebhookQueries
 
 NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Node]]] = {
     "organizations": ({"project_field": None, "org_field": "_id"}, Organization.from_doc),
@@ -37,6 +45,11 @@ NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Nod
     "executions": ({}, Execution.from_doc),
     "triggers": ({}, lambda doc: Trigger.from_doc(triggers.stored(doc))),
     "events": ({}, Event.from_doc),
+    "webhooks": ({}, Webhook.from_doc),
+    "deliveries": ({}, WebhookDelivery.from_doc),
+    "cron_triggers": ({}, CronTrigger.from_doc),
+    "cron_fires": ({}, CronFire.from_doc),
+    "scheduled_runs": ({}, ScheduledRun.from_doc),
 }
 """Collection → (where its access scope finds org and project ids, its GraphQL type)."""
 
@@ -71,6 +84,8 @@ class Query(
     CommandQueries,
     ServiceQueries,
     TriggerQueries,
+    CronTriggerQueries,
+    WebhookQueries,
 ):
     @strawberry.field(description="Any object by its id, if the caller may see it.")
     async def node(self, info: strawberry.Info, id: strawberry.ID) -> Node | None:
@@ -91,5 +106,7 @@ class Mutation(
     ServiceMutations,
     BatchMutations,
     TriggerMutations,
+    CronTriggerMutations,
+    WebhookMutations,
 ):
     pass

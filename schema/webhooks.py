@@ -5,14 +5,20 @@ from enum import StrEnum
 from typing import Any
 
 import strawberry
+from bson import ObjectId
 from strawberry.scalars import JSON
 
 from resolvers import deliveries, projects, triggers, webhooks
+from resolvers.access import Action
 from resolvers.deliveries import DeliveryState
+from resolvers.errors import Forbidden
 from resolvers.inputs import object_id
 from schema.inputs import as_input
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
 from triggers.webhooks.sender import message_id
+
+HIDDEN = "HIDDEN"
+"""What a custom header's value reads as for those who may not manage the webhook."""
 
 DeliveryStateEnum = strawberry.enum(
     DeliveryState,
@@ -64,7 +70,6 @@ class Webhook(Node):
     name: str
     url: str
     description: str
-    headers: JSON = strawberry.field(description="Custom headers sent with every delivery.")
     active: bool
     retry_policy: RetryPolicy
     concurrency: int = strawberry.field(description="Deliveries in flight at once, at most.")
@@ -75,6 +80,21 @@ class Webhook(Node):
     disabled_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    org_id: strawberry.Private[ObjectId]
+    header_values: strawberry.Private[dict[str, str]]
+
+    @strawberry.field(
+        description="Custom headers sent with every delivery. They often carry credentials: "
+        "their values are shown only to those who may manage webhooks (HIDDEN otherwise)."
+    )
+    async def headers(self, info: strawberry.Info) -> JSON:
+        access = await info.context.access()
+        scope = {"orgId": self.org_id, "_id": object_id(self.project_id)}
+        try:
+            await access.require_project(scope, Action.MANAGE_WEBHOOKS)
+        except Forbidden:
+            return {name: HIDDEN for name in self.header_values}
+        return self.header_values
 
     @strawberry.field(description="Its deliveries, newest first.")
     async def deliveries(
@@ -98,7 +118,8 @@ class Webhook(Node):
             name=doc["name"],
             url=doc["url"],
             description=doc["description"],
-            headers=doc["headers"],
+            header_values=doc["headers"],
+            org_id=doc["orgId"],
             active=doc["active"],
             retry_policy=RetryPolicy(
                 max_attempts=policy["maxAttempts"],
@@ -332,6 +353,7 @@ class WebhookMutations:
         doc = await webhooks.update_webhook(
             access, info.context.webhook_guard, object_id(id), as_input(input)
         )
+        await info.context.set_webhook_concurrency(doc)
         return Webhook.from_doc(doc)
 
     @strawberry.mutation(

@@ -3,19 +3,24 @@ across restarts."""
 
 import io
 
+import httpx
 from bson import ObjectId
 
 from gateway import cli, demo, demo_images
+from gateway.app import create_app
 from gateway.bootstrap import create_key
+from gateway.connections import Connections
 from resolvers import executions, items
 from resolvers.access import OrgRole
 from resolvers.api_keys import authenticate
 from resolvers.executions import FINAL
 from resolvers.timestamps import now
+from tests.servers import running_uvicorn
 from tests.test_executions import FAST
 from tests.waiting import eventually
 from tests.workers import start_worker, stop
 from triggers.executions import enqueue
+from triggers.webhooks.secret_key import secret_box
 
 ME = "{ me { email } organizations { nodes { name role } } }"
 NESTED = """query ($items: JSON, $annotations: JSON) {
@@ -40,6 +45,9 @@ SEEDED = [
     "services",
     "executions",
     "triggers",
+    "cron_triggers",
+    "webhooks",
+    "deliveries",
 ]
 
 
@@ -213,3 +221,35 @@ async def test_the_demo_triggers_fire_on_the_demo_projects_changes(db, redis, se
         {"_id": {"$in": [a["resource"]["id"] for a in alerts]}}
     ).to_list()
     assert {execution["function"] for execution in about} == {"fail"}
+
+
+async def test_the_demo_webhook_pings_the_dev_inbox_through_a_real_worker(
+    settings, mongo, db, redis, tmp_path
+):
+    local = settings.model_copy(
+        update={"dev_inbox": True, "webhook_allow_private": True, "home": tmp_path}
+    )
+    app = create_app(local, Connections(mongo=mongo, db=db, redis=redis))
+    async with app.router.lifespan_context(app), running_uvicorn(app, local) as base:
+        inbox = demo.DevInbox(f"{base}/dev/inbox/demo", secret_box(local))
+        await demo.seed(db, redis, None, inbox)
+        again = await _counts(db)
+        await demo.seed(db, redis, None, inbox)
+        assert (await _counts(db))["webhooks"] == again["webhooks"] == 1
+        worker = start_worker(
+            settings, LOOM_WEBHOOK_ALLOW_PRIVATE="true", LOOM_HOME=str(tmp_path), **FAST
+        )
+        try:
+            async with httpx.AsyncClient() as client:
+
+                async def received() -> list:
+                    return (await client.get(f"{base}/dev/inbox")).json()
+
+                (message,) = await eventually(received, bool, within_s=60)
+        finally:
+            stop(worker)
+    assert message["body"]["type"] == "loom.ping"
+    assert message["path"] == "/dev/inbox/demo"
+    assert message["headers"]["webhook-signature"].startswith("v1,")
+    trigger = await db.triggers.find_one({"name": demo.WEBHOOK_TRIGGER["name"]})
+    assert trigger["operation"]["type"] == "webhook"

@@ -1,27 +1,32 @@
 """The SSRF guard refuses non-public addresses before any connection is opened.
 
 No test here sends a packet beyond loopback: names resolve through an injected table (an
-unknown name fails like NXDOMAIN), and the network backend under the guard records every
-connection and fails the test on any address that is not loopback.
+unknown name fails like NXDOMAIN), and the connector class under the guard makes every socket
+through a factory that records its address and fails the test, before the socket exists, on
+any address that is not loopback.
 """
 
 import asyncio
+import errno
 import ipaddress
 import re
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
+from typing import Any
 
-import httpcore
-import httpx
+import aiohttp
 import pytest
+from aiohappyeyeballs import AddrInfoType
 
 from triggers.webhooks.address_guard import (
     AddressGuard,
+    GuardedConnector,
+    GuardedResolver,
     Resolver,
     UnresolvableHost,
     UnsafeAddress,
     check_url,
-    guarded_client,
+    guarded_session,
     refusal,
     system_resolver,
 )
@@ -40,28 +45,39 @@ def table(names: dict[str, list[str]]) -> Resolver:
     return resolve
 
 
-class RecordingBackend(httpcore.AnyIOBackend):
-    """Records every connection; refuses (as connection refused) the addresses in `refuse`, and
-    fails the test before connecting anywhere but loopback."""
+class Recorder(aiohttp.TCPConnector):
+    """Makes every socket through a factory that records the address it is for; refuses (as
+    connection refused) the addresses in `refuse`, and fails the test before making a socket
+    for anything but loopback. The socket factory is where aiohappyeyeballs turns each address
+    into a socket, so it sees each attempt, after anything the guard above it decides."""
 
-    def __init__(self, refuse: frozenset[str] = frozenset()) -> None:
+    refuse: frozenset[str] = frozenset()
+
+    def __init__(self, **kwargs: Any) -> None:
         self.calls: list[tuple[str, int]] = []
-        self._refuse = refuse
+        super().__init__(socket_factory=self._socket, **kwargs)
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    def _socket(self, addr_info: AddrInfoType) -> socket.socket:
+        family, kind, proto, _, sockaddr = addr_info
+        host, port = str(sockaddr[0]), int(sockaddr[1])
         self.calls.append((host, port))
         if not ipaddress.ip_address(host).is_loopback:
             pytest.fail(f"a connection to {host} was attempted")
-        if host in self._refuse:
-            raise httpcore.ConnectError(f"[Errno 111] Connection refused ({host})")
-        return await super().connect_tcp(host, port, timeout, local_address, socket_options)
+        if host in self.refuse:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, f"Connection refused ({host})")
+        return socket.socket(family, kind, proto)
+
+
+def refusing(*hosts: str) -> type[Recorder]:
+    """A Recorder that refuses connections to `hosts`."""
+    return type("RefusingRecorder", (Recorder,), {"refuse": frozenset(hosts)})
+
+
+def calls(session: aiohttp.ClientSession) -> list[tuple[str, int]]:
+    """The connection attempts the session's Recorder saw."""
+    connector = session.connector
+    assert isinstance(connector, Recorder)
+    return connector.calls
 
 
 class LoopbackServer:
@@ -77,6 +93,8 @@ class LoopbackServer:
         path = head[0].split(" ")[1]
         fields = dict(line.lower().split(": ", 1) for line in head[1:] if line)
         self.hosts.append(fields.get("host", ""))
+        # Read the body too: closing with unread data would reset the connection.
+        await reader.readexactly(int(fields.get("content-length", "0")))
         if path == "/redirect":
             status, extra = "302 Found", "Location: http://169.254.169.254/latest/meta-data\r\n"
         else:
@@ -190,77 +208,197 @@ async def test_system_resolver_answers_for_a_literal() -> None:
     assert await system_resolver("127.0.0.1", 80) == ["127.0.0.1"]
 
 
-async def test_client_refuses_a_private_name_before_connecting() -> None:
-    recorder = RecordingBackend()
+def test_check_url_parses_as_aiohttp_does() -> None:
+    assert check_url("http://bücher.example/").raw_host == "xn--bcher-kva.example"
+    assert check_url("http://[::ffff:127.0.0.1]/").raw_host == "::ffff:7f00:1"
+
+
+async def test_resolver_answers_with_the_checked_addresses() -> None:
+    resolver = GuardedResolver(AddressGuard(table({"hooks.example": [PUBLIC, "2606:4700::1111"]})))
+    both = await resolver.resolve("hooks.example", 443, family=socket.AF_UNSPEC)
+    assert both == [
+        {
+            "hostname": "hooks.example",
+            "host": PUBLIC,
+            "port": 443,
+            "family": socket.AF_INET,
+            "proto": 0,
+            "flags": socket.AI_NUMERICHOST,
+        },
+        {
+            "hostname": "hooks.example",
+            "host": "2606:4700::1111",
+            "port": 443,
+            "family": socket.AF_INET6,
+            "proto": 0,
+            "flags": socket.AI_NUMERICHOST,
+        },
+    ]
+    assert [r["host"] for r in await resolver.resolve("hooks.example", 443)] == [PUBLIC]
+    await resolver.close()
+
+
+async def test_resolver_refuses_a_name_with_a_refused_address() -> None:
+    resolver = GuardedResolver(AddressGuard(table({"hooks.example": [PUBLIC, "10.0.0.6"]})))
+    with pytest.raises(UnsafeAddress, match=r"refused address: 10\.0\.0\.6 is a private"):
+        await resolver.resolve("hooks.example", 443, family=socket.AF_UNSPEC)
+
+
+async def test_session_refuses_a_private_name_before_connecting() -> None:
     guard = AddressGuard(table({"hooks.example": ["127.0.0.1"]}))
-    async with guarded_client(guard, backend=recorder) as client:
-        # UnsafeAddress is re-raised as is, not wrapped in an httpx error.
+    async with guarded_session(guard, connector_class=Recorder) as session:
+        assert isinstance(session.connector, GuardedConnector)
+        # UnsafeAddress is raised as it is, not wrapped in an aiohttp error.
         with pytest.raises(UnsafeAddress, match=r"hooks\.example resolves to a refused address"):
-            await client.post("http://hooks.example:9/in", content=b"{}")
-        with pytest.raises(UnsafeAddress, match=r"127\.0\.0\.1 is a loopback address"):
-            await client.post("http://127.0.0.1:9/in", content=b"{}")
-    assert recorder.calls == []
+            await session.post("http://hooks.example:9/in", data=b"{}", allow_redirects=False)
+        assert calls(session) == []
 
 
-async def test_client_reports_an_unresolvable_name_as_a_connection_error() -> None:
-    recorder = RecordingBackend()
-    async with guarded_client(AddressGuard(table({})), backend=recorder) as client:
-        with pytest.raises(httpx.ConnectError, match=r"^nowhere\.example does not resolve"):
-            await client.get("http://nowhere.example/")
-    assert recorder.calls == []
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://10.1.2.3/", "10.1.2.3 is a private address"),
+        ("http://[::1]/", "::1 is a loopback address"),
+        ("http://127.0.0.1:9/in", "127.0.0.1 is a loopback address"),
+        ("http://[::ffff:127.0.0.1]:9/", "stands for 127.0.0.1, a loopback address"),
+        ("http://169.254.169.254/latest/meta-data", "a cloud metadata address"),
+    ],
+)
+async def test_session_refuses_an_ip_literal_before_connecting(url: str, reason: str) -> None:
+    # aiohttp never hands an IP literal to the resolver: the connector itself refuses it.
+    async with guarded_session(AddressGuard(table({})), connector_class=Recorder) as session:
+        with pytest.raises(UnsafeAddress, match=re.escape(reason)) as refused:
+            await session.get(url, allow_redirects=False)
+        assert calls(session) == []
+    assert refused.value.reason.endswith(reason)
 
 
-async def test_client_connects_to_the_checked_address(server: LoopbackServer) -> None:
-    recorder = RecordingBackend()
+async def test_session_reports_an_unresolvable_name_as_a_connection_error() -> None:
+    async with guarded_session(AddressGuard(table({})), connector_class=Recorder) as session:
+        with pytest.raises(
+            aiohttp.ClientConnectorError, match=r"nowhere\.example does not resolve"
+        ):
+            await session.get("http://nowhere.example/", allow_redirects=False)
+        assert calls(session) == []
+
+
+async def test_an_unresolvable_name_is_not_taken_for_a_refusal() -> None:
+    # A caller finds refusals by walking the chain; a passing DNS failure must not be one.
+    async with guarded_session(AddressGuard(table({})), connector_class=Recorder) as session:
+        with pytest.raises(aiohttp.ClientConnectorDNSError) as failed:
+            await session.get("http://nowhere.example/", allow_redirects=False)
+    chain: list[BaseException] = []
+    seen: BaseException | None = failed.value
+    while seen is not None:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    assert not any(isinstance(error, UnsafeAddress) for error in chain)
+    assert any(isinstance(error, socket.gaierror) for error in chain)
+
+
+async def test_session_connects_to_the_checked_address(server: LoopbackServer) -> None:
     guard = AddressGuard(table({"hooks.example": ["127.0.0.1"]}), allow_private=True)
-    async with guarded_client(guard, backend=recorder, timeout=5) as client:
-        response = await client.post(f"http://hooks.example:{server.port}/", content=b"{}")
-    assert (response.status_code, response.text) == (200, "ok")
-    assert recorder.calls == [("127.0.0.1", server.port)]
+    async with guarded_session(
+        guard, connector_class=Recorder, timeout=aiohttp.ClientTimeout(total=5)
+    ) as session:
+        async with session.post(
+            f"http://hooks.example:{server.port}/", data=b"{}", allow_redirects=False
+        ) as response:
+            assert (response.status, await response.text()) == (200, "ok")
+        assert calls(session) == [("127.0.0.1", server.port)]
     assert server.hosts == [f"hooks.example:{server.port}"]
 
 
-async def test_client_does_not_follow_redirects(server: LoopbackServer) -> None:
-    recorder = RecordingBackend()
+async def test_session_does_not_follow_redirects(server: LoopbackServer) -> None:
     guard = AddressGuard(table({"hooks.example": ["127.0.0.1"]}), allow_private=True)
-    async with guarded_client(guard, backend=recorder, timeout=5) as client:
-        response = await client.get(f"http://hooks.example:{server.port}/redirect")
-    assert response.status_code == 302
-    assert response.headers["location"] == "http://169.254.169.254/latest/meta-data"
-    assert recorder.calls == [("127.0.0.1", server.port)]
+    async with guarded_session(
+        guard, connector_class=Recorder, timeout=aiohttp.ClientTimeout(total=5)
+    ) as session:
+        async with session.get(
+            f"http://hooks.example:{server.port}/redirect", allow_redirects=False
+        ) as response:
+            assert response.status == 302
+            assert response.headers["location"] == "http://169.254.169.254/latest/meta-data"
+        assert calls(session) == [("127.0.0.1", server.port)]
 
 
-async def test_client_tries_the_next_checked_address(server: LoopbackServer) -> None:
-    recorder = RecordingBackend(refuse=frozenset({"127.0.0.9"}))
+class LoopbackGuard(AddressGuard):
+    """Passes hooks.example and 127.0.0.1, standing in for a public receiver, and judges every
+    other host as production does: allow_private would let the metadata address through too."""
+
+    async def addresses(self, host: str, port: int) -> list[str]:
+        if host in ("hooks.example", "127.0.0.1"):
+            return ["127.0.0.1"]
+        return await super().addresses(host, port)
+
+
+async def test_a_redirect_followed_anyway_is_still_guarded(server: LoopbackServer) -> None:
+    # A caller that forgets allow_redirects=False still cannot reach the metadata address.
+    async with guarded_session(
+        LoopbackGuard(table({})), connector_class=Recorder, timeout=aiohttp.ClientTimeout(total=5)
+    ) as session:
+        with pytest.raises(UnsafeAddress, match=r"169\.254\.169\.254 is a cloud metadata"):
+            await session.get(f"http://hooks.example:{server.port}/redirect")
+        assert calls(session) == [("127.0.0.1", server.port)]
+
+
+async def test_session_tries_the_next_checked_address(server: LoopbackServer) -> None:
     guard = AddressGuard(table({"hooks.example": ["127.0.0.9", "127.0.0.1"]}), allow_private=True)
-    async with guarded_client(guard, backend=recorder, timeout=5) as client:
-        response = await client.get(f"http://hooks.example:{server.port}/")
-    assert response.status_code == 200
-    assert recorder.calls == [("127.0.0.9", server.port), ("127.0.0.1", server.port)]
+    async with guarded_session(
+        guard, connector_class=refusing("127.0.0.9"), timeout=aiohttp.ClientTimeout(total=5)
+    ) as session:
+        async with session.get(
+            f"http://hooks.example:{server.port}/", allow_redirects=False
+        ) as response:
+            assert response.status == 200
+        assert calls(session) == [("127.0.0.9", server.port), ("127.0.0.1", server.port)]
 
 
-async def test_client_raises_the_last_connection_error() -> None:
-    recorder = RecordingBackend(refuse=frozenset({"127.0.0.8", "127.0.0.9"}))
+async def test_session_raises_the_last_connection_error() -> None:
     guard = AddressGuard(table({"hooks.example": ["127.0.0.8", "127.0.0.9"]}), allow_private=True)
-    async with guarded_client(guard, backend=recorder) as client:
-        with pytest.raises(httpx.ConnectError, match=r"127\.0\.0\.9"):
-            await client.get("http://hooks.example:9/")
-    assert [host for host, _ in recorder.calls] == ["127.0.0.8", "127.0.0.9"]
+    recorder = refusing("127.0.0.8", "127.0.0.9")
+    async with guarded_session(guard, connector_class=recorder) as session:
+        with pytest.raises(aiohttp.ClientConnectorError, match=r"127\.0\.0\.9"):
+            await session.get("http://hooks.example:9/", allow_redirects=False)
+        # aiohttp tries the whole list, then again without its first address.
+        assert [host for host, _ in calls(session)] == ["127.0.0.8", "127.0.0.9", "127.0.0.9"]
 
 
-async def test_client_times_out_a_slow_lookup() -> None:
+async def test_session_times_out_a_slow_lookup() -> None:
     async def slow(host: str, port: int) -> list[str]:
         await asyncio.sleep(5)
         return ["127.0.0.1"]
 
-    recorder = RecordingBackend()
-    async with guarded_client(AddressGuard(slow), backend=recorder, timeout=0.05) as client:
-        with pytest.raises(httpx.ConnectTimeout, match=r"resolving hooks\.example timed out"):
-            await client.get("http://hooks.example/")
-    assert recorder.calls == []
+    timeout = aiohttp.ClientTimeout(total=5, connect=0.05)
+    async with guarded_session(
+        AddressGuard(slow), connector_class=Recorder, timeout=timeout
+    ) as session:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(aiohttp.ConnectionTimeoutError, match=r"hooks\.example"):
+            await session.get("http://hooks.example/", allow_redirects=False)
+        assert asyncio.get_running_loop().time() - started < 1
+        assert calls(session) == []
 
 
-@pytest.mark.parametrize("option", ["proxy", "mounts", "transport", "follow_redirects"])
-def test_client_settings_that_would_bypass_the_guard_are_refused(option: str) -> None:
+async def test_session_refuses_a_proxy_given_per_request() -> None:
+    guard = AddressGuard(table({"hooks.example": [PUBLIC]}))
+    async with guarded_session(guard, connector_class=Recorder) as session:
+        with pytest.raises(UnsafeAddress, match="do not go through a proxy"):
+            await session.get(
+                "http://hooks.example/", proxy="http://127.0.0.1:9", allow_redirects=False
+            )
+        assert calls(session) == []
+
+
+async def test_session_places_the_guard_above_the_connector_class() -> None:
+    # The guard runs first, whatever the class given overrides.
+    async with guarded_session(AddressGuard(), connector_class=Recorder) as session:
+        assert type(session.connector).__mro__[1:3] == (GuardedConnector, Recorder)
+
+
+@pytest.mark.parametrize(
+    "option", ["connector", "connector_owner", "trust_env", "proxy", "proxy_auth"]
+)
+def test_session_settings_that_would_bypass_the_guard_are_refused(option: str) -> None:
     with pytest.raises(TypeError, match=option):
-        guarded_client(AddressGuard(), **{option: None})
+        guarded_session(AddressGuard(), **{option: None})

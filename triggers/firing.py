@@ -63,7 +63,9 @@ async def fire(
 async def _deliver(
     db: AsyncDatabase, redis: Redis, owner: dict[str, Any], key: str, extra: dict[str, Any]
 ) -> dict[str, ObjectId]:
-    webhook = await db.webhooks.find_one({"_id": owner["operation"]["webhookId"]})
+    webhook = await db.webhooks.find_one(
+        {"_id": owner["operation"]["webhookId"], "projectId": owner["projectId"]}
+    )
     if webhook is None:
         raise OperationUnavailable("its webhook was deleted")
     if not webhook["active"]:

@@ -10,7 +10,8 @@ queues, up to `LOOM_WORKER_MAX_JOBS` at once (`loom worker --concurrency N`); ru
 `loom worker` processes (one per core, on as many hosts as wanted) to run more. In the
 background each worker also requeues stalled commands, reaps executions whose worker died,
 queues again executions Redis lost, sweeps stored files a crash left behind and removes old
-events (triggers/periodic.py). Every worker is also a candidate relay (triggers/relay/): the
+events (triggers/periodic.py), and fires due cron triggers and scheduled runs
+(triggers/cron/). Every worker is also a candidate relay (triggers/relay/): the
 one holding the relay's lease turns changes into events and matching triggers into executions.
 
 A worker outlives MongoDB and Redis being away, and exits only when told to (SIGTERM,
@@ -40,6 +41,8 @@ from gateway.indexes import INDEXES
 from gateway.settings import Settings
 from resolvers.timestamps import now
 from triggers.commands import requeue_stalled, run_command
+from triggers.cron.retention import remove_old_fires
+from triggers.cron.scheduler import fire_due
 from triggers.event_retention import remove_old_events
 from triggers.execution_engine import Engine
 from triggers.executions import reap_lost, requeue_waiting
@@ -47,6 +50,10 @@ from triggers.file_sweeps import sweep_files
 from triggers.patience import MAX_WAIT_S, Patience
 from triggers.periodic import every
 from triggers.relay.relay import Relay
+from triggers.webhooks.address_guard import AddressGuard
+from triggers.webhooks.delivery_retention import remove_old_deliveries
+from triggers.webhooks.dispatcher import Dispatcher, requeue_pending
+from triggers.webhooks.secret_key import secret_box
 
 log = logging.getLogger("loom.worker")
 
@@ -56,6 +63,7 @@ REDIS_MARKER = "loom:workers:redis"
 """Set by the workers, never expiring: a Redis without it has lost its data."""
 REDIS_WATCH_S = 0.5
 STOP_POLL_S = 5.0
+DELIVERY_SWEEP_AFTER_S = 10.0
 REDIS_TIMEOUT_S = 10.0
 """A Redis command unanswered this long fails (and is retried): a host that vanished without
 closing its connections must not hang a worker."""
@@ -81,8 +89,21 @@ async def _remove_old_events(ctx: dict[str, Any]) -> None:
     await remove_old_events(ctx["db"], ctx["settings"].event_retention_days)
 
 
+async def _remove_old_fires(ctx: dict[str, Any]) -> None:
+    await remove_old_fires(ctx["db"], ctx["settings"].event_retention_days)
+
+
 async def _requeue_quiet(ctx: dict[str, Any]) -> None:
     await requeue_waiting(ctx, timedelta(seconds=ctx["settings"].queue_check_s / 2))
+
+
+async def _remove_old_deliveries(ctx: dict[str, Any]) -> None:
+    await remove_old_deliveries(ctx["db"], ctx["settings"].event_retention_days)
+
+
+async def _requeue_deliveries(ctx: dict[str, Any]) -> None:
+    """Deliveries due for a while that nobody holds: their worker died, or Redis lost them."""
+    await requeue_pending(ctx["db"], ctx["redis"], DELIVERY_SWEEP_AFTER_S)
 
 
 async def watch_redis(ctx: dict[str, Any]) -> None:
@@ -101,6 +122,7 @@ async def watch_redis(ctx: dict[str, Any]) -> None:
                 if checked_at is not None:
                     log.warning("Redis is back: queueing every waiting execution again")
                 await requeue_waiting(ctx)
+                await requeue_pending(ctx["db"], ctx["redis"])
             checked_at = started
         except Exception as exc:
             if patience.noticed(exc) is None:
@@ -189,7 +211,11 @@ class WorkerProcess:
             (settings.reaper_interval_s, "execution reaper", reap_lost, 0),
             (settings.file_sweep_s, "file sweep", sweep_files, 0),
             (settings.event_retention_s, "event retention", _remove_old_events, 0),
+            (settings.cron_poll_s, "cron scheduler", fire_due, 0),
+            (settings.event_retention_s, "cron fire retention", _remove_old_fires, 0),
             (check_s, "queue check", _requeue_quiet, check_s),
+            (settings.reaper_interval_s, "delivery sweep", _requeue_deliveries, 0),
+            (settings.event_retention_s, "delivery retention", _remove_old_deliveries, 0),
         ]
         ctx["loops"] = [
             asyncio.create_task(
@@ -213,6 +239,18 @@ class WorkerProcess:
             patience,
         )
         ctx["engine"].start()
+        ctx["dispatcher"] = Dispatcher(
+            ctx["db"],
+            ctx["redis"],
+            ctx["worker_id"],
+            settings.webhook_max_in_flight,
+            settings.webhook_poll_s,
+            settings.webhook_retry_after_cap_s,
+            secret_box(settings),
+            AddressGuard(allow_private=settings.webhook_allow_private),
+            patience,
+        )
+        ctx["dispatcher"].start()
         return ctx
 
     def _arq_worker(self, ctx: dict[str, Any]) -> Worker:
@@ -253,6 +291,7 @@ class WorkerProcess:
 
     async def _stop(self, ctx: dict[str, Any]) -> None:
         await ctx["engine"].stop(f"{ctx['worker_id']} stopped")
+        await ctx["dispatcher"].stop()
         for loop in ctx["loops"]:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -331,8 +331,8 @@ class Relay:
         made = []
         for trigger, event in wanted:
             webhook = webhooks.get(trigger["operation"]["webhookId"])
-            if webhook is None:
-                log.warning("trigger %s names a deleted webhook; not delivered", trigger["_id"])
+            if webhook is None or webhook["projectId"] != trigger["projectId"]:
+                log.warning("trigger %s names no webhook of its project", trigger["_id"])
                 continue
             type_, data = deliveries.event_message(trigger, event)
             made.append(

@@ -3,25 +3,27 @@
 A webhook URL is chosen by a user, and the worker that calls it sits inside the deployment's
 network: unguarded, `http://169.254.169.254/` would hand that user the cloud credentials, and
 `http://10.0.0.5:27017/` a port scan. The guard therefore decides on the addresses a name
-RESOLVES to, not on the name, and `GuardedBackend` connects to exactly the addresses it checked:
-the name is looked up once per connection, so a DNS answer that changes between check and
-connect (DNS rebinding) cannot slip a private address in. Redirects are never followed, since a
-public endpoint could otherwise bounce the worker anywhere.
+RESOLVES to, not on the name, and the session `guarded_session` makes connects to exactly the
+addresses it checked: the name is looked up once per new connection, so a DNS answer that
+changes between check and connect (DNS rebinding) cannot slip a private address in. Redirects
+are not followed (callers pass `allow_redirects=False`), since a public endpoint could otherwise
+bounce the worker anywhere.
 
-`check` runs when a webhook is created or changed, for an early clear refusal; the backend runs
-on every connection a delivery opens, because DNS can change after creation.
+`check` runs when a webhook is created or changed, for an early clear refusal; the session's
+connector runs on every connection a delivery opens, because DNS can change after creation.
 """
 
 import asyncio
 import ipaddress
 import socket
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
-import httpcore
-import httpx
+import aiohttp
+from aiohappyeyeballs import AddrInfoType
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.client_proto import ResponseHandler
+from yarl import URL
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -65,22 +67,26 @@ class UnsafeAddress(Exception):
 
 class UnresolvableHost(UnsafeAddress):
     """A host name with no address. Refused at creation like any unsafe URL, but at delivery
-    `GuardedBackend` reports it as a connection error, since DNS failures are often passing."""
+    `GuardedResolver` reports it as a connection error, since DNS failures are often passing."""
 
 
-def check_url(url: str) -> httpx.URL:
-    """The parsed URL if its form is acceptable: what can be told without resolving anything."""
+def check_url(url: str) -> URL:
+    """The parsed URL if its form is acceptable: what can be told without resolving anything.
+
+    It is parsed with yarl, as aiohttp parses it at delivery, so the host judged here is the
+    host a delivery connects to.
+    """
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeAddress(f"webhook URLs are at most {MAX_URL_LENGTH} characters")
     try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
+        parsed = URL(url)
+    except ValueError as exc:
         raise UnsafeAddress(f"not a valid URL: {exc}") from exc
     if parsed.scheme not in ("http", "https"):
         raise UnsafeAddress("webhook URLs must be http or https")
-    if not parsed.host:
+    if not parsed.raw_host:
         raise UnsafeAddress("a webhook URL needs a host")
-    if parsed.userinfo:
+    if parsed.user is not None or parsed.password is not None:
         # Credentials in the URL would be stored and shown in clear; headers are the place.
         raise UnsafeAddress("webhook URLs may not carry credentials (user:password@)")
     return parsed
@@ -185,122 +191,130 @@ class AddressGuard:
     async def check(self, url: str) -> None:
         """Refuses `url` with UnsafeAddress unless a delivery to it may go out now."""
         parsed = check_url(url)
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        await self.addresses(parsed.host, port)
+        # raw_host is the IDNA (ASCII) form, the one aiohttp resolves at delivery.
+        host, port = parsed.raw_host, parsed.port
+        # check_url refuses a URL without a host, and yarl gives http(s) their default port.
+        assert host is not None
+        assert port is not None
+        await self.addresses(host, port)
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that opens TCP connections only to addresses the guard
-    passed.
+class GuardedResolver(AbstractResolver):
+    """An aiohttp resolver that answers only with addresses the guard passed.
 
-    httpcore hands `connect_tcp` the request's host name and does TLS above the stream it
-    returns with that same name, so connecting to a checked IP here keeps SNI and certificate
-    checks on the name while the address stays pinned.
+    A name with any refused address raises UnsafeAddress, which aiohttp lets through as it is
+    (it wraps only OSErrors). A name that does not resolve becomes an OSError, which aiohttp
+    reports as ClientConnectorDNSError, a connection error worth retrying; its exception chain
+    keeps the lookup's own error but not UnresolvableHost, so a caller looking for an
+    UnsafeAddress in the chain does not take a passing DNS failure for a refusal.
     """
 
-    def __init__(
-        self, guard: AddressGuard, inner: httpcore.AsyncNetworkBackend | None = None
-    ) -> None:
+    def __init__(self, guard: AddressGuard) -> None:
         self._guard = guard
-        self._inner = inner if inner is not None else httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        """A stream to the first checked address of `host` that accepts, all within `timeout`.
-
-        UnsafeAddress propagates as it is (httpx re-raises exceptions that are not httpcore's);
-        a host that does not resolve becomes httpcore.ConnectError, as it would unguarded, with
-        the reason as its message (httpcore's pool re-raises `from None`, dropping the cause).
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """The addresses of `host` the guard passed, in its order, as numeric results so that
+        nothing looks them up again; only those of `family` unless it is AF_UNSPEC, as
+        aiohttp's resolver contract asks (its connector passes AF_UNSPEC by default)."""
+        unresolvable: UnresolvableHost | None = None
         try:
-            with anyio.fail_after(timeout):
-                addresses = await self._guard.addresses(host, port)
+            addresses = await self._guard.addresses(host, port)
         except UnresolvableHost as exc:
-            raise httpcore.ConnectError(exc.reason) from exc
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
-        *others, last = addresses
-        for address in others:
-            try:
-                return await self._connect(address, port, deadline, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+            unresolvable = exc
+        if unresolvable is not None:
+            # Raised outside the except clause so that UnresolvableHost is not its __context__.
+            raise OSError(None, unresolvable.reason) from unresolvable.__cause__
+        results: list[ResolveResult] = []
+        for address in addresses:
+            address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            if family not in (socket.AF_UNSPEC, address_family):
                 continue
-        return await self._connect(last, port, deadline, local_address, socket_options)
+            results.append(
+                ResolveResult(
+                    hostname=host,
+                    host=address,
+                    port=port,
+                    family=address_family,
+                    proto=0,
+                    flags=socket.AI_NUMERICHOST,
+                )
+            )
+        if not results:
+            raise OSError(None, f"{host} does not resolve to an address of family {family!r}")
+        return results
 
-    async def _connect(
-        self,
-        address: str,
-        port: int,
-        deadline: float | None,
-        local_address: str | None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None,
-    ) -> httpcore.AsyncNetworkStream:
-        """One connection attempt with what is left of the caller's timeout."""
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise httpcore.ConnectTimeout(f"connecting to {address} timed out")
-        return await self._inner.connect_tcp(
-            address,
-            port,
-            timeout=remaining,
-            local_address=local_address,
-            socket_options=socket_options,
-        )
-
-    async def sleep(self, seconds: float) -> None:
-        """httpcore sleeps through its backend between connection retries."""
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        """Nothing to release: this resolver holds no resources, the guard's resolver does
+        the lookups."""
 
 
-class _GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport with its connection pool swapped for one on a GuardedBackend.
+class GuardedConnector(aiohttp.TCPConnector):
+    """A TCPConnector that opens sockets only to addresses the guard passes, and never through
+    a proxy.
 
-    Subclassing keeps httpx's request/response and exception mapping, which a hand-written
-    transport would have to copy; the price is replacing `_pool`, an attribute httpx 0.28 does
-    not document (its constructor accepts no network backend).
+    Names are checked by its GuardedResolver, with the reason naming the host. aiohttp does not
+    resolve IP-literal hosts, so the resolver never sees them; the check therefore also sits in
+    `_wrap_create_connection`, the one place TCPConnector opens sockets (as of aiohttp 3.14),
+    and judges every address handed to it, literal or resolved, before any socket exists. The
+    tests refusing literals fail if a later aiohttp stops calling it.
+
+    aiohttp connects to the resolved address but does TLS with the URL's host as
+    server_hostname, so SNI and certificate checks stay on the name while the address stays
+    pinned to the one checked.
     """
 
-    def __init__(self, backend: GuardedBackend, max_connections: int) -> None:
-        ssl_context = httpx.create_ssl_context(trust_env=False)
-        super().__init__(verify=ssl_context, trust_env=False)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            # httpx's default; httpcore's own keeps idle connections, and their address, forever.
-            keepalive_expiry=5.0,
-            network_backend=backend,
-        )
+    def __init__(self, *, guard: AddressGuard, **kwargs: Any) -> None:
+        self._guard = guard
+        # No DNS cache: each new connection judges the current answer, and a lookup runs in the
+        # request's own task, so the request's timeout also bounds it.
+        super().__init__(resolver=GuardedResolver(guard), use_dns_cache=False, **kwargs)
+
+    async def _create_connection(
+        self, req: aiohttp.ClientRequest, *args: Any, **kwargs: Any
+    ) -> ResponseHandler:
+        """Refuses a request's `proxy=`: a proxy would reach the target for us, unchecked."""
+        if req.proxy is not None:
+            raise UnsafeAddress("webhook deliveries do not go through a proxy")
+        return await super()._create_connection(req, *args, **kwargs)
+
+    async def _wrap_create_connection(
+        self, *args: Any, addr_infos: list[AddrInfoType], **kwargs: Any
+    ) -> tuple[asyncio.Transport, ResponseHandler]:
+        """Connects to one of `addr_infos` once every one of them passes the guard."""
+        for *_, sockaddr in addr_infos:
+            await self._guard.addresses(str(sockaddr[0]), int(sockaddr[1]))
+        return await super()._wrap_create_connection(*args, addr_infos=addr_infos, **kwargs)
 
 
-# Settings that would route around the guard or that the guarded transport makes itself.
-_FIXED = frozenset(
-    {"transport", "mounts", "proxy", "trust_env", "follow_redirects", "verify", "cert", "limits"}
-)
+# Settings that would route around the guard, or that guarded_session makes itself.
+_FIXED = frozenset({"connector", "connector_owner", "trust_env", "proxy", "proxy_auth"})
 
 
-def guarded_client(
+def guarded_session(
     guard: AddressGuard,
     *,
-    backend: httpcore.AsyncNetworkBackend | None = None,
     max_connections: int = 1000,
-    **client_kwargs: Any,
-) -> httpx.AsyncClient:
-    """An AsyncClient whose every connection goes through `guard`: no redirects followed, no
-    proxy taken from the environment. `backend` replaces the inner network backend (tests
-    record connections with it); other keyword arguments (timeout, headers…) go to the client.
+    connector_class: type[aiohttp.TCPConnector] = aiohttp.TCPConnector,
+    **session_kwargs: Any,
+) -> aiohttp.ClientSession:
+    """A ClientSession whose every connection goes through `guard`, with no proxy, neither
+    from the environment nor per request.
+
+    A refused address, literal or resolved, raises UnsafeAddress itself from the request (with
+    its `.reason`), before any socket is opened; a name that does not resolve raises
+    aiohttp.ClientConnectorDNSError. A session cannot forbid redirects for every request, so
+    callers pass `allow_redirects=False`; a redirect followed anyway is still guarded, as each
+    hop opens its connection here.
+
+    `connector_class` is a TCPConnector subclass, for tests that record connection attempts; it
+    is placed under GuardedConnector, so the guard runs before anything it overrides. Other
+    keyword arguments (timeout, headers…) go to the session.
     """
-    fixed = _FIXED.intersection(client_kwargs)
+    fixed = _FIXED.intersection(session_kwargs)
     if fixed:
-        raise TypeError(f"guarded_client sets {', '.join(sorted(fixed))} itself")
-    transport = _GuardedTransport(GuardedBackend(guard, inner=backend), max_connections)
-    return httpx.AsyncClient(
-        transport=transport, follow_redirects=False, trust_env=False, **client_kwargs
-    )
+        raise TypeError(f"guarded_session sets {', '.join(sorted(fixed))} itself")
+    guarded = type(f"Guarded{connector_class.__name__}", (GuardedConnector, connector_class), {})
+    connector = guarded(guard=guard, limit=max_connections, limit_per_host=0)
+    return aiohttp.ClientSession(connector=connector, trust_env=False, **session_kwargs)

@@ -103,6 +103,11 @@ async def push(redis: Redis, queued: Iterable[Due]) -> None:
         await pipe.execute()
 
 
+async def set_concurrency(redis: Redis, webhook_id: ObjectId, concurrency: int) -> None:
+    """A webhook's new concurrency, for the deliveries already queued too."""
+    await redis.hset(LIMITS, str(webhook_id), concurrency)
+
+
 async def take(
     redis: Redis, now_ms: int, want: int, slot_lapse_ms: int
 ) -> list[tuple[ObjectId, ObjectId]]:
@@ -114,14 +119,18 @@ async def take(
     ]
 
 
-async def release(redis: Redis, webhook_id: ObjectId, delivery_id: ObjectId) -> None:
-    """Give a delivery's slot back; its webhook's next due delivery may go at once."""
-    await redis.eval(
-        _RELEASE,
-        3,
-        slots_key(webhook_id),
-        _due_key(webhook_id),
-        READY,
-        str(delivery_id),
-        str(webhook_id),
-    )
+async def release(redis: Redis, held: Iterable[tuple[ObjectId, ObjectId]]) -> None:
+    """Give slots back, (webhook id, delivery id) each, in one round trip: each webhook's next
+    due delivery may go at once."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for webhook_id, delivery_id in held:
+            pipe.eval(
+                _RELEASE,
+                3,
+                slots_key(webhook_id),
+                _due_key(webhook_id),
+                READY,
+                str(delivery_id),
+                str(webhook_id),
+            )
+        await pipe.execute()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
+import aiohttp
 from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -35,7 +35,7 @@ from resolvers.timestamps import now
 from resolvers.webhooks import signing_secrets
 from triggers.patience import Patience
 from triggers.webhooks import delivery_queue
-from triggers.webhooks.address_guard import AddressGuard, guarded_client
+from triggers.webhooks.address_guard import AddressGuard, guarded_session
 from triggers.webhooks.delivery_queue import Due
 from triggers.webhooks.retry_policy import RetryPolicy, Verdict, verdict
 from triggers.webhooks.sender import Answer, attempt
@@ -72,7 +72,7 @@ class Dispatcher:
     box: SecretBox
     guard: AddressGuard
     patience: Patience
-    client: httpx.AsyncClient | None = None
+    session: aiohttp.ClientSession | None = None
     flights: dict[ObjectId, asyncio.Task] = field(default_factory=dict)
     _ends: list[tuple[Flight, Answer | None, Verdict]] = field(default_factory=list)
     _room: asyncio.Event = field(default_factory=asyncio.Event)
@@ -80,7 +80,7 @@ class Dispatcher:
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     def start(self) -> None:
-        self.client = guarded_client(self.guard, max_connections=self.capacity)
+        self.session = guarded_session(self.guard, max_connections=self.capacity)
         self._tasks = [
             asyncio.create_task(self._take_loop()),
             asyncio.create_task(self._end_loop()),
@@ -100,8 +100,8 @@ class Dispatcher:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.client is not None:
-            await self.client.aclose()
+        if self.session is not None:
+            await self.session.close()
 
     async def _take_loop(self) -> None:
         while True:
@@ -168,10 +168,10 @@ class Dispatcher:
                         delivery_queue.slots_key(webhook_id), {str(delivery_id): lapse_ms}, xx=True
                     )
             await pipe.execute()
+        # Sent, ended or held by another worker: it was queued twice. Free their slots.
         unclaimed = [(w, d) for w, d, _ in held if d not in claimed]
-        for webhook_id, delivery_id in unclaimed:
-            # Sent, ended or held by another worker: it was queued twice. Free its slot.
-            await delivery_queue.release(self.redis, webhook_id, delivery_id)
+        if unclaimed:
+            await delivery_queue.release(self.redis, unclaimed)
         for delivery in claimed.values():
             webhook, secrets = webhooks.get(delivery["webhookId"], (None, []))
             flight = Flight(delivery, webhook or {}, secrets, claim)
@@ -193,11 +193,13 @@ class Dispatcher:
         try:
             if not webhook:
                 judged = Verdict("cancelled", "the webhook was deleted", None)
+            elif webhook["projectId"] != delivery["projectId"]:
+                judged = Verdict("cancelled", "the webhook is not of the delivery's project", None)
             elif not webhook["active"]:
                 reason = webhook.get("disabledReason") or "the webhook is turned off"
                 judged = Verdict("cancelled", reason, None)
             else:
-                answer = await attempt(self.client, webhook, flight.secrets, delivery, number)
+                answer = await attempt(self.session, webhook, flight.secrets, delivery, number)
                 judged = verdict(
                     RetryPolicy.model_validate(webhook["retryPolicy"]),
                     number,
@@ -257,12 +259,18 @@ class Dispatcher:
             for flight, _, judged in ends
             if judged.outcome == "retry"
         ]
-        with contextlib.suppress(Exception):
-            for flight, _, _ in ends:
-                await delivery_queue.release(
-                    self.redis, flight.delivery["webhookId"], flight.delivery["_id"]
-                )
+        try:
+            held = [(flight.delivery["webhookId"], flight.delivery["_id"]) for flight, _, _ in ends]
+            await delivery_queue.release(self.redis, held)
             await delivery_queue.push(self.redis, retries)
+        except Exception as exc:
+            if self.patience.noticed(exc) is None:
+                raise
+            # MongoDB has the answers: slots lapse by themselves, and the sweep queues the
+            # retries again.
+            log.warning("%d retries left to the sweep: %s", len(retries), exc)
+        # Slots are free: the take loop may find due deliveries of these webhooks now.
+        self._room.set()
 
 
 def _logged(number: int, answer: Answer | None, judged: Verdict, moment: datetime) -> dict:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
+import aiohttp
 
 from resolvers.timestamps import now
 from triggers.webhooks.address_guard import UnsafeAddress
@@ -59,7 +59,7 @@ def _refusal(exc: BaseException) -> UnsafeAddress | None:
 
 
 async def attempt(
-    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
     webhook: dict[str, Any],
     secrets: list[str],
     delivery: dict[str, Any],
@@ -83,24 +83,22 @@ async def attempt(
     answer = Answer(request_id, now(), 0.0)
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout_s):
-            request = client.build_request(
-                "POST", webhook["url"], content=body, headers=headers, timeout=timeout_s
-            )
-            response = await client.send(request, stream=True)
-            try:
-                answer.status = response.status_code
-                answer.headers = dict(response.headers)
-                answer.body = await _excerpt(response)
-            finally:
-                await response.aclose()
+        async with (
+            asyncio.timeout(timeout_s),
+            session.post(
+                webhook["url"], data=body, headers=headers, allow_redirects=False
+            ) as response,
+        ):
+            answer.status = response.status
+            answer.headers = dict(response.headers)
+            answer.body = await _excerpt(response)
     except TimeoutError:
         answer.error = f"no answer within the timeout of {timeout_s:g} s"
     except Exception as exc:
         refused = _refusal(exc)
         if refused is not None:
             answer.error = f"refused by the address guard: {refused}"
-        elif isinstance(exc, httpx.HTTPError):
+        elif isinstance(exc, aiohttp.ClientError):
             answer.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         else:
             raise
@@ -108,10 +106,11 @@ async def attempt(
     return answer
 
 
-async def _excerpt(response: httpx.Response) -> str:
-    taken = bytearray()
-    async for chunk in response.aiter_bytes():
-        taken += chunk
-        if len(taken) >= EXCERPT_BYTES:
+async def _excerpt(response: aiohttp.ClientResponse) -> str:
+    taken = b""
+    while len(taken) < EXCERPT_BYTES:
+        chunk = await response.content.read(EXCERPT_BYTES - len(taken))
+        if not chunk:
             break
-    return bytes(taken[:EXCERPT_BYTES]).decode("utf-8", errors="replace")
+        taken += chunk
+    return taken.decode("utf-8", errors="replace")
