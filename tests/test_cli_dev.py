@@ -155,8 +155,17 @@ async def test_loom_dev_seed_demo_serves_the_demo_runs_its_executions_and_seeds_
             data = await ask(dev.base, key, PROJECT_TRIGGERS)
             triggers = data["organizations"]["nodes"][0]["projects"]["nodes"][0]["triggers"]
             fired = {t["name"]: t["firedCount"] for t in triggers["nodes"]}
-            assert set(fired) == {t["name"] for t in demo.TRIGGERS}
+            names = {t["name"] for t in demo.TRIGGERS} | {demo.WEBHOOK_TRIGGER["name"]}
+            assert set(fired) == names
             assert fired["greet new images"] >= 1  # invoked by hand as the demo is seeded
+
+            async def inbox() -> list:
+                return (await http.get(f"{dev.base}/dev/inbox")).json()
+
+            # The demo webhook's ping, signed and delivered by the dev worker to the dev inbox.
+            (ping,) = await eventually(inbox, bool)
+            assert ping["body"]["type"] == "loom.ping"
+            assert ping["headers"]["webhook-signature"].startswith("v1,")
         finally:
             assert dev.stop() == 0
 
