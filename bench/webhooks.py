@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -174,6 +175,7 @@ class Bench:
         await self.mongo.close()
         await self.redis.flushdb()
         await self.redis.aclose()
+        shutil.rmtree(self.home, ignore_errors=True)
 
     async def setup(self) -> None:
         from gateway.bootstrap import create_key

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,6 +49,13 @@ LEASE_MARGIN_S = 10.0
 SLOT_LAPSE_S = 310.0
 """How long a slot is held before the worker knows the webhook's timeout (the longest one)."""
 FILL_S = 0.005
+CLAIMING = 4
+"""Pages claimed at once, at most."""
+PREFETCH = 2
+"""Deliveries a worker holds (being claimed, claimed, in flight), as a multiple of how many it
+sends at once: the next ones are claimed while the last ones are sent, so MongoDB's latency
+does not leave the receiver idle. Slots count them all: a webhook's concurrency is never
+exceeded."""
 STOP_WAIT_S = 2.0
 MAX_LOGGED_ATTEMPTS = 100
 SWEEP_BATCH = 1000
@@ -78,6 +86,13 @@ class Dispatcher:
     _room: asyncio.Event = field(default_factory=asyncio.Event)
     _ended: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
+    _pages: set[asyncio.Task] = field(default_factory=set)
+    _reserved: int = 0
+    """Deliveries taken from Redis whose page is still being claimed."""
+    _sending: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._sending = asyncio.Semaphore(self.capacity)
 
     def start(self) -> None:
         self.session = guarded_session(self.guard, max_connections=self.capacity)
@@ -90,6 +105,8 @@ class Dispatcher:
         """Stop taking; attempts in flight get `STOP_WAIT_S` to finish, the others are cut
         short and go back to the queue, due at once."""
         self._tasks[0].cancel()
+        if self._pages:
+            await asyncio.wait(list(self._pages), timeout=STOP_WAIT_S)
         if self.flights:
             await asyncio.wait(list(self.flights.values()), timeout=STOP_WAIT_S)
         for task in list(self.flights.values()):
@@ -104,18 +121,28 @@ class Dispatcher:
             await self.session.close()
 
     async def _take_loop(self) -> None:
+        """Take due deliveries from Redis while there is room, and claim each page in a task
+        of its own: up to `CLAIMING` pages are claimed at once, so MongoDB's write latency is
+        not paid in series by every page."""
         while True:
-            free = self.capacity - len(self.flights)
+            free = PREFETCH * self.capacity - len(self.flights) - self._reserved
             taken: list[tuple[ObjectId, ObjectId]] = []
-            if free > 0:
+            if free > 0 and len(self._pages) < CLAIMING:
+                moment_ms = int(time.time() * 1000)
                 try:
-                    taken = await self._take(free)
+                    taken = await delivery_queue.take(
+                        self.redis, moment_ms, free, moment_ms + int(SLOT_LAPSE_S * 1000)
+                    )
                 except Exception as exc:
                     if self.patience.noticed(exc) is None:
                         log.exception("taking deliveries failed")
                     await asyncio.sleep(self.poll_s * 10)
                     continue
-            if taken and len(taken) == free:
+            if taken:
+                self._reserved += len(taken)
+                page = asyncio.create_task(self._start_page(taken))
+                self._pages.add(page)
+                page.add_done_callback(self._pages.discard)
                 continue
             self._room.clear()
             with contextlib.suppress(TimeoutError):
@@ -123,14 +150,28 @@ class Dispatcher:
             if self.flights:
                 await asyncio.sleep(FILL_S)
 
-    async def _take(self, free: int) -> list[tuple[ObjectId, ObjectId]]:
-        moment_ms = int(time.time() * 1000)
-        taken = await delivery_queue.take(
-            self.redis, moment_ms, free, moment_ms + int(SLOT_LAPSE_S * 1000)
+    async def _start_page(self, taken: list[tuple[ObjectId, ObjectId]]) -> None:
+        """Claim a page of taken deliveries and send those claimed; if the claim fails, their
+        slots go back (the deliveries are still pending: they are queued again)."""
+        try:
+            await self._claim_and_send(taken)
+        except Exception as exc:
+            if self.patience.noticed(exc) is None:
+                log.exception("claiming %d deliveries failed", len(taken))
+            with contextlib.suppress(Exception):
+                await delivery_queue.release(self.redis, taken)
+        finally:
+            self._reserved -= len(taken)
+            self._room.set()
+
+    async def _claim_and_send(self, taken: list[tuple[ObjectId, ObjectId]]) -> None:
+        """Read the page and its webhooks (side by side), claim it in one bulk write, send
+        what was claimed. Only a page some of which was not claimed is read again."""
+        ids = [delivery_id for _, delivery_id in taken]
+        webhooks, read = await asyncio.gather(
+            self._read_webhooks({webhook_id for webhook_id, _ in taken}),
+            self.db.deliveries.find({"_id": {"$in": ids}}).to_list(),
         )
-        if not taken:
-            return taken
-        webhooks = await self._read_webhooks({webhook_id for webhook_id, _ in taken})
         claim = ObjectId()
         moment = now()
         ops, held = [], []
@@ -158,25 +199,28 @@ class Dispatcher:
                 )
             )
             held.append((webhook_id, delivery_id, timeout_s))
-        await self.db.deliveries.bulk_write(ops, ordered=False)
-        claimed = {doc["_id"]: doc async for doc in self.db.deliveries.find({"lease.claim": claim})}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for webhook_id, delivery_id, timeout_s in held:
-                if delivery_id in claimed:
-                    lapse_ms = int((time.time() + timeout_s + LEASE_MARGIN_S) * 1000)
-                    pipe.zadd(
-                        delivery_queue.slots_key(webhook_id), {str(delivery_id): lapse_ms}, xx=True
-                    )
-            await pipe.execute()
-        # Sent, ended or held by another worker: it was queued twice. Free their slots.
-        unclaimed = [(w, d) for w, d, _ in held if d not in claimed]
-        if unclaimed:
-            await delivery_queue.release(self.redis, unclaimed)
+        result = await self.db.deliveries.bulk_write(ops, ordered=False)
+        if result.modified_count == len(ops) == len(read):
+            claimed = {doc["_id"]: {**doc, "attemptCount": doc["attemptCount"] + 1} for doc in read}
+        else:
+            mine = {"_id": {"$in": ids}, "lease.claim": claim}
+            claimed = {doc["_id"]: doc async for doc in self.db.deliveries.find(mine)}
         for delivery in claimed.values():
             webhook, secrets = webhooks.get(delivery["webhookId"], (None, []))
             flight = Flight(delivery, webhook or {}, secrets, claim)
             self.flights[delivery["_id"]] = asyncio.create_task(self._fly(flight))
-        return taken
+        # Their slots last as long as their leases; those not claimed — sent, ended or held
+        # by another worker: queued twice — are freed.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for webhook_id, delivery_id, timeout_s in held:
+                if delivery_id in claimed:
+                    lapse_ms = int((time.time() + timeout_s + LEASE_MARGIN_S) * 1000)
+                    slots = delivery_queue.slots_key(webhook_id)
+                    pipe.zadd(slots, {str(delivery_id): lapse_ms}, xx=True)
+            await pipe.execute()
+        unclaimed = [(w, d) for w, d, _ in held if d not in claimed]
+        if unclaimed:
+            await delivery_queue.release(self.redis, unclaimed)
 
     async def _read_webhooks(
         self, ids: set[ObjectId]
@@ -199,7 +243,8 @@ class Dispatcher:
                 reason = webhook.get("disabledReason") or "the webhook is turned off"
                 judged = Verdict("cancelled", reason, None)
             else:
-                answer = await attempt(self.session, webhook, flight.secrets, delivery, number)
+                async with self._sending:
+                    answer = await attempt(self.session, webhook, flight.secrets, delivery, number)
                 judged = verdict(
                     RetryPolicy.model_validate(webhook["retryPolicy"]),
                     number,
@@ -231,11 +276,15 @@ class Dispatcher:
                 self._ended.set()
 
     async def _write_ends(self) -> None:
-        """The answers so far, in one bulk write; then their slots back and their retries
-        queued, in one Redis round trip."""
+        """The answers so far: their slots back first (the receiver is done with them), then
+        one bulk write to MongoDB, then their retries queued."""
         ends, self._ends = self._ends, []
         if not ends:
             return
+        held = [(flight.delivery["webhookId"], flight.delivery["_id"]) for flight, _, _ in ends]
+        await self._redis_or_sweep(delivery_queue.release(self.redis, held), "slots to lapse")
+        # Slots are free: the take loop may find due deliveries of these webhooks now.
+        self._room.set()
         try:
             ops = [_end_op(flight, answer, judged) for flight, answer, judged in ends]
             await self.db.deliveries.bulk_write(ops, ordered=False)
@@ -259,18 +308,17 @@ class Dispatcher:
             for flight, _, judged in ends
             if judged.outcome == "retry"
         ]
+        await self._redis_or_sweep(delivery_queue.push(self.redis, retries), "retries to the sweep")
+
+    async def _redis_or_sweep(self, call: Awaitable[None], left: str) -> None:
+        """A Redis call after what MongoDB holds: Redis away loses nothing (slots lapse by
+        themselves, the sweep queues pending deliveries again)."""
         try:
-            held = [(flight.delivery["webhookId"], flight.delivery["_id"]) for flight, _, _ in ends]
-            await delivery_queue.release(self.redis, held)
-            await delivery_queue.push(self.redis, retries)
+            await call
         except Exception as exc:
             if self.patience.noticed(exc) is None:
                 raise
-            # MongoDB has the answers: slots lapse by themselves, and the sweep queues the
-            # retries again.
-            log.warning("%d retries left to the sweep: %s", len(retries), exc)
-        # Slots are free: the take loop may find due deliveries of these webhooks now.
-        self._room.set()
+            log.warning("Redis unavailable (%s): left %s", exc, left)
 
 
 def _logged(number: int, answer: Answer | None, judged: Verdict, moment: datetime) -> dict:
