@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -250,3 +251,48 @@ async def test_ping_and_redeliver_send_the_same_message_id_again(member, db, set
             lambda doc: doc["state"] == "delivered",
         )
         assert [a["attempt"] for a in done["attempts"]] == [1, 2]
+
+
+SCHEDULE_RUN = """mutation($p: ID!, $at: DateTime!, $op: TriggerOperationInput!, $input: JSON) {
+  scheduleRun(projectId: $p, at: $at, operation: $op, input: $input) { id } }"""
+CREATE_CRON = """mutation($p: ID!, $input: CronTriggerInput!) {
+  createCronTrigger(projectId: $p, input: $input) { id } }"""
+
+
+async def test_cron_triggers_and_scheduled_runs_deliver_signed_scheduled_messages(
+    member, db, settings, worker
+):
+    async with receiving(settings) as receiver:
+        world = await make_world(member)
+        made = await world.client.data(
+            CREATE_WEBHOOK, p=world.project, input={"name": "ticks", "url": receiver.url}
+        )
+        webhook, secret = made["createWebhook"]["webhook"]["id"], made["createWebhook"]["secret"]
+        operation = {"type": "webhook", "webhookId": webhook}
+        at = datetime.now(UTC).isoformat()
+        run = await world.client.data(
+            SCHEDULE_RUN, p=world.project, at=at, op=operation, input={"report": "now"}
+        )
+        (first,) = await receiver.wait_for(1)
+        scheduled = _verified(secret, first)
+        assert scheduled["type"] == "loom.scheduled"
+        assert scheduled["data"]["input"] == {"report": "now"}
+        assert scheduled["data"]["scheduledRunId"] == run["scheduleRun"]["id"]
+
+        cron = {
+            "name": "every second",
+            "cron": "* * * * * *",
+            "operation": operation,
+            "input": {"tick": True},
+        }
+        made = await world.client.data(CREATE_CRON, p=world.project, input=cron)
+        cron_id = made["createCronTrigger"]["id"]
+        ticks = await receiver.wait_for(3)
+        bodies = [_verified(secret, request) for request in ticks[1:]]
+    assert {body["data"]["trigger"]["id"] for body in bodies} == {cron_id}
+    assert all(body["data"]["input"] == {"tick": True} for body in bodies)
+    assert len({request.headers["webhook-id"] for request in ticks}) == 3
+    fires = await db.cron_fires.find({"cronTriggerId": ObjectId(cron_id)}).to_list()
+    fire_ids = {str(fire["_id"]) for fire in fires}
+    assert {body["data"]["cronFireId"] for body in bodies} <= fire_ids
+    assert all(fire["deliveryId"] is not None for fire in fires if fire["status"] == "fired")

@@ -72,7 +72,7 @@ async def _deliver(
         raise OperationUnavailable(f"webhook {webhook['name']!r} is turned off")
     moment = now()
     data = {
-        "trigger": {"id": str(owner["_id"]), "name": owner["name"]},
+        "trigger": {"id": str(owner["_id"]), "name": owner.get("name")},
         "input": as_json(owner["operation"].get("input") or owner.get("input") or {}),
         **as_json(extra),
     }
