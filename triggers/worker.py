@@ -11,8 +11,10 @@ queues, up to `LOOM_WORKER_MAX_JOBS` at once (`loom worker --concurrency N`); ru
 background each worker also requeues stalled commands, reaps executions whose worker died,
 queues again executions Redis lost, sweeps stored files a crash left behind and removes old
 events (triggers/periodic.py), and fires due cron triggers and scheduled runs
-(triggers/cron/). Every worker is also a candidate relay (triggers/relay/): the
-one holding the relay's lease turns changes into events and matching triggers into executions.
+(triggers/cron/). Each worker's dispatcher (triggers/webhooks/dispatcher.py) sends the
+webhook deliveries that are due, and its sweep queues again those nobody holds. Every worker
+is also a candidate relay (triggers/relay/): the one holding the relay's lease turns changes
+into events, and matching triggers into executions and deliveries.
 
 A worker outlives MongoDB and Redis being away, and exits only when told to (SIGTERM,
 SIGINT). arq's own Worker, which still polls for commands and pings, returns with the first
