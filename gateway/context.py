@@ -205,12 +205,7 @@ class Context:
 
     async def enqueue_delivery(self, delivery: dict[str, Any], webhook: dict[str, Any]) -> None:
         """Queue a delivery MongoDB already holds; the workers' sweep queues it otherwise."""
-        due = Due(
-            webhook["_id"],
-            delivery["_id"],
-            int(delivery["nextAttemptAt"].timestamp() * 1000),
-            webhook["concurrency"],
-        )
+        due = Due.pending(delivery, webhook["concurrency"])
         await _after_commit(
             delivery_queue.push(self.connections.redis, [due]),
             f"delivery {delivery['_id']} left to the sweep",

@@ -305,8 +305,7 @@ async def _webhook(demo: Demo) -> None:
             demo.access, guard, demo.inbox.box, project_id, data
         )
         pinged = await deliveries.ping(demo.access, webhook)
-        due = Due(webhook["_id"], pinged["_id"], int(time.time() * 1000), webhook["concurrency"])
-        await delivery_queue.push(demo.redis, [due])
+        await delivery_queue.push(demo.redis, [Due.pending(pinged, webhook["concurrency"])])
     wanted = {"projectId": project_id, "name": WEBHOOK_TRIGGER["name"]}
     if await demo.db.triggers.find_one(wanted) is None:
         operation = {"type": "webhook", "webhookId": str(webhook["_id"])}

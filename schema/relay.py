@@ -17,6 +17,11 @@ NodeT = TypeVar("NodeT")
 DEFAULT_PAGE_SIZE = 20
 
 
+def optional_id(value: Any) -> strawberry.ID | None:
+    """A stored id that may be missing, as a GraphQL ID (or null)."""
+    return None if value is None else strawberry.ID(str(value))
+
+
 @strawberry.interface(description="An object with a globally unique ID.")
 class Node:
     id: strawberry.ID

@@ -14,7 +14,7 @@ from resolvers.inputs import object_id
 from resolvers.json_documents import as_json
 from resolvers.triggers import ExecutionMode, Resource, TriggerAction
 from schema.inputs import as_input
-from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
+from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, optional_id, page_request
 from schema.services import Execution, Service, executions_page
 
 if TYPE_CHECKING:
@@ -68,16 +68,12 @@ class TriggerOperation:
 
     @classmethod
     def from_doc(cls, operation: dict[str, Any]) -> "TriggerOperation":
-        def optional_id(key: str) -> strawberry.ID | None:
-            value = operation.get(key)
-            return None if value is None else strawberry.ID(str(value))
-
         return cls(
             type=operation["type"],
-            service_id=optional_id("serviceId"),
+            service_id=optional_id(operation.get("serviceId")),
             function_name=operation.get("functionName"),
             input=operation.get("input"),
-            webhook_id=optional_id("webhookId"),
+            webhook_id=optional_id(operation.get("webhookId")),
         )
 
 

@@ -14,7 +14,7 @@ from resolvers.deliveries import DeliveryState
 from resolvers.errors import Forbidden
 from resolvers.inputs import object_id
 from schema.inputs import as_input
-from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
+from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, optional_id, page_request
 from triggers.webhooks.sender import message_id
 
 HIDDEN = "HIDDEN"
@@ -187,9 +187,6 @@ class WebhookDelivery(Node):
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "WebhookDelivery":
-        def optional_id(value: Any) -> strawberry.ID | None:
-            return None if value is None else strawberry.ID(str(value))
-
         pending = doc["state"] == DeliveryState.pending
         return cls(
             id=strawberry.ID(str(doc["_id"])),

@@ -89,13 +89,6 @@ async def _deliver(
             return {"deliveryId": delivery["_id"]}
     await delivery_queue.push(
         redis,
-        [
-            Due(
-                webhook["_id"],
-                delivery["_id"],
-                int(delivery["nextAttemptAt"].timestamp() * 1000),
-                webhook["concurrency"],
-            )
-        ],
+        [Due.pending(delivery, webhook["concurrency"])],
     )
     return {"deliveryId": delivery["_id"]}

@@ -363,12 +363,7 @@ class Relay:
             queued = [d for n, d in enumerate(made) if n not in refused]
             queued += await waiting.to_list()
         due = [
-            Due(
-                delivery["webhookId"],
-                delivery["_id"],
-                int(delivery["nextAttemptAt"].timestamp() * 1000),
-                webhooks[delivery["webhookId"]]["concurrency"],
-            )
+            Due.pending(delivery, webhooks[delivery["webhookId"]]["concurrency"])
             for delivery in queued
         ]
         try:

@@ -17,6 +17,7 @@ sets its due time again, and a worker claims a delivery in MongoDB before sendin
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from bson import ObjectId
 from redis.asyncio import Redis
@@ -77,6 +78,12 @@ class Due:
     delivery_id: ObjectId
     due_ms: int
     concurrency: int
+
+    @classmethod
+    def pending(cls, delivery: dict[str, Any], concurrency: int) -> "Due":
+        """A stored pending delivery, due at its `nextAttemptAt`."""
+        due_ms = int(delivery["nextAttemptAt"].timestamp() * 1000)
+        return cls(delivery["webhookId"], delivery["_id"], due_ms, concurrency)
 
 
 def _due_key(webhook_id: ObjectId | str) -> str:

@@ -417,15 +417,7 @@ async def requeue_pending(db: AsyncDatabase, redis: Redis, older_than_s: float =
         }
         await delivery_queue.push(
             redis,
-            [
-                Due(
-                    doc["webhookId"],
-                    doc["_id"],
-                    int(doc["nextAttemptAt"].timestamp() * 1000),
-                    limits.get(doc["webhookId"], 1),
-                )
-                for doc in page
-            ],
+            [Due.pending(doc, limits.get(doc["webhookId"], 1)) for doc in page],
         )
         queued += len(page)
         last = (page[-1]["nextAttemptAt"], page[-1]["_id"])
