@@ -110,6 +110,31 @@ class Loaders:
         return by_id(self._db, "items")
 
     @cached_property
+    def commands(self) -> DataLoader[ObjectId, dict[str, Any]]:
+        return by_id(self._db, "commands")
+
+    @cached_property
+    def model_runs(self) -> DataLoader[ObjectId, dict[str, Any]]:
+        return by_id(self._db, "model_runs")
+
+    @cached_property
+    def predictions_of_item(self) -> DataLoader[tuple[ObjectId, ObjectId], list[dict[str, Any]]]:
+        """(run id, item id) → the item's predictions in that run, for every item of a tick in
+        one query. The run must have passed the caller's access check."""
+
+        async def load(keys: list[tuple[ObjectId, ObjectId]]) -> list[list[dict[str, Any]]]:
+            found: dict[tuple[ObjectId, ObjectId], list[dict[str, Any]]] = {k: [] for k in keys}
+            query = {
+                "runId": {"$in": list({run for run, _ in keys})},
+                "itemId": {"$in": list({item for _, item in keys})},
+            }
+            async for doc in self._db.predictions.find(query).sort("_id", 1):
+                found.get((doc["runId"], doc["itemId"]), []).append(doc)
+            return [found[k] for k in keys]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
     def annotations_of_item(self) -> DataLoader[AnnotationsKey, list[dict[str, Any]]]:
         return annotations_of_items(self._db)
 

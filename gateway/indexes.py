@@ -37,6 +37,12 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("datasetId", ASCENDING), ("size", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("datasetId", ASCENDING), ("sha256", ASCENDING)]),
         IndexModel([("projectId", ASCENDING)]),
+        IndexModel(
+            [("datasetId", ASCENDING), ("referenceId", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"referenceId": {"$type": "string"}},
+            name="one_item_per_reference_id",
+        ),
     ],
     "annotations": [
         IndexModel([("itemId", ASCENDING), ("_id", ASCENDING)]),
@@ -111,6 +117,12 @@ INDEXES: dict[str, list[IndexModel]] = {
     "webhooks": [
         IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True),
     ],
+    "models": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],
+    # Version numbers are unique per model (resolvers/models.py); pages go newest first.
+    "model_versions": [
+        IndexModel([("modelId", ASCENDING), ("version", ASCENDING)], unique=True),
+        IndexModel([("modelId", ASCENDING), ("version", DESCENDING), ("_id", ASCENDING)]),
+    ],
     # Webhook deliveries (triggers/webhooks/): one per (trigger, event) as executions are.
     "deliveries": [
         IndexModel(
@@ -148,6 +160,27 @@ INDEXES: dict[str, list[IndexModel]] = {
             partialFilterExpression={"trusted": False},
         )
     ],
+    "model_runs": [
+        IndexModel([("modelVersionId", ASCENDING), ("name", ASCENDING)], unique=True),
+        IndexModel([("modelVersionId", ASCENDING), ("createdAt", DESCENDING), ("_id", ASCENDING)]),
+        IndexModel([("modelId", ASCENDING)]),
+        IndexModel([("projectId", ASCENDING)]),
+    ],
+    "predictions": [
+        IndexModel([("runId", ASCENDING), ("itemId", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel(
+            [("runId", ASCENDING), ("itemId", ASCENDING), ("annotationId", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"annotationId": {"$type": "string"}},
+            name="one_prediction_per_annotation_id",
+        ),
+        IndexModel([("itemId", ASCENDING), ("runId", ASCENDING)]),
+    ],
+    # A commit's per-item matching state and match records (resolvers/model_run_commit.py).
+    "model_run_items": [
+        IndexModel([("runId", ASCENDING), ("itemId", ASCENDING)], unique=True),
+    ],
+    "model_run_changes": [IndexModel([("runId", ASCENDING), ("at", ASCENDING)])],
     # Idempotency keys answer retries for 24 h (resolvers/idempotency.py).
     "idempotency_keys": [IndexModel([("createdAt", ASCENDING)], expireAfterSeconds=24 * 3600)],
 }

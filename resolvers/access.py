@@ -56,6 +56,7 @@ class Action(StrEnum):
     RUN_EXECUTIONS = "execute, terminate or rerun functions"
     MANAGE_TRIGGERS = "create, change, delete or invoke triggers"
     MANAGE_WEBHOOKS = "create, change, delete, rotate or redeliver webhooks"
+    MANAGE_MODELS = "create, change or delete models, model runs and predictions"
 
 
 _ALL_ORG_ROLES = frozenset(OrgRole)
@@ -80,6 +81,7 @@ ORG_GRANTS: dict[Action, frozenset[OrgRole]] = {
     Action.RUN_EXECUTIONS: _ORG_MANAGERS,
     Action.MANAGE_TRIGGERS: _ORG_MANAGERS,
     Action.MANAGE_WEBHOOKS: _ORG_MANAGERS,
+    Action.MANAGE_MODELS: _ORG_MANAGERS,
 }
 """Actions granted by an organization role, on the organization and all its projects."""
 
@@ -97,6 +99,7 @@ PROJECT_GRANTS: dict[Action, frozenset[ProjectRole]] = {
     Action.RUN_EXECUTIONS: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
     Action.MANAGE_TRIGGERS: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
     Action.MANAGE_WEBHOOKS: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
+    Action.MANAGE_MODELS: frozenset({ProjectRole.OWNER, ProjectRole.DEVELOPER}),
 }
 """Actions granted by a project role, on that project only."""
 

@@ -91,6 +91,7 @@ RESOURCE_FIELDS: dict[str, dict[str, str]] = {
         "width": "width",
         "height": "height",
         "hash": "sha256",
+        "referenceId": "referenceId",
         "type": "type",
         "tags": "tags",
         "hidden": "hidden",

@@ -34,6 +34,8 @@ FileName = Annotated[
 ]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 MimeType = Annotated[str, StringConstraints(max_length=127, pattern=r"^[\w.+-]+/[\w.+-]+$")]
+ReferenceId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+"""The caller's own key for an item (Nucleus' reference id), unique in its dataset."""
 
 
 class ItemInput(Input):
@@ -43,6 +45,7 @@ class ItemInput(Input):
     tags: list[Tag] = Field(default_factory=list, max_length=100)
     description: Description = ""
     hidden: bool = False
+    reference_id: ReferenceId | None = None
 
 
 class ItemChanges(Changes):
@@ -52,6 +55,7 @@ class ItemChanges(Changes):
     tags: list[Tag] | None = Field(default=None, max_length=100)
     description: Description | None = None
     hidden: bool | None = None
+    reference_id: ReferenceId | None = None
 
 
 def _mimetype(declared: str | None, name: str) -> str:
@@ -66,6 +70,16 @@ class _MimeTypeInput(Input):
 
 def _name_taken(filename: str) -> Conflict:
     return Conflict(f"An item {filename!r} already exists in this dataset", field="name")
+
+
+def _taken(exc: DuplicateKeyError, filename: str, reference_id: str | None) -> Conflict:
+    """Which of the dataset's unique keys the item's name or reference id ran into."""
+    if "referenceId" in (exc.details or {}).get("keyPattern", {}):
+        return Conflict(
+            f"An item with referenceId {reference_id!r} already exists in this dataset",
+            field="referenceId",
+        )
+    return _name_taken(filename)
 
 
 async def upload_item(
@@ -114,6 +128,7 @@ async def upload_item(
         tags=item_input.tags,
         description=item_input.description,
         hidden=item_input.hidden,
+        **({"referenceId": item_input.reference_id} if item_input.reference_id else {}),
         annotated=False,
         annotationsCount=0,
     )
@@ -123,7 +138,7 @@ async def upload_item(
         try:
             await access.db.items.insert_one(item, session=session)
         except DuplicateKeyError as exc:
-            raise _name_taken(filename) from exc
+            raise _taken(exc, filename, item_input.reference_id) from exc
         kept = await files.reference(access.db, upload, mimetype, session)
         await access.db.datasets.update_one(
             {"_id": dataset_id},
@@ -170,6 +185,8 @@ async def update_item(access: Access, item_id: ObjectId, data: dict[str, Any]) -
     for name in ("tags", "description", "hidden"):
         if getattr(changes, name) is not None:
             fields[name] = getattr(changes, name)
+    if changes.reference_id is not None:
+        fields["referenceId"] = changes.reference_id
     name = changes.name or item["name"]
     directory = directories.normalise(changes.dir) if changes.dir else item["dir"]
     fields.update(name=name, dir=directory, filename=directories.join(directory, name))
@@ -183,7 +200,7 @@ async def update_item(access: Access, item_id: ObjectId, data: dict[str, Any]) -
                 session=session,
             )
         except DuplicateKeyError as exc:
-            raise _name_taken(fields["filename"]) from exc
+            raise _taken(exc, fields["filename"], changes.reference_id) from exc
         await _add_directory(access, item["datasetId"], directory, session)
         return updated
 

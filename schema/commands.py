@@ -20,6 +20,10 @@ class Command:
     progress: int = strawberry.field(description="Percent done, 0 to 100.")
     input: JSON
     error: str | None
+    result: JSON | None = strawberry.field(
+        description="What the command produced, when it says more than its status "
+        "(e.g. an upload's counts and refused predictions)."
+    )
     attempts: int
     created_at: datetime
     updated_at: datetime
@@ -33,6 +37,7 @@ class Command:
             progress=doc["progress"],
             input={k: str(v) if isinstance(v, ObjectId) else v for k, v in doc["input"].items()},
             error=doc["error"],
+            result=doc.get("result"),
             attempts=doc["attempts"],
             created_at=doc["createdAt"],
             updated_at=doc["updatedAt"],

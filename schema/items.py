@@ -3,7 +3,7 @@
 import json
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry.file_uploads import Upload
@@ -16,6 +16,9 @@ from schema.datasets import Dataset
 from schema.idempotency import IdempotencyKey
 from schema.inputs import as_input
 from schema.relay import Connection, Node, page_request
+
+if TYPE_CHECKING:
+    from schema.model_runs import Prediction
 
 
 @strawberry.enum
@@ -55,6 +58,9 @@ class Item(Node):
     tags: list[str]
     description: str
     hidden: bool
+    reference_id: str | None = strawberry.field(
+        description="Your own key for the item, unique in its dataset."
+    )
     annotated: bool
     annotations_count: int
     created_at: datetime
@@ -69,6 +75,14 @@ class Item(Node):
         self, info: strawberry.Info, filter: JSON | None = None
     ) -> list[Annotation]:
         return await item_annotations(info, self.id_value, filter)
+
+    @strawberry.field(description="The item's predictions in a model run.")
+    async def predictions(
+        self, info: strawberry.Info, model_run_id: strawberry.ID
+    ) -> list[Annotated["Prediction", strawberry.lazy("schema.model_runs")]]:
+        from schema.model_runs import item_predictions
+
+        return await item_predictions(info, object_id(model_run_id, "modelRunId"), self.id_value)
 
     @strawberry.field
     async def dataset(self, info: strawberry.Info) -> Dataset:
@@ -92,6 +106,7 @@ class Item(Node):
             tags=doc["tags"],
             description=doc["description"],
             hidden=doc["hidden"],
+            reference_id=doc.get("referenceId"),
             annotated=doc["annotated"],
             annotations_count=doc["annotationsCount"],
             created_at=doc["createdAt"],
@@ -149,6 +164,10 @@ class ItemInput:
     tags: list[str] | None = strawberry.UNSET
     description: str | None = strawberry.UNSET
     hidden: bool | None = strawberry.UNSET
+    reference_id: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Your own key for the item, unique in the dataset (Nucleus' reference id).",
+    )
 
 
 @strawberry.input
@@ -161,6 +180,7 @@ class ItemChangesInput:
     tags: list[str] | None = strawberry.UNSET
     description: str | None = strawberry.UNSET
     hidden: bool | None = strawberry.UNSET
+    reference_id: str | None = strawberry.UNSET
 
 
 @strawberry.type

@@ -18,6 +18,7 @@ from schema.users import Membership
 if TYPE_CHECKING:
     from schema.cron_triggers import CronTrigger, ScheduledRun
     from schema.datasets import Dataset
+    from schema.models import Model
     from schema.services import Execution, Service, StatusCount
     from schema.triggers import Event, Trigger
     from schema.webhooks import DeliveryStateEnum, Webhook, WebhookDelivery
@@ -55,6 +56,14 @@ class Project(Node):
         from schema.datasets import project_datasets
 
         return await project_datasets(info, object_id(self.id), first, after)
+
+    @strawberry.field(description="The project's models, by name.")
+    async def models(
+        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Connection[Annotated["Model", strawberry.lazy("schema.models")]]:
+        from schema.models import project_models
+
+        return await project_models(info, object_id(self.id), first, after)
 
     @strawberry.field(description="The project's services, by name.")
     async def services(

@@ -21,6 +21,8 @@ from schema.cron_triggers import (
 )
 from schema.datasets import Dataset, DatasetMutations, DatasetQueries
 from schema.items import Item, ItemMutations, ItemQueries
+from schema.model_runs import ModelRun, ModelRunMutations, ModelRunQueries, Prediction
+from schema.models import Model, ModelMutations, ModelQueries, ModelVersion
 from schema.organizations import Organization, OrganizationMutations, OrganizationQueries
 from schema.projects import Project, ProjectMutations, ProjectQueries
 from schema.relay import Node
@@ -50,6 +52,10 @@ NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Nod
     "cron_triggers": ({}, CronTrigger.from_doc),
     "cron_fires": ({}, CronFire.from_doc),
     "scheduled_runs": ({}, ScheduledRun.from_doc),
+    "model_runs": ({}, ModelRun.from_doc),
+    "predictions": ({}, Prediction.from_doc),
+    "models": ({}, Model.from_doc),
+    "model_versions": ({}, ModelVersion.from_doc),
 }
 """Collection → (where its access scope finds org and project ids, its GraphQL type)."""
 
@@ -86,6 +92,8 @@ class Query(
     TriggerQueries,
     CronTriggerQueries,
     WebhookQueries,
+    ModelQueries,
+    ModelRunQueries,
 ):
     @strawberry.field(description="Any object by its id, if the caller may see it.")
     async def node(self, info: strawberry.Info, id: strawberry.ID) -> Node | None:
@@ -108,5 +116,7 @@ class Mutation(
     TriggerMutations,
     CronTriggerMutations,
     WebhookMutations,
+    ModelMutations,
+    ModelRunMutations,
 ):
     pass

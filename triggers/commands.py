@@ -23,7 +23,7 @@ from arq.connections import ArqRedis
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
-from resolvers import batches, clone, commands
+from resolvers import batches, clone, commands, prediction_uploads
 from triggers.executions import enqueue_many
 from triggers.patience import MAX_WAIT_S, GaveUp, Patience
 
@@ -62,10 +62,17 @@ async def _rerun_batch(ctx: dict[str, Any], command: dict[str, Any], lease: time
     await batches.run_rerun(ctx["db"], command, page_size, lease, _enqueue(ctx))
 
 
+async def _upload_predictions(
+    ctx: dict[str, Any], command: dict[str, Any], lease: timedelta
+) -> None:
+    await prediction_uploads.run_upload(ctx["db"], command, lease)
+
+
 RUNNERS: dict[str, Runner] = {
     clone.KIND: _clone,
     batches.EXECUTE: _execute_batch,
     batches.RERUN: _rerun_batch,
+    prediction_uploads.KIND: _upload_predictions,
 }
 
 
