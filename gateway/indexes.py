@@ -48,6 +48,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("itemId", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("datasetId", ASCENDING), ("label", ASCENDING)]),
         IndexModel([("projectId", ASCENDING)]),
+        # A model run's commit reads its dataset's ground truth item by item, in id order.
+        IndexModel([("datasetId", ASCENDING), ("itemId", ASCENDING), ("_id", ASCENDING)]),
     ],
     "saved_filters": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],
     "services": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],

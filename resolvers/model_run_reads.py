@@ -1,4 +1,5 @@
-"""Reading a model run: an item's predictions (Nucleus' loc / refloc / iloc / prediction_loc)."""
+"""Reading a model run: an item's predictions (Nucleus' loc / refloc / iloc / prediction_loc)
+and the last commit's metrics."""
 
 from typing import Any
 
@@ -63,3 +64,8 @@ async def predictions_of(
         query["annotationId"] = annotation_id
     cursor = access.db.predictions.find(query).sort("_id", 1).limit(MAX_PREDICTIONS_PER_ITEM)
     return await cursor.to_list()
+
+
+async def metrics_of(access: Access, run_id: ObjectId) -> dict[str, Any] | None:
+    await get_model_run(access, run_id)
+    return await access.db.model_run_metrics.find_one({"_id": run_id})

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
-from resolvers import model_run_reads, model_runs, prediction_uploads
+from resolvers import (
+    match_records,
+    model_run_commit,
+    model_run_reads,
+    model_runs,
+    prediction_uploads,
+)
 from resolvers.errors import NotFound
 from resolvers.inputs import object_id
 from resolvers.predictions import PredictionType
@@ -65,6 +71,182 @@ class Prediction(Node):
         )
 
 
+def _score(value: float | None) -> float | None:
+    """COCO's -1 (nothing to measure, e.g. no ground truth of a label) as null."""
+    return None if value is None or value < 0 else value
+
+
+@strawberry.type(description="How well the predictions of one label did.")
+class LabelMetrics:
+    label: str
+    ap: float | None = strawberry.field(description="COCO AP@[.5:.95] of the label's pool.")
+    tp: int = strawberry.field(description="At the extras' IoU and confidence thresholds.")
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    f1: float
+    best_confidence: float | None = strawberry.field(
+        description="The confidence threshold with the best F1."
+    )
+    best_f1: float
+
+
+@strawberry.type(description="A committed run's metrics: COCO's stats and Loom's extras.")
+class ModelRunMetrics:
+    ap: float | None = strawberry.field(description="mAP, AP@[.5:.95], area all, 100 dets.")
+    ap50: float | None
+    ap75: float | None
+    ap_small: float | None
+    ap_medium: float | None
+    ap_large: float | None
+    ar1: float | None
+    ar10: float | None
+    ar100: float | None
+    ar_small: float | None
+    ar_medium: float | None
+    ar_large: float | None
+    mode: str = strawberry.field(description="agnostic | aware | pairs: how labels matched.")
+    iou_thresholds: list[float]
+    extras_iou_threshold: float = strawberry.field(
+        description="The IoU threshold of the per-label counts, curves and confusion matrix."
+    )
+    confidence_threshold: float
+    precision: float = strawberry.field(description="Over all labels, at the thresholds.")
+    recall: float
+    f1: float
+    per_label: list[LabelMetrics]
+    curves: JSON = strawberry.field(
+        description="{overall, perLabel: {label: curve}}; a curve is {thresholds, precision, "
+        "recall, f1, bestThreshold, bestF1, …} by descending confidence (≤ 101 points)."
+    )
+    confusion_matrix: JSON = strawberry.field(
+        description="{labels, matrix}: rows are ground-truth labels then background, columns "
+        "predicted labels then background (class-agnostic matching)."
+    )
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "ModelRunMetrics":
+        names = doc["labels"]
+        stats = doc["stats"]
+        per_label = [
+            LabelMetrics(
+                label=names[entry["label"]],
+                ap=_score(entry["ap"]),
+                tp=entry["tp"],
+                fp=entry["fp"],
+                fn=entry["fn"],
+                precision=entry["precision"],
+                recall=entry["recall"],
+                f1=entry["f1"],
+                best_confidence=entry["curve"]["best_threshold"],
+                best_f1=entry["curve"]["best_f1"],
+            )
+            for entry in doc["per_label"]
+        ]
+        overall = doc["overall"]
+        confusion = doc["confusion"]
+        return cls(
+            ap=_score(stats["AP"]),
+            ap50=_score(stats["AP50"]),
+            ap75=_score(stats["AP75"]),
+            ap_small=_score(stats["AP_small"]),
+            ap_medium=_score(stats["AP_medium"]),
+            ap_large=_score(stats["AP_large"]),
+            ar1=_score(stats["AR1"]),
+            ar10=_score(stats["AR10"]),
+            ar100=_score(stats["AR100"]),
+            ar_small=_score(stats["AR_small"]),
+            ar_medium=_score(stats["AR_medium"]),
+            ar_large=_score(stats["AR_large"]),
+            mode=doc["mode"],
+            iou_thresholds=doc["iouThresholds"],
+            extras_iou_threshold=doc["extras_iou_threshold"],
+            confidence_threshold=doc["confidence_threshold"],
+            precision=overall["precision"],
+            recall=overall["recall"],
+            f1=overall["f1"],
+            per_label=per_label,
+            curves={
+                "overall": overall["curve"],
+                "perLabel": {names[e["label"]]: e["curve"] for e in doc["per_label"]},
+            },
+            confusion_matrix={
+                "labels": [names[v] if isinstance(v, int) else v for v in confusion["labels"]],
+                "matrix": confusion["matrix"],
+            },
+        )
+
+
+MatchKind = strawberry.enum(
+    Enum("MatchKind", {"TP": "tp", "FP": "fp", "FN": "fn"}),
+    description="TP: a prediction matched a ground truth; FP: a prediction matched none; "
+    "FN: a ground truth no prediction matched.",
+)
+
+
+@strawberry.type(description="One match record of a committed run, at one IoU threshold.")
+class MatchRecord:
+    kind: MatchKind
+    item_id: strawberry.ID
+    prediction_id: strawberry.ID | None
+    ground_truth_id: strawberry.ID | None = strawberry.field(
+        description="The annotation matched (TP) or missed (FN)."
+    )
+    label: str = strawberry.field(
+        description="The prediction's label (TP, FP) or the ground truth's (FN)."
+    )
+    ground_truth_label: str | None
+    confidence: float | None
+    iou: float | None
+
+    @strawberry.field
+    async def item(
+        self, info: strawberry.Info
+    ) -> Annotated["Item", strawberry.lazy("schema.items")]:
+        from schema.items import Item
+
+        return Item.from_doc(await info.context.loaders.items.load(object_id(self.item_id)))
+
+
+@strawberry.type
+class MatchEdge:
+    node: MatchRecord
+    cursor: str
+
+
+@strawberry.type
+class MatchPageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class MatchConnection:
+    edges: list[MatchEdge]
+    page_info: MatchPageInfo
+
+    @strawberry.field
+    def nodes(self) -> list[MatchRecord]:
+        return [edge.node for edge in self.edges]
+
+
+def _record(record: match_records.MatchRecord) -> MatchRecord:
+    def gid(value: Any) -> strawberry.ID | None:
+        return strawberry.ID(str(value)) if value is not None else None
+
+    return MatchRecord(
+        kind=MatchKind(record.kind),
+        item_id=strawberry.ID(str(record.item_id)),
+        prediction_id=gid(record.prediction_id),
+        ground_truth_id=gid(record.ground_truth_id),
+        label=record.label,
+        ground_truth_label=record.ground_truth_label,
+        confidence=record.confidence,
+        iou=record.iou,
+    )
+
+
 @strawberry.type(description="A model version's predictions on a dataset, and their metrics.")
 class ModelRun(Node):
     model_id: strawberry.ID
@@ -113,6 +295,50 @@ class ModelRun(Node):
             annotation_id=annotation_id,
         )
         return [Prediction.from_doc(doc) for doc in docs]
+
+    @strawberry.field(description="The last commit's metrics; null before the first commit.")
+    async def metrics(self, info: strawberry.Info) -> ModelRunMetrics | None:
+        access = await info.context.access()
+        doc = await model_run_reads.metrics_of(access, object_id(self.id))
+        return ModelRunMetrics.from_doc(doc) if doc is not None else None
+
+    @strawberry.field(
+        description="The last commit's match records of one kind, item by item, for browsing "
+        "the errors: filtered by label, confidence and IoU, at one of the commit's IoU "
+        "thresholds (0.5 by default)."
+    )
+    async def matches(
+        self,
+        info: strawberry.Info,
+        kind: MatchKind,
+        label: str | None = None,
+        min_confidence: float | None = None,
+        min_iou: float | None = None,
+        iou_threshold: float = 0.5,
+        first: int = 50,
+        after: str | None = None,
+    ) -> MatchConnection:
+        access = await info.context.access()
+        page_request(info, first, after)
+        page = await match_records.match_page(
+            access,
+            object_id(self.id),
+            kind=kind.value,
+            label=label,
+            min_confidence=min_confidence,
+            min_iou=min_iou,
+            iou_threshold=iou_threshold,
+            first=first,
+            after=after,
+        )
+        edges = [MatchEdge(node=_record(r), cursor=r.cursor) for r in page.records]
+        return MatchConnection(
+            edges=edges,
+            page_info=MatchPageInfo(
+                has_next_page=page.has_next_page,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+        )
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "ModelRun":
@@ -176,6 +402,47 @@ class PredictionInput:
     metadata: JSON | None = strawberry.UNSET
 
 
+@strawberry.input(description="A ground-truth label and a predicted label allowed to match.")
+class LabelMatchInput:
+    ground_truth_label: str
+    model_prediction_label: str
+
+
+@strawberry.input(description="A named range of object areas in pixels (COCO: all, small, …).")
+class AreaRangeInput:
+    name: str
+    min: float
+    max: float
+
+
+@strawberry.input(description="How to match and measure; COCO's defaults when left out.")
+class CommitInput:
+    class_agnostic: bool | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Match predictions with ground truth of any label (default true).",
+    )
+    allowed_label_matches: list[LabelMatchInput] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Match by label, plus these pairs (implies classAgnostic false).",
+    )
+    iou_type: str | None = strawberry.field(
+        default=strawberry.UNSET, description="bbox (default) or segm (masks)."
+    )
+    iou_thresholds: list[float] | None = strawberry.field(
+        default=strawberry.UNSET, description="Default 0.50:0.05:0.95."
+    )
+    area_ranges: list[AreaRangeInput] | None = strawberry.UNSET
+    max_detections: list[int] | None = strawberry.field(
+        default=strawberry.UNSET, description="Per item; default [1, 10, 100]."
+    )
+    confidence_threshold: float | None = strawberry.field(
+        default=strawberry.UNSET, description="For per-label precision/recall/F1 (0.5)."
+    )
+    full: bool | None = strawberry.field(
+        default=strawberry.UNSET, description="Recompute every item, changed or not."
+    )
+
+
 @strawberry.type(description="A prediction that was not written, by its index in the upload.")
 class PredictionError:
     index: int
@@ -224,6 +491,25 @@ class ModelRunMutations:
     async def create_model_run(self, info: strawberry.Info, input: ModelRunInput) -> ModelRun:
         access = await info.context.access()
         return ModelRun.from_doc(await model_runs.create_model_run(access, as_input(input)))
+
+    @strawberry.mutation(
+        description="Match the run's predictions with the dataset's ground truth and compute "
+        "its metrics, as a Command (recomputing only the items changed since the last commit)."
+    )
+    async def commit_model_run(
+        self,
+        info: strawberry.Info,
+        model_run_id: strawberry.ID,
+        input: CommitInput | None = None,
+    ) -> Command:
+        access = await info.context.access()
+        doc = await model_run_commit.start_commit(
+            access,
+            object_id(model_run_id, "modelRunId"),
+            as_input(input) if input is not None else {},
+            info.context.enqueue_command,
+        )
+        return Command.from_doc(doc)
 
     @strawberry.mutation(description="Delete a run with its predictions and metrics.")
     async def delete_model_run(self, info: strawberry.Info, id: strawberry.ID) -> bool:

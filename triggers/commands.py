@@ -23,7 +23,7 @@ from arq.connections import ArqRedis
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
-from resolvers import batches, clone, commands, prediction_uploads
+from resolvers import batches, clone, commands, model_run_commit, prediction_uploads
 from triggers.executions import enqueue_many
 from triggers.patience import MAX_WAIT_S, GaveUp, Patience
 
@@ -68,11 +68,16 @@ async def _upload_predictions(
     await prediction_uploads.run_upload(ctx["db"], command, lease)
 
 
+async def _commit_model_run(ctx: dict[str, Any], command: dict[str, Any], lease: timedelta) -> None:
+    await model_run_commit.run_commit(ctx["db"], command, lease)
+
+
 RUNNERS: dict[str, Runner] = {
     clone.KIND: _clone,
     batches.EXECUTE: _execute_batch,
     batches.RERUN: _rerun_batch,
     prediction_uploads.KIND: _upload_predictions,
+    model_run_commit.KIND: _commit_model_run,
 }
 
 

@@ -1,0 +1,230 @@
+"""Ground truth and predictions of a model run, read from MongoDB into the engine's columns.
+
+Only what the engine needs is read (a projection, in large batches), and each shape becomes
+COCO's geometry for the commit's IoU type:
+
+- `bbox`: a box as `[x, y, w, h]`; a polygon, a cuboid (all eight corners) or a mask by the
+  box enclosing it. A ground truth's area is its shape's own (a polygon's by the shoelace
+  formula, a mask's pixel count), a prediction's its box's, as COCO's loadRes computes it.
+- `segm`: masks as COCO RLE; polygons and boxes are rasterised at the item's size, as
+  pycocotools' frPyObjects does. Cuboids have no mask and are left out of a segm commit.
+
+Classifications have no geometry and never enter a detection commit. A ground truth is a
+crowd region when its `attributes.iscrowd` is true (what a COCO import sets).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from bson import ObjectId
+from hotcoco import mask as coco_mask
+from pymongo.asynchronous.database import AsyncDatabase
+
+from resolvers.evaluation.columns import GroundTruths, IouType, Predictions
+
+SHAPES: dict[str, tuple[str, ...]] = {
+    "bbox": ("box", "polygon", "cuboid", "segmentation"),
+    "segm": ("box", "polygon", "segmentation"),
+}
+BATCH = 10_000
+
+
+@dataclass
+class Labels:
+    """Label names ↔ the engine's label indices; indices never change once given, so per-item
+    results stored by one commit stay valid for the next."""
+
+    names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._index = {name: i for i, name in enumerate(self.names)}
+
+    def index(self, name: str) -> int:
+        if name not in self._index:
+            self._index[name] = len(self.names)
+            self.names.append(name)
+        return self._index[name]
+
+
+@dataclass
+class Rows:
+    """One side's columns as Python lists while reading, and the Mongo id of every row."""
+
+    item: list[int] = field(default_factory=list)
+    label: list[int] = field(default_factory=list)
+    area: list[float] = field(default_factory=list)
+    bbox: list[list[float]] = field(default_factory=list)
+    masks: list[dict[str, Any]] = field(default_factory=list)
+    extra: list[Any] = field(default_factory=list)
+    ids: list[ObjectId] = field(default_factory=list)
+
+
+@dataclass
+class Columns:
+    """What the engine evaluates, and how to name its rows and items in MongoDB again."""
+
+    ground: GroundTruths
+    predictions: Predictions
+    items: list[ObjectId]
+    ground_ids: list[ObjectId]
+    prediction_ids: list[ObjectId]
+
+
+def _points_box(points: list[dict[str, float]]) -> list[float]:
+    xs = [p["x"] for p in points]
+    ys = [p["y"] for p in points]
+    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+
+
+def _shoelace(points: list[dict[str, float]]) -> float:
+    xs = np.array([p["x"] for p in points])
+    ys = np.array([p["y"] for p in points])
+    return float(abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))) / 2)
+
+
+def _rle(doc: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """The shape as a compressed COCO RLE at the item's size."""
+    shape, coordinates = doc["type"], doc["coordinates"]
+    if shape == "segmentation":
+        height, width = coordinates["size"]
+        return coco_mask.frPyObjects(coordinates, height, width)
+    height, width = item["height"], item["width"]
+    if shape == "polygon":
+        flat = [v for p in coordinates for v in (p["x"], p["y"])]
+        return coco_mask.frPyObjects([flat], height, width)[0]
+    box = coordinates
+    xywh = [box["left"], box["top"], box["right"] - box["left"], box["bottom"] - box["top"]]
+    return coco_mask.frPyObjects([xywh], height, width)[0]
+
+
+def _geometry(doc: dict[str, Any], iou_type: IouType, ground: bool) -> tuple[list[float], float]:
+    """(enclosing box, area) of a shape for a bbox commit."""
+    shape, coordinates = doc["type"], doc["coordinates"]
+    if shape == "box":
+        x, y = coordinates["left"], coordinates["top"]
+        w, h = coordinates["right"] - x, coordinates["bottom"] - y
+        return [x, y, w, h], w * h
+    if shape == "segmentation":
+        rle = _rle(doc, {})
+        box = [float(v) for v in coco_mask.toBbox(rle)]
+        return box, float(coco_mask.area(rle)) if ground else box[2] * box[3]
+    points = coordinates if shape == "polygon" else coordinates["front"] + coordinates["back"]
+    box = _points_box(points)
+    if ground and shape == "polygon":
+        return box, _shoelace(points)
+    return box, box[2] * box[3]
+
+
+async def _read(
+    db: AsyncDatabase,
+    collection: str,
+    query: dict[str, Any],
+    extra: str | None,
+    iou_type: IouType,
+    items: dict[ObjectId, int],
+    sizes: dict[ObjectId, dict[str, Any]],
+    labels: Labels,
+) -> Rows:
+    rows = Rows()
+    projection = {"itemId": 1, "type": 1, "label": 1, "coordinates": 1}
+    if extra:
+        projection[extra] = 1
+    ground = collection == "annotations"
+    # Within an item, rows go in id order (COCO's annotation order): ties between equal IoUs
+    # or equal scores are broken by it, so it must not depend on the index a plan picks.
+    cursor = (
+        db[collection]
+        .find({**query, "type": {"$in": list(SHAPES[iou_type])}}, projection, batch_size=BATCH)
+        .sort([("itemId", 1), ("_id", 1)])
+    )
+    async for doc in cursor:
+        item = doc["itemId"]
+        if item not in items:
+            items[item] = len(items)
+        rows.item.append(items[item])
+        rows.label.append(labels.index(doc["label"]))
+        rows.ids.append(doc["_id"])
+        if iou_type == "bbox":
+            box, area = _geometry(doc, iou_type, ground)
+            rows.bbox.append(box)
+            rows.area.append(area)
+        else:
+            rle = _rle(doc, sizes[item])
+            rows.masks.append(rle)
+            rows.area.append(float(coco_mask.area(rle)))
+        if extra == "confidence":
+            rows.extra.append(doc["confidence"])
+        elif extra:
+            rows.extra.append(bool((doc.get("attributes") or {}).get("iscrowd")))
+    return rows
+
+
+async def read_columns(
+    db: AsyncDatabase,
+    run: dict[str, Any],
+    item_ids: list[ObjectId] | None,
+    iou_type: IouType,
+    labels: Labels,
+) -> Columns:
+    """The ground truth of the run's dataset and the run's predictions, on the given items
+    (every item when None), as engine columns."""
+    dataset = {"datasetId": run["datasetId"]}
+    chosen = {"itemId": {"$in": item_ids}} if item_ids is not None else {}
+    sizes: dict[ObjectId, dict[str, Any]] = {}
+    if iou_type == "segm":
+        found = db.items.find(
+            {**dataset, **({"_id": {"$in": item_ids}} if item_ids is not None else {})},
+            {"width": 1, "height": 1},
+            batch_size=BATCH,
+        )
+        sizes = {item["_id"]: item async for item in found}
+    items: dict[ObjectId, int] = {}
+    truth = await _read(
+        db,
+        "annotations",
+        {**dataset, **chosen},
+        "attributes.iscrowd",
+        iou_type,
+        items,
+        sizes,
+        labels,
+    )
+    guesses = await _read(
+        db,
+        "predictions",
+        {"runId": run["_id"], **chosen},
+        "confidence",
+        iou_type,
+        items,
+        sizes,
+        labels,
+    )
+    # Items in id order: COCO breaks ties between equal scores by image order, so a commit
+    # that re-evaluates some items must put them back in the same order a full one uses.
+    ordered = sorted(items)
+    rank = np.empty(len(ordered), dtype=np.int64)
+    rank[[items[item] for item in ordered]] = np.arange(len(ordered))
+    return Columns(
+        ground=GroundTruths(
+            item=rank[np.asarray(truth.item, dtype=np.int64)],
+            label=truth.label,
+            area=truth.area,
+            crowd=truth.extra,
+            ids=np.arange(len(truth.ids)),
+            bbox=truth.bbox if iou_type == "bbox" else None,
+            masks=truth.masks if iou_type == "segm" else None,
+        ),
+        predictions=Predictions(
+            item=rank[np.asarray(guesses.item, dtype=np.int64)],
+            label=guesses.label,
+            area=guesses.area,
+            score=guesses.extra,
+            ids=np.arange(len(guesses.ids)),
+            bbox=guesses.bbox if iou_type == "bbox" else None,
+            masks=guesses.masks if iou_type == "segm" else None,
+        ),
+        items=ordered,
+        ground_ids=truth.ids,
+        prediction_ids=guesses.ids,
+    )
