@@ -50,6 +50,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("projectId", ASCENDING)]),
         # A model run's commit reads its dataset's ground truth item by item, in id order.
         IndexModel([("datasetId", ASCENDING), ("itemId", ASCENDING), ("_id", ASCENDING)]),
+        # ... and, to re-commit, the annotations changed since its last commit.
+        IndexModel([("datasetId", ASCENDING), ("updatedAt", ASCENDING)]),
     ],
     "saved_filters": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],
     "services": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],

@@ -48,9 +48,11 @@ async def start_batch(
     enqueue: Callable[[dict[str, Any]], Awaitable[None]],
     *,
     idempotency_key: str | None = None,
+    execution_fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate everything now (service, function, input, filter), then hand over to a worker.
-    With an idempotency key used before, the command that key started."""
+    With an idempotency key used before, the command that key started. `execution_fields`
+    go into every execution the batch creates (a prediction run's `modelRunId`)."""
     key = idempotency.key(access, EXECUTE, idempotency_key, [str(service_id), data])
     if (first := await idempotency.first_result(access.db, key)) is not None:
         return await commands.get_command(access, first)
@@ -67,6 +69,7 @@ async def start_batch(
             "input": execution_input,
             "filter": json.dumps(batch.filter, sort_keys=True),
             "creator": access.user_id,
+            "executionFields": execution_fields or {},
         },
     )
 
@@ -131,6 +134,7 @@ async def run_batch(
                 spec["input"],
                 {"type": "item", "id": item},
                 batchId=command["_id"],
+                **spec.get("executionFields", {}),
             )
             for item in page
         ]

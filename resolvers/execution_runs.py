@@ -42,8 +42,12 @@ RUN_FIELDS = {
     "eventId": 1,
     "orderKey": 1,
     "orderSeq": 1,
+    "projectId": 1,
+    "creator": 1,
+    "modelRunId": 1,
 }
-"""What a worker reads of an execution to run it."""
+"""What a worker reads of an execution to run it (a prediction run's `modelRunId` says where
+its function's predictions go: resolvers/model_predictions.py)."""
 UNFINISHED = [str(Status.CREATED), str(Status.IN_PROGRESS)]
 HANDED_BACK = "handed back"
 RUNNING_IN_A_SLOT = {"status": str(Status.IN_PROGRESS), "slot": {"$type": "int"}}

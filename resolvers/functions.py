@@ -37,6 +37,9 @@ class FunctionContext(Protocol):
     async def progress(self, percent: int, message: str = "") -> None:
         """Report progress (0-100); subscribers see it live."""
 
+    async def read_file(self) -> bytes:
+        """The content of the item the execution is about (ValueError if it is not an item)."""
+
 
 @dataclass(frozen=True)
 class LoomFunction:

@@ -13,6 +13,7 @@ Classifications have no geometry and never enter a detection commit. A ground tr
 crowd region when its `attributes.iscrowd` is true (what a COCO import sets).
 """
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,15 +50,19 @@ class Labels:
 
 @dataclass
 class Rows:
-    """One side's columns as Python lists while reading, and the Mongo id of every row."""
+    """One side's columns while reading: items by Mongo id, the rest as the engine wants them,
+    and the Mongo id of every row."""
 
-    item: list[int] = field(default_factory=list)
+    item: list[ObjectId] = field(default_factory=list)
     label: list[int] = field(default_factory=list)
     area: list[float] = field(default_factory=list)
-    bbox: list[list[float]] = field(default_factory=list)
+    bbox: list[np.ndarray] = field(default_factory=list)
     masks: list[dict[str, Any]] = field(default_factory=list)
     extra: list[Any] = field(default_factory=list)
     ids: list[ObjectId] = field(default_factory=list)
+
+    def boxes(self) -> np.ndarray:
+        return np.concatenate(self.bbox) if self.bbox else np.zeros((0, 4))
 
 
 @dataclass
@@ -98,7 +103,7 @@ def _rle(doc: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
     return coco_mask.frPyObjects([xywh], height, width)[0]
 
 
-def _geometry(doc: dict[str, Any], iou_type: IouType, ground: bool) -> tuple[list[float], float]:
+def _geometry(doc: dict[str, Any], ground: bool) -> tuple[list[float], float]:
     """(enclosing box, area) of a shape for a bbox commit."""
     shape, coordinates = doc["type"], doc["coordinates"]
     if shape == "box":
@@ -116,47 +121,93 @@ def _geometry(doc: dict[str, Any], iou_type: IouType, ground: bool) -> tuple[lis
     return box, box[2] * box[3]
 
 
-async def _read(
+def _crowd(value: Any) -> bool:
+    return value is True or value == 1
+
+
+async def _read_boxes(
+    db: AsyncDatabase, collection: str, query: dict[str, Any], labels: Labels
+) -> Rows:
+    """A bbox commit's rows, grouped by item on the server: a box's numbers come as plain
+    arrays, so only the other shapes' coordinates are decoded as documents."""
+    ground = collection == "annotations"
+    extra = {"$in": ["$attributes.iscrowd", [True, 1]]} if ground else "$confidence"
+    pipeline = [
+        {"$match": {**query, "type": {"$in": list(SHAPES["bbox"])}}},
+        # Within an item, rows go in id order (COCO's annotation order): ties between equal
+        # IoUs or equal scores are broken by it, so it must not depend on a plan's index.
+        {"$sort": {"itemId": 1, "_id": 1}},
+        {
+            "$group": {
+                "_id": "$itemId",
+                "ids": {"$push": "$_id"},
+                "labels": {"$push": "$label"},
+                "left": {"$push": "$coordinates.left"},
+                "top": {"$push": "$coordinates.top"},
+                "right": {"$push": "$coordinates.right"},
+                "bottom": {"$push": "$coordinates.bottom"},
+                "shapes": {
+                    "$push": {
+                        "$cond": [
+                            {"$eq": ["$type", "box"]},
+                            None,
+                            {"type": "$type", "coordinates": "$coordinates"},
+                        ]
+                    }
+                },
+                "extra": {"$push": extra},
+            }
+        },
+    ]
+    rows = Rows()
+    cursor = await db[collection].aggregate(pipeline, allowDiskUse=True, batchSize=1000)
+    async for group in cursor:
+        n = len(group["ids"])
+        rows.item.extend([group["_id"]] * n)
+        rows.ids.extend(group["ids"])
+        rows.label.extend(labels.index(name) for name in group["labels"])
+        rows.extra.extend(group["extra"])
+        left, top = np.array(group["left"], dtype=float), np.array(group["top"], dtype=float)
+        box = np.column_stack(
+            [left, top, np.array(group["right"], dtype=float) - left,
+             np.array(group["bottom"], dtype=float) - top]
+        )  # fmt: skip
+        area = box[:, 2] * box[:, 3]
+        for k, shape in enumerate(group["shapes"]):
+            if shape is not None:
+                box[k], area[k] = _geometry(shape, ground)
+        rows.bbox.append(box)
+        rows.area.extend(area.tolist())
+    return rows
+
+
+async def _read_masks(
     db: AsyncDatabase,
     collection: str,
     query: dict[str, Any],
-    extra: str | None,
-    iou_type: IouType,
-    items: dict[ObjectId, int],
     sizes: dict[ObjectId, dict[str, Any]],
     labels: Labels,
 ) -> Rows:
-    rows = Rows()
-    projection = {"itemId": 1, "type": 1, "label": 1, "coordinates": 1}
-    if extra:
-        projection[extra] = 1
+    """A segm commit's rows, one document at a time (each becomes an RLE anyway)."""
     ground = collection == "annotations"
-    # Within an item, rows go in id order (COCO's annotation order): ties between equal IoUs
-    # or equal scores are broken by it, so it must not depend on the index a plan picks.
+    projection = {"itemId": 1, "type": 1, "label": 1, "coordinates": 1}
+    projection["attributes.iscrowd" if ground else "confidence"] = 1
+    rows = Rows()
     cursor = (
         db[collection]
-        .find({**query, "type": {"$in": list(SHAPES[iou_type])}}, projection, batch_size=BATCH)
+        .find({**query, "type": {"$in": list(SHAPES["segm"])}}, projection, batch_size=BATCH)
         .sort([("itemId", 1), ("_id", 1)])
     )
     async for doc in cursor:
-        item = doc["itemId"]
-        if item not in items:
-            items[item] = len(items)
-        rows.item.append(items[item])
-        rows.label.append(labels.index(doc["label"]))
+        rle = _rle(doc, sizes[doc["itemId"]])
+        rows.item.append(doc["itemId"])
         rows.ids.append(doc["_id"])
-        if iou_type == "bbox":
-            box, area = _geometry(doc, iou_type, ground)
-            rows.bbox.append(box)
-            rows.area.append(area)
-        else:
-            rle = _rle(doc, sizes[item])
-            rows.masks.append(rle)
-            rows.area.append(float(coco_mask.area(rle)))
-        if extra == "confidence":
-            rows.extra.append(doc["confidence"])
-        elif extra:
-            rows.extra.append(bool((doc.get("attributes") or {}).get("iscrowd")))
+        rows.label.append(labels.index(doc["label"]))
+        rows.masks.append(rle)
+        rows.bbox.append(np.asarray(coco_mask.toBbox(rle), dtype=float).reshape(1, 4))
+        rows.area.append(float(coco_mask.area(rle)))
+        crowd = (doc.get("attributes") or {}).get("iscrowd")
+        rows.extra.append(_crowd(crowd) if ground else doc["confidence"])
     return rows
 
 
@@ -179,49 +230,38 @@ async def read_columns(
             batch_size=BATCH,
         )
         sizes = {item["_id"]: item async for item in found}
-    items: dict[ObjectId, int] = {}
-    truth = await _read(
-        db,
-        "annotations",
-        {**dataset, **chosen},
-        "attributes.iscrowd",
-        iou_type,
-        items,
-        sizes,
-        labels,
-    )
-    guesses = await _read(
-        db,
-        "predictions",
-        {"runId": run["_id"], **chosen},
-        "confidence",
-        iou_type,
-        items,
-        sizes,
-        labels,
-    )
+    truth_query = {**dataset, **chosen}
+    guess_query = {"runId": run["_id"], **chosen}
+    if iou_type == "bbox":
+        # Both reads at once: MongoDB works on one while this process decodes the other.
+        truth, guesses = await asyncio.gather(
+            _read_boxes(db, "annotations", truth_query, labels),
+            _read_boxes(db, "predictions", guess_query, labels),
+        )
+    else:
+        truth = await _read_masks(db, "annotations", truth_query, sizes, labels)
+        guesses = await _read_masks(db, "predictions", guess_query, sizes, labels)
     # Items in id order: COCO breaks ties between equal scores by image order, so a commit
     # that re-evaluates some items must put them back in the same order a full one uses.
-    ordered = sorted(items)
-    rank = np.empty(len(ordered), dtype=np.int64)
-    rank[[items[item] for item in ordered]] = np.arange(len(ordered))
+    ordered = sorted(set(truth.item) | set(guesses.item))
+    rank = {item: i for i, item in enumerate(ordered)}
     return Columns(
         ground=GroundTruths(
-            item=rank[np.asarray(truth.item, dtype=np.int64)],
+            item=np.fromiter((rank[i] for i in truth.item), np.int64, len(truth.item)),
             label=truth.label,
             area=truth.area,
-            crowd=truth.extra,
+            crowd=np.array(truth.extra, dtype=bool),
             ids=np.arange(len(truth.ids)),
-            bbox=truth.bbox if iou_type == "bbox" else None,
+            bbox=truth.boxes(),
             masks=truth.masks if iou_type == "segm" else None,
         ),
         predictions=Predictions(
-            item=rank[np.asarray(guesses.item, dtype=np.int64)],
+            item=np.fromiter((rank[i] for i in guesses.item), np.int64, len(guesses.item)),
             label=guesses.label,
             area=guesses.area,
             score=guesses.extra,
             ids=np.arange(len(guesses.ids)),
-            bbox=guesses.bbox if iou_type == "bbox" else None,
+            bbox=guesses.boxes(),
             masks=guesses.masks if iou_type == "segm" else None,
         ),
         items=ordered,

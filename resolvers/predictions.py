@@ -264,25 +264,37 @@ async def store(
             stored.ignored += 1
             continue
         written.append(doc)
-    moment = now()
     if written:
         await db.predictions.bulk_write(writes, ordered=False, session=session)
-        await db.model_run_changes.bulk_write(
-            [
-                UpdateOne(
-                    {"_id": {"runId": run["_id"], "itemId": item}},
-                    {"$set": {"runId": run["_id"], "at": moment}},
-                    upsert=True,
-                )
-                for item in {doc["itemId"] for doc in written}
-            ],
-            ordered=False,
-            session=session,
-        )
-        await db.model_runs.update_one(
-            {"_id": run["_id"]},
-            {"$inc": {"predictionsCount": added}, "$set": {"changed": True, "updatedAt": moment}},
-            session=session,
-        )
+        await mark_changed(db, run, {doc["itemId"] for doc in written}, added, session)
     stored.processed = len(written)
     return stored
+
+
+async def mark_changed(
+    db: AsyncDatabase,
+    run: dict[str, Any],
+    items: set[ObjectId],
+    added: int,
+    session: AsyncClientSession,
+) -> None:
+    """Record, in the caller's transaction, that these items' predictions changed (the next
+    commit recomputes them) and that the run holds `added` more predictions."""
+    moment = now()
+    await db.model_run_changes.bulk_write(
+        [
+            UpdateOne(
+                {"_id": {"runId": run["_id"], "itemId": item}},
+                {"$set": {"runId": run["_id"], "at": moment}},
+                upsert=True,
+            )
+            for item in items
+        ],
+        ordered=False,
+        session=session,
+    )
+    await db.model_runs.update_one(
+        {"_id": run["_id"]},
+        {"$inc": {"predictionsCount": added}, "$set": {"changed": True, "updatedAt": moment}},
+        session=session,
+    )

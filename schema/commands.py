@@ -12,6 +12,17 @@ from resolvers.inputs import object_id
 from schema.inputs import as_input
 
 
+def _plain(value: Any) -> Any:
+    """A command's input as JSON: ids as strings, at any depth."""
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 @strawberry.type(description="A long operation run by a worker, with its progress.")
 class Command:
     id: strawberry.ID
@@ -35,7 +46,7 @@ class Command:
             type=doc["type"],
             status=doc["status"],
             progress=doc["progress"],
-            input={k: str(v) if isinstance(v, ObjectId) else v for k, v in doc["input"].items()},
+            input=_plain(doc["input"]),
             error=doc["error"],
             result=doc.get("result"),
             attempts=doc["attempts"],

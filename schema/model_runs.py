@@ -9,6 +9,7 @@ from strawberry.scalars import JSON
 
 from resolvers import (
     match_records,
+    model_predictions,
     model_run_commit,
     model_run_reads,
     model_runs,
@@ -477,6 +478,25 @@ class PredictionUpload:
         )
 
 
+@strawberry.input(description="What to predict on: a dataset of the version's project.")
+class PredictModelInput:
+    dataset_id: strawberry.ID
+    filter: JSON | None = strawberry.field(
+        default=strawberry.UNSET, description="DQL over the dataset's items (all by default)."
+    )
+    run_name: str | None = strawberry.UNSET
+    input: JSON | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="The predict function's input, over the version's configuration.",
+    )
+
+
+@strawberry.type(description="A prediction run: the model run, and the batch filling it.")
+class ModelPrediction:
+    model_run: ModelRun
+    command: Command
+
+
 @strawberry.type
 class ModelRunQueries:
     @strawberry.field
@@ -510,6 +530,22 @@ class ModelRunMutations:
             info.context.enqueue_command,
         )
         return Command.from_doc(doc)
+
+    @strawberry.mutation(
+        description="Run the version's predict function over a dataset's items as a batch of "
+        "executions; each item's predictions land in a new model run."
+    )
+    async def predict_model(
+        self, info: strawberry.Info, model_version_id: strawberry.ID, input: PredictModelInput
+    ) -> ModelPrediction:
+        access = await info.context.access()
+        run, command = await model_predictions.predict_model(
+            access,
+            object_id(model_version_id, "modelVersionId"),
+            as_input(input),
+            info.context.enqueue_command,
+        )
+        return ModelPrediction(model_run=ModelRun.from_doc(run), command=Command.from_doc(command))
 
     @strawberry.mutation(description="Delete a run with its predictions and metrics.")
     async def delete_model_run(self, info: strawberry.Info, id: strawberry.ID) -> bool:

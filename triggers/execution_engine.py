@@ -42,7 +42,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
-from resolvers import execution_runs, functions
+from resolvers import execution_runs, files, functions, model_predictions
 from resolvers.executions import Status
 from resolvers.timestamps import now
 from triggers import execution_queue
@@ -76,6 +76,21 @@ class RunContext:
     event: dict[str, Any] | None
     log: logging.Logger
     progress: Callable[[int, str], Awaitable[None]]
+    read_file: Callable[[], Awaitable[bytes]]
+
+
+def _file_reader(
+    db: AsyncDatabase, resource: dict[str, Any] | None
+) -> Callable[[], Awaitable[bytes]]:
+    async def read_file() -> bytes:
+        if not resource or "sha256" not in resource:
+            raise ValueError("the execution is not about an item with a file")
+        stream = await files.open_content(db, resource["sha256"])
+        if stream is None:
+            raise ValueError(f"the file of item {resource['_id']} is gone")
+        return await stream.read()
+
+    return read_file
 
 
 @dataclass
@@ -402,8 +417,12 @@ class Engine:
         try:
             function = functions.lookup(execution["function"])
             data = function.input.model_validate(execution["input"])
-            context = RunContext(resource, event, reports.log, reports.progress)
+            context = RunContext(
+                resource, event, reports.log, reports.progress, _file_reader(self.db, resource)
+            )
             result = await asyncio.wait_for(function.run(data, context), execution["timeout"])
+            if execution.get("modelRunId") is not None:
+                await model_predictions.record(self.db, execution, result)
             status, output = Status.SUCCESS, _json(result)
         except asyncio.CancelledError:
             if run.stop is None:
