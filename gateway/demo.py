@@ -3,8 +3,10 @@ dataset of street scenes with an ontology and annotations true to the pixels, a 
 built-in functions, a few executions for the dev worker to run, and triggers on the project's
 changes — one invoked by hand on the first scene, so its execution is there at once; the others
 fire as soon as anything in the project changes (upload an image, annotate one, or watch an
-execution fail) — a cron trigger running echo every minute, and a webhook to `loom dev`'s
-inbox (GET /dev/inbox) that every new image is delivered to, signed, pinged once at seed.
+execution fail) — a cron trigger running echo every minute, a webhook to `loom dev`'s
+inbox (GET /dev/inbox) that every new image is delivered to, signed, pinged once at seed, and
+a model (Loom's built-in colour-region detector) with a committed run — metrics and match
+records to browse — and a second run its predict function fills on the worker.
 
 The seed is a sequence of named steps (STEPS); a later feature adds itself to the demo as one
 more step. Each step first looks for what it would create and creates only what is missing, so a
@@ -22,6 +24,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from bson import ObjectId
+from PIL import Image
 from pymongo.asynchronous.database import AsyncDatabase
 
 from gateway import demo_images
@@ -33,6 +36,11 @@ from resolvers import (
     deliveries,
     executions,
     items,
+    model_predictions,
+    model_run_commit,
+    model_runs,
+    models,
+    prediction_uploads,
     projects,
     services,
     triggers,
@@ -41,6 +49,8 @@ from resolvers import (
 from resolvers.access import Access, OrgRole
 from resolvers.api_keys import authenticate, find_key
 from resolvers.errors import Unauthenticated
+from triggers import colour_detector
+from triggers.commands import enqueue as enqueue_command
 from triggers.executions import enqueue
 from triggers.webhooks import delivery_queue
 from triggers.webhooks.address_guard import AddressGuard
@@ -54,6 +64,7 @@ DEMO_EMAIL = "demo@loom.dev"
 PROJECT = "Street scenes"
 DATASET = "Streets"
 SERVICE = "demo-functions"
+MODEL_SERVICE = "demo-models"
 IMAGES = 50
 
 EXECUTIONS: list[dict[str, Any]] = [
@@ -314,6 +325,76 @@ async def _webhook(demo: Demo) -> None:
         )
 
 
+MODEL = "colour detector"
+DETECTOR_LABELS = {"red": "sign.stop", "yellow": "sign.yield", "green": "tree"}
+"""The demo model: Loom's built-in colour-region detector, its hues named as the ontology's
+labels (so its yellow cars come out as yield signs: errors worth browsing)."""
+
+
+async def _model(demo: Demo) -> None:
+    """A model of the built-in detector with one version, and two runs of it on the scenes:
+    one whose predictions the seed computes and uploads, then commits (metrics and match
+    records appear as soon as the worker is done), and one the worker fills by running the
+    detector on every image (predictModel), ready to commit."""
+    project_id = demo.project["_id"]
+    if await demo.db.models.find_one({"projectId": project_id, "name": MODEL}):
+        return
+    service = await demo.db.services.find_one({"projectId": project_id, "name": MODEL_SERVICE})
+    service = service or await services.create_service(
+        demo.access,
+        project_id,
+        {"name": MODEL_SERVICE, "functions": ["detect-colour-regions"], "maxAttempts": 1},
+    )
+    model = await models.create_model(
+        demo.access,
+        project_id,
+        {
+            "name": MODEL,
+            "description": "Boxes around saturated colour regions, labelled by hue",
+            "datasetId": str(demo.dataset["_id"]),
+            "labels": sorted(DETECTOR_LABELS.values()),
+            "configuration": {"labels": DETECTOR_LABELS},
+            "inputType": "image",
+            "outputType": "box",
+            "functions": {"serviceId": str(service["_id"]), "predict": "detect-colour-regions"},
+        },
+    )
+    version = await models.create_version(demo.access, model["_id"], {})
+    run = await model_runs.create_model_run(
+        demo.access,
+        {
+            "modelVersionId": str(version["_id"]),
+            "datasetId": str(demo.dataset["_id"]),
+            "name": "computed at seed",
+        },
+    )
+    scenes = _scenes()
+    settings = colour_detector.DetectorInput(labels=DETECTOR_LABELS)
+    stored = demo.db.items.find(
+        {"datasetId": demo.dataset["_id"], "name": {"$in": list(scenes)}}, {"name": 1}
+    )
+    predictions = []
+    async for item in stored:
+        picture = Image.open(io.BytesIO(demo_images.render(scenes[item["name"]])))
+        for region in colour_detector.detect(picture, settings):
+            predictions.append(colour_detector.as_prediction(region, DETECTOR_LABELS))
+            predictions[-1]["itemId"] = str(item["_id"])
+
+    async def enqueue(command: dict[str, Any]) -> None:
+        await enqueue_command(demo.redis, command)
+
+    await prediction_uploads.upload_predictions(
+        demo.access, run["_id"], predictions, False, False, enqueue
+    )
+    await model_run_commit.start_commit(demo.access, run["_id"], {}, enqueue)
+    await model_predictions.predict_model(
+        demo.access,
+        version["_id"],
+        {"datasetId": str(demo.dataset["_id"]), "runName": "predicted by the worker"},
+        enqueue,
+    )
+
+
 Step = Callable[[Demo], Awaitable[None]]
 STEPS: list[tuple[str, Step]] = [
     ("owner key", _owner_key),
@@ -326,6 +407,7 @@ STEPS: list[tuple[str, Step]] = [
     ("triggers", _triggers),
     ("cron trigger", _cron_trigger),
     ("webhook", _webhook),
+    ("model", _model),
 ]
 
 

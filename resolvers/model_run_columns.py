@@ -125,6 +125,11 @@ def _crowd(value: Any) -> bool:
     return value is True or value == 1
 
 
+def _box_side(side: str) -> dict[str, Any]:
+    """A box's side; 0 for the other shapes (their box is worked out from their points)."""
+    return {"$cond": [{"$eq": ["$type", "box"]}, f"$coordinates.{side}", 0]}
+
+
 async def _read_boxes(
     db: AsyncDatabase, collection: str, query: dict[str, Any], labels: Labels
 ) -> Rows:
@@ -142,10 +147,7 @@ async def _read_boxes(
                 "_id": "$itemId",
                 "ids": {"$push": "$_id"},
                 "labels": {"$push": "$label"},
-                "left": {"$push": "$coordinates.left"},
-                "top": {"$push": "$coordinates.top"},
-                "right": {"$push": "$coordinates.right"},
-                "bottom": {"$push": "$coordinates.bottom"},
+                **{side: {"$push": _box_side(side)} for side in ("left", "top", "right", "bottom")},
                 "shapes": {
                     "$push": {
                         "$cond": [

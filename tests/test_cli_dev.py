@@ -114,7 +114,7 @@ async def test_loom_dev_serves_keeps_data_and_leaves_no_process(dev_env):
 
 
 PROJECT_EXECUTIONS = """{ organizations { nodes { projects { nodes { name
-  executions { nodes { function status triggerId } } } } } } }"""
+  executions(first: 500) { nodes { function status triggerId } } } } } } }"""
 PROJECT_TRIGGERS = """{ organizations { nodes { projects { nodes {
   triggers { nodes { name firedCount } } } } } } }"""
 
@@ -146,12 +146,15 @@ async def test_loom_dev_seed_demo_serves_the_demo_runs_its_executions_and_seeds_
                 lambda: _executions(ask, dev.base, key),
                 lambda found: all(status in FINAL for _, status in found),
             )
-            assert done == [
+            planned = [e for e in done if e[0] != "detect-colour-regions"]
+            assert planned == [
                 ("echo", "success"),
                 ("echo", "success"),
                 ("fail", "failed"),
                 ("sleeper", "success"),
             ]
+            predicted = [status for function, status in done if function not in dict(planned)]
+            assert set(predicted) <= {"success"}
             data = await ask(dev.base, key, PROJECT_TRIGGERS)
             triggers = data["organizations"]["nodes"][0]["projects"]["nodes"][0]["triggers"]
             fired = {t["name"]: t["firedCount"] for t in triggers["nodes"]}

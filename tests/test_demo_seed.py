@@ -48,6 +48,11 @@ SEEDED = [
     "cron_triggers",
     "webhooks",
     "deliveries",
+    "models",
+    "model_versions",
+    "model_runs",
+    "predictions",
+    "commands",
 ]
 
 
@@ -155,7 +160,7 @@ async def test_the_demo_executions_finish_on_a_real_worker(db, redis, settings):
 
     async def statuses() -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
-        planned = {"triggerId": {"$exists": False}}
+        planned = {"triggerId": {"$exists": False}, "modelRunId": {"$exists": False}}
         async for execution in db.executions.find(planned, sort=[("createdAt", 1)]):
             found.setdefault(execution["function"], []).append(execution["status"])
         return found
@@ -173,7 +178,7 @@ async def test_the_demo_executions_finish_on_a_real_worker(db, redis, settings):
         "fail": ["failed"],
     }
     about_an_item = await db.executions.find_one(
-        {"resource": {"$ne": None}, "triggerId": {"$exists": False}}
+        {"resource": {"$ne": None}, "triggerId": {"$exists": False}, "function": "echo"}
     )
     item = await db.items.find_one({"_id": ObjectId(about_an_item["resource"]["id"])})
     assert item["name"] == "street-000.png"
@@ -253,3 +258,32 @@ async def test_the_demo_webhook_pings_the_dev_inbox_through_a_real_worker(
     assert message["headers"]["webhook-signature"].startswith("v1,")
     trigger = await db.triggers.find_one({"name": demo.WEBHOOK_TRIGGER["name"]})
     assert trigger["operation"]["type"] == "webhook"
+
+
+async def test_the_demo_model_has_a_committed_run_and_one_its_worker_fills(db, redis, settings):
+    key, _ = await demo.seed(db, redis)
+    computed = await db.model_runs.find_one({"name": "computed at seed"})
+    predicted = await db.model_runs.find_one({"name": "predicted by the worker"})
+    assert computed["predictionsCount"] > 0
+    worker = start_worker(settings, **FAST)
+    try:
+        committed = await eventually(
+            lambda: db.model_runs.find_one({"_id": computed["_id"]}),
+            lambda run: run["status"] == "committed",
+            within_s=60,
+        )
+        filled = await eventually(
+            lambda: db.executions.count_documents(
+                {"modelRunId": predicted["_id"], "status": "success"}
+            ),
+            lambda n: n == demo.IMAGES,
+            within_s=60,
+        )
+    finally:
+        stop(worker)
+    assert filled == demo.IMAGES
+    assert 0 < committed["metrics"]["AP50"] < 1
+    assert await db.predictions.count_documents(
+        {"runId": predicted["_id"]}
+    ) == await db.predictions.count_documents({"runId": computed["_id"]})
+    assert await db.model_run_items.count_documents({"runId": computed["_id"]}) > 0

@@ -153,21 +153,21 @@ async def _detect(data: DetectorInput, context: FunctionContext) -> dict[str, An
     content = await context.read_file()
     regions = detect(Image.open(io.BytesIO(content)), data)
     context.log.info("%d regions found", len(regions))
+    return {"predictions": [as_prediction(region, data.labels) for region in regions]}
+
+
+def as_prediction(region: Region, labels: dict[str, str]) -> dict[str, Any]:
+    """A region as uploadPredictions takes a prediction (the item left to the caller)."""
     return {
-        "predictions": [
-            {
-                "type": "box",
-                "label": data.labels[region.hue],
-                "coordinates": {
-                    "left": region.left,
-                    "top": region.top,
-                    "right": region.right,
-                    "bottom": region.bottom,
-                },
-                "confidence": region.confidence,
-            }
-            for region in regions
-        ]
+        "type": "box",
+        "label": labels[region.hue],
+        "coordinates": {
+            "left": region.left,
+            "top": region.top,
+            "right": region.right,
+            "bottom": region.bottom,
+        },
+        "confidence": region.confidence,
     }
 
 
