@@ -55,17 +55,30 @@ async def _store(db: Any, ground: GroundTruths, preds: Predictions, n_items: int
     counts = np.bincount(ground.item, minlength=n_items)
     await db.items.insert_many(
         [
-            new_document(None, _id=item, **scope, datasetId=dataset, filename=f"/{i}.png",
-                         width=640, height=480, annotationsCount=int(counts[i]))  # fmt: skip
+            new_document(
+                None,
+                _id=item,
+                **scope,
+                datasetId=dataset,
+                filename=f"/{i}.png",
+                width=640,
+                height=480,
+                annotationsCount=int(counts[i]),
+            )
             for i, item in enumerate(item_ids)
         ]
     )
     annotations = [
         new_document(
-            None, **scope, datasetId=dataset, itemId=item_ids[ground.item[k]], type="box",
-            label=f"label{ground.label[k]}", coordinates=_box(ground.bbox[k]),
+            None,
+            **scope,
+            datasetId=dataset,
+            itemId=item_ids[ground.item[k]],
+            type="box",
+            label=f"label{ground.label[k]}",
+            coordinates=_box(ground.bbox[k]),
             attributes={"iscrowd": bool(ground.crowd[k])},
-        )  # fmt: skip
+        )
         for k in range(len(ground))
     ]
     for start in range(0, len(annotations), INSERT_BATCH):
@@ -77,9 +90,7 @@ async def _store(db: Any, ground: GroundTruths, preds: Predictions, n_items: int
         commitOptions=None, metrics=None,
     )  # fmt: skip
     await db.model_runs.insert_one(run)
-    docs = [
-        _prediction(run, item_ids[preds.item[k]], preds, k, f"{k}") for k in range(len(preds))
-    ]
+    docs = [_prediction(run, item_ids[preds.item[k]], preds, k, f"{k}") for k in range(len(preds))]
     for start in range(0, len(docs), INSERT_BATCH):
         await db.predictions.insert_many(docs[start : start + INSERT_BATCH])
     run["itemIds"] = item_ids

@@ -20,7 +20,7 @@ from bson.errors import InvalidId
 
 from resolvers.access import Access
 from resolvers.errors import BadUserInput, Conflict
-from resolvers.evaluation.item_results import FP, TP
+from resolvers.evaluation import FP, TP, item_arrays
 from resolvers.model_runs import get_model_run
 
 Kind = Literal["tp", "fp", "fn"]
@@ -60,11 +60,6 @@ def _decode_cursor(cursor: str) -> tuple[ObjectId, int]:
         raise BadUserInput("Invalid cursor", field="after") from exc
 
 
-def _column(state: dict[str, Any], name: str) -> np.ndarray:
-    spec = state["arrays"][name]
-    return np.frombuffer(spec["data"], dtype=np.dtype(spec["dtype"])).reshape(spec["shape"])
-
-
 def _records(
     doc: dict[str, Any],
     kind: Kind,
@@ -79,7 +74,8 @@ def _records(
     item = doc["itemId"]
     found = []
     if kind == "fn":
-        gt_label, crowd, matched = (_column(state, n) for n in _GT_COLUMNS)
+        columns = item_arrays(state, _GT_COLUMNS)
+        gt_label, crowd, matched = (columns[name] for name in _GT_COLUMNS)
         rows = np.flatnonzero((matched[:, t] < 0) & ~crowd)
         for row in rows:
             name = labels[gt_label[row]]
@@ -97,13 +93,14 @@ def _records(
                 )
                 found.append((int(row), record))
         return found
-    pred_label, score, status, match, iou = (_column(state, n) for n in _COLUMNS)
+    columns = item_arrays(state, (*_COLUMNS, "gt_label"))
+    pred_label, score, status, match, iou = (columns[name] for name in _COLUMNS)
     wanted = status[:, t] == (TP if kind == "tp" else FP)
     if min_confidence is not None:
         wanted &= score >= min_confidence
     if min_iou is not None:
         wanted &= iou[:, t] >= min_iou
-    gt_label = _column(state, "gt_label")
+    gt_label = columns["gt_label"]
     for row in np.flatnonzero(wanted):
         name = labels[pred_label[row]]
         if label is not None and name != label:

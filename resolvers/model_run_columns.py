@@ -14,7 +14,7 @@ crowd region when its `attributes.iscrowd` is true (what a COCO import sets).
 """
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,16 @@ class Columns:
     items: list[ObjectId]
     ground_ids: list[ObjectId]
     prediction_ids: list[ObjectId]
+
+    def relabelled(self, names: list[str], order: list[str]) -> "Columns":
+        """The same rows with label indices into `order` instead of `names`."""
+        index = {name: i for i, name in enumerate(order)}
+        mapping = np.array([index[name] for name in names] or [0], dtype=np.int64)
+        return replace(
+            self,
+            ground=replace(self.ground, label=mapping[self.ground.label]),
+            predictions=replace(self.predictions, label=mapping[self.predictions.label]),
+        )
 
 
 def _points_box(points: list[dict[str, float]]) -> list[float]:

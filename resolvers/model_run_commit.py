@@ -251,17 +251,29 @@ async def _commit(
     spec = {k: v for k, v in command["input"].items() if k != "runId"}
     commit = CommitInput.model_validate(spec)
     started = command["createdAt"]
-    labels = Labels(list(run.get("evaluationLabels") or []))
-    known = len(labels.names)
+    stored_labels = list(run.get("evaluationLabels") or [])
     stored_key = run.get("commitKey")
     whole = commit.full or stored_key is None or run.get("lastCommitStartedAt") is None
-    items = None if whole else await _changed_items(db, run, started)
-    columns = await read_columns(db, run, items, commit.iou_type, labels)
-    options = _options(commit, labels)
-    if not whole and (len(labels.names) != known or options.key() != stored_key):
-        whole, items = True, None
-        labels = Labels(list(run.get("evaluationLabels") or []))
+    items: list[ObjectId] | None = None
+    if not whole:
+        items = await _changed_items(db, run, started)
+        labels = Labels(list(stored_labels))
+        columns = await read_columns(db, run, items, commit.iou_type, labels)
+        options = _options(commit, labels)
+        whole = len(labels.names) != len(stored_labels) or options.key() != stored_key
+    if whole:
+        items, labels = None, Labels()
         columns = await read_columns(db, run, None, commit.iou_type, labels)
+        # Labels in name order, whatever order they were read in: class-agnostic COCO breaks
+        # ties between equal scores by category order, so the order must not be an accident.
+        paired = {
+            name
+            for match in commit.allowed_label_matches or []
+            for name in (match.ground_truth_label, match.model_prediction_label)
+        }
+        names = sorted(set(labels.names) | paired)
+        columns = columns.relabelled(labels.names, names)
+        labels = Labels(names)
         options = _options(commit, labels)
     await _advance(db, command, "matched", 30, lease)
     results = await asyncio.to_thread(evaluate_items, columns.ground, columns.predictions, options)

@@ -261,7 +261,7 @@ async def test_the_demo_webhook_pings_the_dev_inbox_through_a_real_worker(
 
 
 async def test_the_demo_model_has_a_committed_run_and_one_its_worker_fills(db, redis, settings):
-    key, _ = await demo.seed(db, redis)
+    await demo.seed(db, redis)
     computed = await db.model_runs.find_one({"name": "computed at seed"})
     predicted = await db.model_runs.find_one({"name": "predicted by the worker"})
     assert computed["predictionsCount"] > 0

@@ -2,6 +2,7 @@
 boxes read back from MongoDB, match records paged for a frontend, incremental re-commits equal
 to full ones, a commit that survives its worker's SIGKILL, and other tenants kept out."""
 
+import asyncio
 import contextlib
 import io
 import signal
@@ -14,10 +15,13 @@ from pycocotools.cocoeval import COCOeval
 
 from tests.datasets_world import image_bytes, make_world
 from tests.test_clone import _finished
+from tests.test_failover import _registered
 from tests.test_predictions import CREATE_MODEL, CREATE_RUN, CREATE_VERSION
 from tests.workers import worker_processes
+from tests.ws_client import subscribe
 
 LABELS = ["car", "truck", "person"]
+CATEGORIES = sorted(LABELS)
 CREATE_MANY = "mutation($inputs: [AnnotationInput!]!) { createAnnotations(inputs: $inputs) { id } }"
 UPLOAD = """mutation($run: ID!, $p: [PredictionInput!]!, $update: Boolean!) {
   uploadPredictions(modelRunId: $run, predictions: $p, update: $update) { processed ignored } }"""
@@ -92,9 +96,10 @@ def _xywh(box: dict) -> list[float]:
 
 
 def _pycocotools(truths, guesses, item_order: list[int], use_cats: bool) -> COCOeval:
-    """COCOeval on the same boxes; image ids follow the items' id order, as Loom's do."""
+    """COCOeval on the same boxes; image ids follow the items' id order and category ids the
+    labels' name order, as Loom's do (ties between equal scores are broken by both)."""
     image_of = {item: rank + 1 for rank, item in enumerate(item_order)}
-    categories = [{"id": k + 1, "name": name} for k, name in enumerate(LABELS)]
+    categories = [{"id": k + 1, "name": name} for k, name in enumerate(CATEGORIES)]
     annotations, results = [], []
     for item, gts in enumerate(truths):
         for gt in gts:
@@ -106,7 +111,7 @@ def _pycocotools(truths, guesses, item_order: list[int], use_cats: bool) -> COCO
                     "bbox": bbox,
                     "area": bbox[2] * bbox[3],
                     "iscrowd": int(gt["crowd"]),
-                    "category_id": LABELS.index(gt["label"]) + 1,
+                    "category_id": CATEGORIES.index(gt["label"]) + 1,
                 }
             )
     for item, dts in enumerate(guesses):
@@ -116,7 +121,7 @@ def _pycocotools(truths, guesses, item_order: list[int], use_cats: bool) -> COCO
                     "image_id": image_of[item],
                     "bbox": _xywh(dt["box"]),
                     "score": dt["score"],
-                    "category_id": LABELS.index(dt["label"]) + 1,
+                    "category_id": CATEGORIES.index(dt["label"]) + 1,
                 }
             )
     with contextlib.redirect_stdout(io.StringIO()):
@@ -216,7 +221,7 @@ async def test_commit_equals_pycocotools_on_the_boxes_read_back_from_mongodb(mem
         _assert_stats_equal(run["metrics"], expected)
         assert run["metrics"]["mode"] == "aware"
         per_label = {entry["label"]: entry["ap"] for entry in run["metrics"]["perLabel"]}
-        for k, label in enumerate(LABELS):
+        for k, label in enumerate(CATEGORIES):
             column = expected.eval["precision"][:, :, k, 0, 2]
             valid = column[column > -1]
             assert per_label[label] == (
@@ -388,3 +393,26 @@ async def test_another_organization_sees_no_metrics_matches_or_predictions(membe
         {"runId": ObjectId(run_id), "itemId": ObjectId(items[1]["id"])}
     )
     assert await db.commands.count_documents({"type": "commitModelRun"}) == 1
+
+
+COMMAND_UPDATED = """subscription($c: ID!) {
+  commandUpdated(commandId: $c) { status progress result } }"""
+
+
+async def test_a_commits_progress_streams_over_command_updated(member, db, settings, app, server):
+    world, run_id, _, truths, guesses, _ = await _seeded_run(member, n_items=4)
+    evaluated = sum(1 for gts, dts in zip(truths, guesses, strict=True) if gts or dts)
+    command = (await world.client.data(COMMIT, run=run_id, input=None))["commitModelRun"]
+    async with subscribe(server, world.client.key, COMMAND_UPDATED, c=command["id"]) as feed:
+        await _registered(app, 1)
+        with worker_processes(settings) as start:
+            start()
+            seen = []
+            while not seen or seen[-1]["status"] not in ("success", "failed"):
+                message = await asyncio.wait_for(feed.next(), 60)
+                seen.append(message["payload"]["data"]["commandUpdated"])
+    progress = [update["progress"] for update in seen]
+    assert progress == sorted(progress)
+    result = {"items": evaluated, "full": True}
+    assert seen[-1] == {"status": "success", "progress": 100, "result": result}
+    assert len(seen) >= 3

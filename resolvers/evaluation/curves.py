@@ -12,9 +12,10 @@ differ only when a match may cross labels (class-agnostic or allowed pairs).
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 
-from resolvers.evaluation.item_results import FP, TP
+from resolvers.evaluation.item_results import FP, IGNORED, TP
 
 CURVE_POINTS = 101
 
@@ -64,24 +65,26 @@ class Curve:
 
 
 def sweep(
-    pred_score: np.ndarray,
-    pred_tp: np.ndarray,
-    gt_score: np.ndarray,
+    scores: np.ndarray,
+    tp_scores: np.ndarray,
+    gt_scores: np.ndarray,
     n_positive: int,
 ) -> Curve:
-    """`pred_score`/`pred_tp`: the counted (not ignored) predictions, by descending score,
-    and whether each is a TP; `gt_score`: ascending, for each matched positive ground truth
-    its prediction's score."""
-    if len(pred_score) == 0:
+    """`scores`: the counted (not ignored) predictions' scores, `tp_scores` those of the TPs
+    among them, `gt_scores` for each matched positive ground truth its prediction's score,
+    all in any order. At each distinct score the counts of those scoring at least it: three
+    plain sorts, no argsort."""
+    if len(scores) == 0:
         empty = np.zeros(0)
         return Curve(empty, empty, empty, empty, None, 0.0, 0.0, 0.0)
-    score, tp = pred_score, pred_tp
+    score = np.sort(scores)[::-1]
     last = np.r_[score[1:] != score[:-1], True]  # the end of each run of tied scores
     thresholds = score[last]
-    tp_count = np.cumsum(tp)[last]
-    counted = np.arange(1, len(score) + 1)[last]
+    counted = np.flatnonzero(last) + 1
+    tp_sorted, gt_sorted = np.sort(tp_scores), np.sort(gt_scores)
+    tp_count = len(tp_sorted) - np.searchsorted(tp_sorted, thresholds, side="left")
     precision = tp_count / counted
-    matched_gts = len(gt_score) - np.searchsorted(gt_score, thresholds, side="left")
+    matched_gts = len(gt_sorted) - np.searchsorted(gt_sorted, thresholds, side="left")
     recall = _ratio(matched_gts, n_positive)
     f1 = f1_score(precision, recall)
     best = int(np.argmax(f1))
@@ -122,20 +125,106 @@ class Extras:
     item_counts: np.ndarray  # [n_items, 3]: tp, fp, fn
 
 
-def _at_threshold(
-    status: np.ndarray,
-    counted: np.ndarray,
-    pred_label: np.ndarray,
-    gt_label: np.ndarray,
-    gt_positive: np.ndarray,
-    gt_found: np.ndarray,
-    n_labels: int,
-) -> tuple[np.ndarray, ...]:
-    tp = np.bincount(pred_label[counted & (status == TP)], minlength=n_labels)
-    fp = np.bincount(pred_label[counted & (status == FP)], minlength=n_labels)
-    positives = np.bincount(gt_label[gt_positive], minlength=n_labels)
-    found = np.bincount(gt_label[gt_positive & gt_found], minlength=n_labels)
-    return tp, fp, positives, found
+@numba.njit(cache=True)
+def _counts(
+    n_items, n_labels, half, confidence, pred_score, pred_item, pred_label, pred_status,
+    gt_item, gt_label, gt_positive, gt_match, pred_confusion, gt_crowd,
+):  # fmt: skip
+    """Every count of the extras in one pass over predictions and one over ground truths:
+    per threshold TP/FP/found; per label, at `half`, TP/FP/positives/matched; the confusion
+    matrix; per-item TP/FP/FN. And the curves' inputs grouped by label (`*_start`): the
+    counted predictions' scores, the TPs' among them, the matched positive ground truths'."""
+    n_thr = pred_status.shape[1]
+    n_pred, n_gt = len(pred_label), len(gt_label)
+    confident = np.empty(n_pred, dtype=np.bool_)
+    for d in range(n_pred):
+        confident[d] = pred_score[d] >= confidence
+    tp_t = np.zeros(n_thr, dtype=np.int64)
+    fp_t = np.zeros(n_thr, dtype=np.int64)
+    found_t = np.zeros(n_thr, dtype=np.int64)
+    tp = np.zeros(n_labels, dtype=np.int64)
+    fp = np.zeros(n_labels, dtype=np.int64)
+    positives = np.zeros(n_labels, dtype=np.int64)
+    matched = np.zeros(n_labels, dtype=np.int64)
+    side = n_labels + 1
+    confusion = np.zeros((side, side), dtype=np.int64)
+    item_counts = np.zeros((n_items, 3), dtype=np.int64)
+    taken = np.zeros(len(gt_label), dtype=np.bool_)
+    for d in range(len(pred_label)):
+        c = pred_confusion[d]
+        if not confident[d]:
+            continue
+        for t in range(n_thr):
+            s = pred_status[d, t]
+            if s == TP:
+                tp_t[t] += 1
+            elif s == FP:
+                fp_t[t] += 1
+        s = pred_status[d, half]
+        if s == TP:
+            tp[pred_label[d]] += 1
+            item_counts[pred_item[d], 0] += 1
+        elif s == FP:
+            fp[pred_label[d]] += 1
+            item_counts[pred_item[d], 1] += 1
+        if c >= 0:
+            taken[c] = True
+            if not gt_crowd[c]:
+                confusion[gt_label[c], pred_label[d]] += 1
+        elif c == -1:
+            confusion[n_labels, pred_label[d]] += 1
+    for g in range(len(gt_label)):
+        if not gt_positive[g]:
+            continue
+        for t in range(n_thr):
+            m = gt_match[g, t]
+            if m >= 0 and confident[m]:
+                found_t[t] += 1
+        positives[gt_label[g]] += 1
+        m = gt_match[g, half]
+        if m >= 0 and confident[m]:
+            matched[gt_label[g]] += 1
+        else:
+            item_counts[gt_item[g], 2] += 1
+        if not taken[g]:
+            confusion[gt_label[g], n_labels] += 1
+    # the curves' inputs, by a counting sort on the label
+    c_start = np.zeros(n_labels + 1, dtype=np.int64)
+    tp_start = np.zeros(n_labels + 1, dtype=np.int64)
+    gt_start = np.zeros(n_labels + 1, dtype=np.int64)
+    for d in range(n_pred):
+        s = pred_status[d, half]
+        if s != IGNORED:
+            c_start[pred_label[d] + 1] += 1
+            if s == TP:
+                tp_start[pred_label[d] + 1] += 1
+    for g in range(n_gt):
+        if gt_positive[g] and gt_match[g, half] >= 0:
+            gt_start[gt_label[g] + 1] += 1
+    c_start, tp_start, gt_start = np.cumsum(c_start), np.cumsum(tp_start), np.cumsum(gt_start)
+    c_fill, tp_fill, gt_fill = c_start[:-1].copy(), tp_start[:-1].copy(), gt_start[:-1].copy()
+    c_scores = np.empty(c_start[-1])
+    tp_scores = np.empty(tp_start[-1])
+    gt_scores = np.empty(gt_start[-1])
+    for d in range(n_pred):
+        s = pred_status[d, half]
+        if s != IGNORED:
+            k = pred_label[d]
+            c_scores[c_fill[k]] = pred_score[d]
+            c_fill[k] += 1
+            if s == TP:
+                tp_scores[tp_fill[k]] = pred_score[d]
+                tp_fill[k] += 1
+    for g in range(n_gt):
+        m = gt_match[g, half]
+        if gt_positive[g] and m >= 0:
+            k = gt_label[g]
+            gt_scores[gt_fill[k]] = pred_score[m]
+            gt_fill[k] += 1
+    return (
+        tp_t, fp_t, found_t, tp, fp, positives, matched, confusion, item_counts,
+        c_scores, c_start, tp_scores, tp_start, gt_scores, gt_start,
+    )  # fmt: skip
 
 
 def extras(
@@ -158,81 +247,35 @@ def extras(
 ) -> Extras:
     """All extra metrics from the records (`pred_status[:, t]`, `gt_match[:, t]`) and the
     class-agnostic IoU-0.5 pairing (`pred_confusion`)."""
-    confident = pred_score >= confidence
-    # overall P/R/F1 at every IoU threshold, all thresholds at once
-    kept = pred_status[confident]
-    tp_t = (kept == TP).sum(axis=0)
-    fp_t = (kept == FP).sum(axis=0)
-    positive_match = gt_match[gt_positive]
-    found_t = ((positive_match >= 0) & confident[np.maximum(positive_match, 0)]).sum(axis=0)
+    (
+        tp_t, fp_t, found_t, tp, fp, positives, matched, confusion, item_counts,
+        c_scores, c_start, tp_scores, tp_start, gt_scores, gt_start,
+    ) = _counts(
+        n_items, n_labels, half, float(confidence), np.ascontiguousarray(pred_score),
+        pred_item, pred_label, np.ascontiguousarray(pred_status), gt_item, gt_label,
+        gt_positive, np.ascontiguousarray(gt_match), pred_confusion, gt_crowd,
+    )  # fmt: skip
+    # overall P/R/F1 at every IoU threshold
     p_t = _ratio(tp_t, tp_t + fp_t)
-    r_t = _ratio(found_t, int(gt_positive.sum()))
+    r_t = _ratio(found_t, int(positives.sum()))
     by_iou = {
         "precision": p_t.tolist(),
         "recall": r_t.tolist(),
         "f1": f1_score(p_t, r_t).tolist(),
     }
-    status = pred_status[:, half]
-    gt_pred = gt_match[:, half]
-    found = (gt_pred >= 0) & confident[np.maximum(gt_pred, 0)] & gt_positive
-    tp, fp, positives, matched = _at_threshold(
-        status, confident, pred_label, gt_label, gt_positive, found, n_labels
-    )
     precision = _ratio(tp, tp + fp)
     recall = _ratio(matched, positives)
 
-    # Curves: the counted predictions by label, each label's by descending score (one
-    # sort for all labels), and likewise the matched positive ground truths' scores.
-    counted = np.flatnonzero(status != 2)
-    by_score = counted[np.argsort(-pred_score[counted])]
-    by_label = by_score[np.argsort(pred_label[by_score], kind="stable")]
-    pred_cuts = np.searchsorted(pred_label[by_label], np.arange(n_labels + 1))
-    sorted_score, sorted_tp = pred_score[by_label], status[by_label] == TP
-    gt_has = np.flatnonzero((gt_pred >= 0) & gt_positive)
-    gt_scores = pred_score[gt_pred[gt_has]]
-    gt_order = np.lexsort((gt_scores, gt_label[gt_has]))  # by label, then score ascending
-    gt_cuts = np.searchsorted(gt_label[gt_has][gt_order], np.arange(n_labels + 1))
-    gt_sorted = gt_scores[gt_order]
     curves = [
         sweep(
-            sorted_score[pred_cuts[k] : pred_cuts[k + 1]],
-            sorted_tp[pred_cuts[k] : pred_cuts[k + 1]],
-            gt_sorted[gt_cuts[k] : gt_cuts[k + 1]],
+            c_scores[c_start[k] : c_start[k + 1]],
+            tp_scores[tp_start[k] : tp_start[k + 1]],
+            gt_scores[gt_start[k] : gt_start[k + 1]],
             int(positives[k]),
         )
         for k in range(n_labels)
     ]
-    overall = sweep(
-        pred_score[by_score], status[by_score] == TP, np.sort(gt_scores), int(positives.sum())
-    )
-
-    # Confusion: class-agnostic pairing at IoU 0.5, confident predictions only.
-    background = n_labels
-    confusion = np.zeros((n_labels + 1, n_labels + 1), dtype=np.int64)
-    use = confident & (pred_confusion != -2)
-    paired = use & (pred_confusion >= 0)
-    paired_gt = pred_confusion[paired]
-    real = ~gt_crowd[paired_gt]
-    side = n_labels + 1
-    cells = np.concatenate(
-        [
-            gt_label[paired_gt[real]] * side + pred_label[paired][real],
-            background * side + pred_label[use & (pred_confusion == -1)],
-        ]
-    )
-    taken = np.zeros(len(gt_label), dtype=np.bool_)
-    taken[paired_gt] = True
-    cells = np.concatenate([cells, gt_label[gt_positive & ~taken] * side + background])
-    confusion += np.bincount(cells, minlength=side * side).reshape(side, side)
-
-    item_counts = np.stack(
-        [
-            np.bincount(pred_item[confident & (status == TP)], minlength=n_items),
-            np.bincount(pred_item[confident & (status == FP)], minlength=n_items),
-            np.bincount(gt_item[gt_positive & ~found], minlength=n_items),
-        ],
-        axis=1,
-    )
+    overall = sweep(c_scores, tp_scores, gt_scores, int(positives.sum()))
     return Extras(
         iou_threshold=float(thresholds[half]),
         confidence_threshold=float(confidence),

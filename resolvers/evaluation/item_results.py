@@ -5,15 +5,29 @@ re-evaluates only the items that changed.
 rows (a prediction's matched ground truth, a pool entry's prediction) by global position;
 `to_item_dicts` turns those into positions within the item, so each item's dict stands alone
 and `from_item_dicts` / `concat` can put any items back together.
+
+Stored layout (FORMAT_VERSION 2), one small dict per item, cheap to encode and decode as
+BSON (one binary field, not a subdocument per column):
+
+    {"version": 2, "options": <Options.key()>, "thresholds": T, "areas": A,
+     "rows": [n_gt, n_pred, n_entry, n_aware], "data": <bytes>}
+
+`data` is the item's columns back to back in the order of `COLUMNS`, each little-endian
+with its fixed dtype and shape (rows of its space, then T or A x T for the per-threshold
+columns), 8-byte columns first so each starts aligned. `item_arrays(doc, names)` reads a
+few columns of one stored dict without building ItemResults. Version 1 dicts (one
+`{"dtype", "shape", "data"}` subdocument per column under "arrays") are still read.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any
 
+import numba
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Prediction status per IoU threshold, in match records.
 FP = 0
@@ -51,6 +65,158 @@ _ROWS_OF = {
     "aware_rank": "aware",
     "aware_flags": "aware",
 }
+_SPACES = ("gt", "pred", "entry", "aware")
+
+# The stored columns, in `data` order: name, dtype, trailing shape ("" one value per row,
+# "T" per IoU threshold, "AT" per area range and threshold). Widest dtypes first.
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("gt_ids", "<i8", ""),
+    ("gt_area", "<f8", ""),
+    ("pred_ids", "<i8", ""),
+    ("pred_score", "<f8", ""),
+    ("pred_iou", "<f8", "T"),
+    ("gt_label", "<i4", ""),
+    ("gt_match", "<i4", "T"),
+    ("pred_label", "<i4", ""),
+    ("pred_match", "<i4", "T"),
+    ("pred_confusion", "<i4", ""),
+    ("entry_pred", "<i4", ""),
+    ("entry_label", "<i4", ""),
+    ("entry_rank", "<i4", ""),
+    ("aware_pred", "<i4", ""),
+    ("aware_label", "<i4", ""),
+    ("aware_rank", "<i4", ""),
+    ("gt_crowd", "|b1", ""),
+    ("pred_status", "|i1", "T"),
+    ("entry_flags", "|u1", "AT"),
+    ("aware_flags", "|u1", "T"),
+)
+assert {c[0] for c in COLUMNS} == set(_ROWS_OF)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each column sits in an item's `data`, for T thresholds and A area ranges."""
+
+    names: tuple[str, ...]
+    dtypes: tuple[np.dtype, ...]
+    trailing: tuple[tuple[int, ...], ...]
+    space: np.ndarray  # column -> index into _SPACES
+    row_bytes: np.ndarray  # column -> bytes per row
+
+    def item_bytes(self, rows: np.ndarray) -> np.ndarray:
+        """`data`'s length for items whose row counts per space are `rows[..., 4]`."""
+        per_space = np.zeros(len(_SPACES), dtype=np.int64)
+        np.add.at(per_space, self.space, self.row_bytes)
+        return rows @ per_space
+
+
+@cache
+def _layout(n_thresholds: int, n_areas: int) -> _Layout:
+    shapes = {"": (), "T": (n_thresholds,), "AT": (n_areas, n_thresholds)}
+    dtypes = tuple(np.dtype(c[1]) for c in COLUMNS)
+    trailing = tuple(shapes[c[2]] for c in COLUMNS)
+    return _Layout(
+        names=tuple(c[0] for c in COLUMNS),
+        dtypes=dtypes,
+        trailing=trailing,
+        space=np.array([_SPACES.index(_ROWS_OF[c[0]]) for c in COLUMNS], dtype=np.int64),
+        row_bytes=np.array(
+            [d.itemsize * int(np.prod(t)) for d, t in zip(dtypes, trailing, strict=True)],
+            dtype=np.int64,
+        ),
+    )
+
+
+@numba.njit(cache=True, parallel=True)
+def _pack(columns, row_bytes, space, starts, item_offset, out):  # fmt: skip
+    """Item by item, each column's rows of the item, back to back, into `out`."""
+    n_items = len(item_offset) - 1
+    for i in numba.prange(n_items):
+        pos = item_offset[i]
+        for c in range(len(columns)):
+            size = row_bytes[c]
+            lo = starts[space[c], i] * size
+            hi = starts[space[c], i + 1] * size
+            out[pos : pos + hi - lo] = columns[c][lo:hi]
+            pos += hi - lo
+
+
+@numba.njit(cache=True, parallel=True)
+def _unpack(data, item_offset, row_bytes, space, starts, columns):  # fmt: skip
+    """The inverse of `_pack`: each item's bytes back into the columns."""
+    n_items = len(item_offset) - 1
+    for i in numba.prange(n_items):
+        pos = item_offset[i]
+        for c in range(len(columns)):
+            size = row_bytes[c]
+            lo = starts[space[c], i] * size
+            hi = starts[space[c], i + 1] * size
+            columns[c][lo:hi] = data[pos : pos + hi - lo]
+            pos += hi - lo
+
+
+@numba.njit(cache=True, parallel=True)
+def _shift_refs(values, row_start, target_start, sign, out):  # fmt: skip
+    """`out[r] = values[r] + sign * target_start[item of r]` where >= 0 (references), else
+    kept (-1 none, -2 cut); rows by item per `row_start`. `out` may be `values`."""
+    for i in numba.prange(len(row_start) - 1):
+        base = sign * target_start[i]
+        for r in range(row_start[i], row_start[i + 1]):
+            for k in range(values.shape[1]):
+                v = values[r, k]
+                out[r, k] = v + base if v >= 0 else v
+
+
+def _rebase(
+    values: np.ndarray, row_start: np.ndarray, target_start: np.ndarray, sign: int, copy: bool
+) -> np.ndarray:
+    """References shifted by their item's first target row (sign 1: item to global
+    positions, -1: back); a new int32 array when `copy`, else in place."""
+    width = int(np.prod(values.shape[1:]))
+    flat = np.ascontiguousarray(values, dtype=np.int32).reshape(len(values), width)
+    out = np.empty_like(flat) if copy else flat
+    _shift_refs(flat, row_start, target_start, np.int32(sign), out)
+    return out.reshape(values.shape)
+
+
+def item_arrays(doc: dict[str, Any], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """One stored item's named columns straight from its dict (`to_item_dicts`' format),
+    read-only views of its bytes; references are relative to the item, as stored (a
+    prediction's `pred_match` is a row of this item's ground truths, and so on)."""
+    version = doc.get("version")
+    if version == 1:
+        out = {}
+        for name in names:
+            spec = doc["arrays"][name]
+            array = np.frombuffer(spec["data"], dtype=np.dtype(spec["dtype"]))
+            out[name] = array.reshape(spec["shape"])
+        return out
+    if version != FORMAT_VERSION:
+        raise ValueError(f"item results version {version} is not supported")
+    layout = _layout(int(doc["thresholds"]), int(doc["areas"]))
+    rows = [int(r) for r in doc["rows"]]
+    data = doc["data"]
+    sizes = [
+        rows[s] * b for s, b in zip(layout.space.tolist(), layout.row_bytes.tolist(), strict=True)
+    ]
+    if len(data) != sum(sizes):
+        raise ValueError("item results data do not match their row counts")
+    wanted = set(names)
+    out = {}
+    offset = 0
+    for c, name in enumerate(layout.names):
+        if name in wanted:
+            n = rows[layout.space[c]]
+            shape = (n, *layout.trailing[c])
+            count = int(np.prod(shape))
+            array = np.frombuffer(data, dtype=layout.dtypes[c], count=count, offset=offset)
+            out[name] = array.reshape(shape)
+        offset += sizes[c]
+    missing = wanted - set(out)
+    if missing:
+        raise KeyError(f"no such item result columns: {sorted(missing)}")
+    return {name: out[name] for name in names}
 
 
 @dataclass
@@ -113,71 +279,125 @@ class ItemResults:
     def _starts(self, space: str) -> np.ndarray:
         return getattr(self, f"{space}_start")
 
+    def _starts_table(self) -> np.ndarray:
+        return np.stack([self._starts(space).astype(np.int64) for space in _SPACES])
+
     def to_item_dicts(self) -> list[dict[str, Any]]:
-        """One BSON-friendly dict per item: each column's slice as `bytes` with its dtype and
-        shape, references made relative to the item."""
-        items = []
-        for item in range(self.n_items):
-            arrays: dict[str, Any] = {}
-            for name, space in _ROWS_OF.items():
-                starts = self._starts(space)
-                part = getattr(self, name)[starts[item] : starts[item + 1]]
-                target = _POINTS_TO.get(name)
-                if target is not None:
-                    base = self._starts(target)[item]
-                    part = np.where(part >= 0, part - base, part).astype(part.dtype)
-                arrays[name] = {
-                    "dtype": part.dtype.str,
-                    "shape": list(part.shape),
-                    "data": np.ascontiguousarray(part).tobytes(),
-                }
-            items.append(
-                {
-                    "version": FORMAT_VERSION,
-                    "options": self.options_key,
-                    "thresholds": self.n_thresholds,
-                    "areas": self.n_areas,
-                    "arrays": arrays,
-                }
-            )
-        return items
+        """One BSON-friendly dict per item (the module docstring's layout), references made
+        relative to the item. Columns are re-based and packed for all items at once."""
+        layout = _layout(self.n_thresholds, self.n_areas)
+        starts = self._starts_table()
+        counts = np.diff(starts, axis=1)
+        columns = []
+        for name, dtype, trailing in zip(layout.names, layout.dtypes, layout.trailing, strict=True):
+            values = getattr(self, name)
+            if values.shape[1:] != trailing:
+                raise ValueError(f"{name}: shape {values.shape} does not fit the layout")
+            target = _POINTS_TO.get(name)
+            if target is not None:
+                own = starts[_SPACES.index(_ROWS_OF[name])]
+                values = _rebase(values, own, starts[_SPACES.index(target)], -1, copy=True)
+            values = np.ascontiguousarray(values, dtype=dtype)
+            columns.append(values.reshape(-1).view(np.uint8))
+        item_size = layout.item_bytes(counts.T)
+        item_offset = np.concatenate([[0], np.cumsum(item_size)]).astype(np.int64)
+        out = np.empty(int(item_offset[-1]), dtype=np.uint8)
+        _pack(tuple(columns), layout.row_bytes, layout.space, starts, item_offset, out)
+        offsets = item_offset.tolist()
+        rows = counts.T.tolist()
+        header = {
+            "version": FORMAT_VERSION,
+            "options": self.options_key,
+            "thresholds": self.n_thresholds,
+            "areas": self.n_areas,
+        }
+        # one small bytes per item (one 50 MB bytes, then slices, costs twice the copying)
+        return [
+            {**header, "rows": rows[i], "data": out[offsets[i] : offsets[i + 1]].tobytes()}
+            for i in range(self.n_items)
+        ]
 
     @classmethod
     def from_item_dicts(cls, items: Sequence[dict[str, Any]]) -> "ItemResults":
-        """Items 0..len(items)-1 from their dicts (as `to_item_dicts` made them)."""
+        """Items 0..len(items)-1 from their dicts (as `to_item_dicts` made them): all
+        items' bytes joined and unpacked into the columns at once."""
         if not items:
             raise ValueError("no items")
         first = items[0]
+        key, n_thr, n_areas = first["options"], int(first["thresholds"]), int(first["areas"])
         for doc in items:
-            if doc.get("version") != FORMAT_VERSION:
+            if doc.get("version") not in (1, FORMAT_VERSION):
                 raise ValueError(f"item results version {doc.get('version')} is not supported")
-            if doc["options"] != first["options"]:
+            if doc["options"] != key:
                 raise ValueError("item results were computed under different options")
-        counts = {space: np.zeros(len(items) + 1, dtype=np.int64) for space in _SPACES}
-        columns: dict[str, list[np.ndarray]] = {name: [] for name in _ROWS_OF}
-        for i, doc in enumerate(items):
-            for name, space in _ROWS_OF.items():
-                spec = doc["arrays"][name]
-                array = np.frombuffer(spec["data"], dtype=np.dtype(spec["dtype"]))
-                columns[name].append(array.reshape(spec["shape"]))
-                counts[space][i + 1] = spec["shape"][0]
-        starts = {space: np.cumsum(c) for space, c in counts.items()}
+            if doc["thresholds"] != n_thr or doc["areas"] != n_areas:
+                raise ValueError("item results differ in thresholds or area ranges")
+        if any(doc["version"] != FORMAT_VERSION for doc in items):
+            return cls._from_arrays(items)
+        layout = _layout(n_thr, n_areas)
+        rows = np.array([doc["rows"] for doc in items], dtype=np.int64).reshape(-1, len(_SPACES))
+        data = [doc["data"] for doc in items]
+        item_size = layout.item_bytes(rows)
+        if not np.array_equal(np.fromiter(map(len, data), np.int64, len(data)), item_size):
+            raise ValueError("item results data do not match their row counts")
+        item_offset = np.concatenate([[0], np.cumsum(item_size)]).astype(np.int64)
+        starts = np.zeros((len(_SPACES), len(items) + 1), dtype=np.int64)
+        np.cumsum(rows.T, axis=1, out=starts[:, 1:])
+        totals = starts[:, -1]
+        buffers = tuple(
+            np.empty(int(totals[layout.space[c]] * layout.row_bytes[c]), dtype=np.uint8)
+            for c in range(len(layout.names))
+        )
+        # one numpy buffer filled item by item: b"".join's 50 MB bytes costs 4x as much
+        joined = np.empty(int(item_offset[-1]), dtype=np.uint8)
+        view = memoryview(joined)
+        bounds = item_offset.tolist()
+        for i, doc_data in enumerate(data):
+            view[bounds[i] : bounds[i + 1]] = doc_data
+        _unpack(joined, item_offset, layout.row_bytes, layout.space, starts, buffers)
         values: dict[str, Any] = {}
-        for name in _ROWS_OF:
-            parts = columns[name]
+        for c, name in enumerate(layout.names):
+            space = int(layout.space[c])
+            array = buffers[c].view(layout.dtypes[c]).reshape((totals[space], *layout.trailing[c]))
+            array = array.astype(array.dtype.newbyteorder("="), copy=False)
+            target = _POINTS_TO.get(name)
+            if target is not None:  # a fresh buffer: in place
+                array = _rebase(array, starts[space], starts[_SPACES.index(target)], 1, copy=False)
+            values[name] = array
+        return cls(
+            options_key=key,
+            n_items=len(items),
+            n_thresholds=n_thr,
+            n_areas=n_areas,
+            **{f"{space}_start": starts[i] for i, space in enumerate(_SPACES)},
+            **values,
+        )
+
+    @classmethod
+    def _from_arrays(cls, items: Sequence[dict[str, Any]]) -> "ItemResults":
+        """Items through `item_arrays`, one at a time (any stored version)."""
+        first = items[0]
+        names = list(_ROWS_OF)
+        per_item = [item_arrays(doc, names) for doc in items]
+        counts = np.zeros((len(_SPACES), len(items) + 1), dtype=np.int64)
+        for i, arrays in enumerate(per_item):
+            for name, space in _ROWS_OF.items():
+                counts[_SPACES.index(space), i + 1] = len(arrays[name])
+        starts = np.cumsum(counts, axis=1)
+        values: dict[str, Any] = {}
+        for name, space in _ROWS_OF.items():
+            array = np.concatenate([arrays[name] for arrays in per_item])
             target = _POINTS_TO.get(name)
             if target is not None:
-                parts = [
-                    np.where(p >= 0, p + starts[target][i], p).astype(p.dtype)
-                    for i, p in enumerate(parts)
-                ]
-            values[name] = np.concatenate(parts)
+                own = starts[_SPACES.index(space)]
+                array = _rebase(array, own, starts[_SPACES.index(target)], 1, copy=False)
+            values[name] = array
         return cls(
             options_key=first["options"],
             n_items=len(items),
-            n_thresholds=first["thresholds"],
-            n_areas=first["areas"],
-            **{f"{space}_start": starts[space] for space in _SPACES},
+            n_thresholds=int(first["thresholds"]),
+            n_areas=int(first["areas"]),
+            **{f"{space}_start": starts[i] for i, space in enumerate(_SPACES)},
             **values,
         )
 
@@ -229,6 +449,3 @@ class ItemResults:
             elif a != b:
                 return False
         return True
-
-
-_SPACES = ("gt", "pred", "entry", "aware")

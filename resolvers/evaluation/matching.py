@@ -12,6 +12,7 @@ regions matchable repeatedly, unmatched predictions outside the area range ignor
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numba
 import numpy as np
@@ -62,6 +63,67 @@ def rank_in_segments(starts: np.ndarray, n: int) -> np.ndarray:
 
 
 @numba.njit(cache=True)
+def _sort_stably(order: np.ndarray, lo: int, hi: int, primary: np.ndarray, score: np.ndarray):
+    """Sort `order[lo:hi]` stably by ascending `primary`, then descending score: insertion
+    sort for the usual few rows, else two stable sorts."""
+    if hi - lo <= 64:
+        for i in range(lo + 1, hi):
+            cur = order[i]
+            key, s = primary[cur], score[cur]
+            j = i - 1
+            while j >= lo and (
+                primary[order[j]] > key or (primary[order[j]] == key and score[order[j]] < s)
+            ):
+                order[j + 1] = order[j]
+                j -= 1
+            order[j + 1] = cur
+        return
+    segment = order[lo:hi].copy()
+    keys = np.empty(hi - lo)
+    for i in range(hi - lo):
+        keys[i] = -score[segment[i]]
+    segment = segment[np.argsort(keys, kind="mergesort")]
+    for i in range(hi - lo):
+        keys[i] = primary[segment[i]]
+    segment = segment[np.argsort(keys, kind="mergesort")]
+    for i in range(hi - lo):
+        order[lo + i] = segment[i]
+
+
+@numba.njit(cache=True, parallel=True)
+def item_orders(
+    start: np.ndarray, label: np.ndarray, score: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The two pool orders of the predictions of item-major rows, sorted once for every
+    pass: `by_label` (item, label, descending score, row: COCO's per-category lists) with
+    each entry's rank in its (item, label) pool and each row's (`row_label_rank`), and
+    `by_item` (item, descending score, label, row: useCats=0's concatenation of the
+    category lists, mergesorted by score) with each entry's rank in its item."""
+    n = len(label)
+    by_label = np.empty(n, dtype=np.int64)
+    by_item = np.empty(n, dtype=np.int64)
+    label_rank = np.empty(n, dtype=np.int64)
+    item_rank = np.empty(n, dtype=np.int64)
+    row_label_rank = np.empty(n, dtype=np.int64)
+    no_key = np.zeros(n, dtype=np.int64)
+    for item in numba.prange(len(start) - 1):
+        lo, hi = start[item], start[item + 1]
+        for i in range(lo, hi):
+            by_label[i] = i
+        _sort_stably(by_label, lo, hi, label, score)
+        for i in range(lo, hi):
+            by_item[i] = by_label[i]
+            item_rank[i] = i - lo
+            if i > lo and label[by_label[i]] == label[by_label[i - 1]]:
+                label_rank[i] = label_rank[i - 1] + 1
+            else:
+                label_rank[i] = 0
+            row_label_rank[by_label[i]] = label_rank[i]
+        _sort_stably(by_item, lo, hi, no_key, score)
+    return by_label, label_rank, row_label_rank, by_item, item_rank
+
+
+@numba.njit(cache=True, inline="always")
 def _pool_iou(
     d: int, g: int, crowd: bool, dt_box: np.ndarray, gt_box: np.ndarray, segm: bool,
     seg_iou: np.ndarray, seg_offset: np.ndarray, dt_item: np.ndarray,
@@ -80,125 +142,132 @@ def _pool_iou(
 
 @numba.njit(cache=True)
 def _match_pool(
-    p, pool_entry_start, pool_gt_start, entry_dt, pool_gts, dt_box, dt_area, dt_label, gt_box,
-    gt_area, gt_label, gt_crowd, compat, use_compat, area_lo, area_hi, thresholds, record_area,
-    segm, seg_iou, seg_offset, dt_item, dt_item_start, gt_item_start, lowest, iou, candidates,
-    n_candidates, ignored, gt_order, taken, chosen, flags, record_gt, record_iou, gt_record,
+    first, end, pool_entry_start, pool_gt_start, entry_dt, pool_gts, dt_box, dt_area,
+    dt_label, gt_box, gt_area, gt_label, gt_crowd, compat, use_compat, area_lo, area_hi,
+    thresholds, record_area, segm, seg_iou, seg_offset, dt_item, dt_item_start,
+    gt_item_start, lowest, iou, candidates, n_candidates, ignored, gt_order, taken, chosen,
+    flags, record_status, record_gt, record_iou, gt_record,
 ):  # fmt: skip
-    """One pool of `match_pools` (scratch arrays passed in).
+    """Pools first..end-1 of `match_pools` (scratch arrays passed in; one call per chunk:
+    a call per pool would pass and reference-count some thirty arrays).
 
     Two area ranges whose ground-truth ignore flags agree (or are uniform, all ignored or
     none: then neither the partition nor the `break` can act) give the same matches, so each
     distinct pattern is matched once and only the flags are redone per area range."""
-    n_areas = len(area_lo)
-    n_thr = len(thresholds)
-    e0, e1 = pool_entry_start[p], pool_entry_start[p + 1]
-    g0, g1 = pool_gt_start[p], pool_gt_start[p + 1]
-    n_d, n_g = e1 - e0, g1 - g0
-    if n_d == 0:
-        return
-    any_candidate = False
-    for i in range(n_d):
-        d = entry_dt[e0 + i]
-        for j in range(n_g):
-            g = pool_gts[g0 + j]
-            if use_compat and not compat[gt_label[g], dt_label[d]]:
-                iou[i * n_g + j] = -1.0  # not a candidate at all
-                continue
-            v = _pool_iou(
-                d, g, gt_crowd[g], dt_box, gt_box, segm, seg_iou, seg_offset,
-                dt_item, dt_item_start, gt_item_start,
-            )  # fmt: skip
-            iou[i * n_g + j] = v
-            if v >= lowest:
-                any_candidate = True
-    for a in range(n_areas):
-        lo, hi = area_lo[a], area_hi[a]
-        n_ignored = 0
-        for j in range(n_g):
-            g = pool_gts[g0 + j]
-            ignored[a, j] = gt_crowd[g] or gt_area[g] < lo or gt_area[g] > hi
-            n_ignored += ignored[a, j]
-        uniform = n_ignored == 0 or n_ignored == n_g
-        source = -1
-        if not any_candidate:
-            source = a
-        else:
-            for b in range(a):
-                same = True
-                if not uniform:
-                    for j in range(n_g):
-                        if ignored[a, j] != ignored[b, j]:
-                            same = False
-                            break
-                else:
-                    first = ignored[b, 0] if n_g else False
-                    for j in range(n_g):
-                        if ignored[b, j] != first:
-                            same = False
-                            break
-                if same:
-                    source = b
-                    break
-        if source == -1:
-            source = a
-            k = 0
-            for j in range(n_g):
-                if not ignored[a, j]:
-                    gt_order[k] = j
-                    k += 1
-            for j in range(n_g):
-                if ignored[a, j]:
-                    gt_order[k] = j
-                    k += 1
-            # A gt whose IoU is below every threshold can only be skipped, or end the scan
-            # where the next one would end it too: leave it out of the candidates.
-            for i in range(n_d):
-                c = 0
-                for jj in range(n_g):
-                    j = gt_order[jj]
-                    if iou[i * n_g + j] >= lowest:
-                        candidates[i * n_g + c] = j
-                        c += 1
-                n_candidates[i] = c
-            for t in range(n_thr):
-                threshold = min(thresholds[t], 1.0 - 1e-10)
-                taken[:n_g] = -1
-                for i in range(n_d):
-                    best = threshold
-                    m = -1
-                    for c in range(n_candidates[i]):
-                        j = candidates[i * n_g + c]
-                        if taken[j] >= 0 and not gt_crowd[pool_gts[g0 + j]]:
-                            continue
-                        if m > -1 and not ignored[a, m] and ignored[a, j]:
-                            break
-                        if iou[i * n_g + j] < best:
-                            continue
-                        best = iou[i * n_g + j]
-                        m = j
-                    if m >= 0:
-                        taken[m] = i
-                    chosen[a, i * n_thr + t] = m
-        elif not any_candidate:
-            for i in range(n_d * n_thr):
-                chosen[a, i] = -1
+    for p in range(first, end):
+        n_areas = len(area_lo)
+        n_thr = len(thresholds)
+        e0, e1 = pool_entry_start[p], pool_entry_start[p + 1]
+        g0, g1 = pool_gt_start[p], pool_gt_start[p + 1]
+        n_d, n_g = e1 - e0, g1 - g0
+        if n_d == 0:
+            continue
+        any_candidate = False
         for i in range(n_d):
-            e = e0 + i
-            out_of_range = dt_area[entry_dt[e]] < lo or dt_area[entry_dt[e]] > hi
-            for t in range(n_thr):
-                m = chosen[source, i * n_thr + t]
-                if m >= 0:
-                    flag = FLAG_MATCHED
-                    if ignored[a, m]:
-                        flag |= FLAG_IGNORED
+            d = entry_dt[e0 + i]
+            for j in range(n_g):
+                g = pool_gts[g0 + j]
+                if use_compat and not compat[gt_label[g], dt_label[d]]:
+                    iou[i * n_g + j] = -1.0  # not a candidate at all
+                    continue
+                v = _pool_iou(
+                    d, g, gt_crowd[g], dt_box, gt_box, segm, seg_iou, seg_offset,
+                    dt_item, dt_item_start, gt_item_start,
+                )  # fmt: skip
+                iou[i * n_g + j] = v
+                if v >= lowest:
+                    any_candidate = True
+        for a in range(n_areas):
+            lo, hi = area_lo[a], area_hi[a]
+            n_ignored = 0
+            for j in range(n_g):
+                g = pool_gts[g0 + j]
+                ignored[a, j] = gt_crowd[g] or gt_area[g] < lo or gt_area[g] > hi
+                n_ignored += ignored[a, j]
+            uniform = n_ignored == 0 or n_ignored == n_g
+            source = -1
+            if not any_candidate:
+                source = a
+            else:
+                for b in range(a):
+                    same = True
+                    if not uniform:
+                        for j in range(n_g):
+                            if ignored[a, j] != ignored[b, j]:
+                                same = False
+                                break
+                    else:
+                        first = ignored[b, 0] if n_g else False
+                        for j in range(n_g):
+                            if ignored[b, j] != first:
+                                same = False
+                                break
+                    if same:
+                        source = b
+                        break
+            if source == -1:
+                source = a
+                k = 0
+                for j in range(n_g):
+                    if not ignored[a, j]:
+                        gt_order[k] = j
+                        k += 1
+                for j in range(n_g):
+                    if ignored[a, j]:
+                        gt_order[k] = j
+                        k += 1
+                # A gt whose IoU is below every threshold can only be skipped, or end the scan
+                # where the next one would end it too: leave it out of the candidates.
+                for i in range(n_d):
+                    c = 0
+                    for jj in range(n_g):
+                        j = gt_order[jj]
+                        if iou[i * n_g + j] >= lowest:
+                            candidates[i * n_g + c] = j
+                            c += 1
+                    n_candidates[i] = c
+                for t in range(n_thr):
+                    threshold = min(thresholds[t], 1.0 - 1e-10)
+                    taken[:n_g] = -1
+                    for i in range(n_d):
+                        best = threshold
+                        m = -1
+                        for c in range(n_candidates[i]):
+                            j = candidates[i * n_g + c]
+                            if taken[j] >= 0 and not gt_crowd[pool_gts[g0 + j]]:
+                                continue
+                            if m > -1 and not ignored[a, m] and ignored[a, j]:
+                                break
+                            if iou[i * n_g + j] < best:
+                                continue
+                            best = iou[i * n_g + j]
+                            m = j
+                        if m >= 0:
+                            taken[m] = i
+                        chosen[a, i * n_thr + t] = m
+            elif not any_candidate:
+                for i in range(n_d * n_thr):
+                    chosen[a, i] = -1
+            for i in range(n_d):
+                e = e0 + i
+                out_of_range = dt_area[entry_dt[e]] < lo or dt_area[entry_dt[e]] > hi
+                for t in range(n_thr):
+                    m = chosen[source, i * n_thr + t]
+                    if m >= 0:
+                        flag = FLAG_MATCHED
+                        if ignored[a, m]:
+                            flag |= FLAG_IGNORED
+                        if a == record_area:
+                            record_gt[entry_dt[e], t] = pool_gts[g0 + m]
+                            record_iou[entry_dt[e], t] = iou[i * n_g + m]
+                            gt_record[pool_gts[g0 + m], t] = entry_dt[e]
+                    else:
+                        flag = FLAG_IGNORED if out_of_range else np.uint8(0)
+                    flags[e, a, t] = flag
                     if a == record_area:
-                        record_gt[e, t] = pool_gts[g0 + m]
-                        record_iou[e, t] = iou[i * n_g + m]
-                        gt_record[pool_gts[g0 + m], t] = e
-                else:
-                    flag = FLAG_IGNORED if out_of_range else np.uint8(0)
-                flags[e, a, t] = flag
+                        record_status[entry_dt[e], t] = (
+                            IGNORED if flag & FLAG_IGNORED else (TP if flag & FLAG_MATCHED else FP)
+                        )
 
 
 @numba.njit(cache=True, parallel=True)
@@ -227,6 +296,7 @@ def match_pools(
     dt_item_start: np.ndarray,
     gt_item_start: np.ndarray,
     flags: np.ndarray,
+    record_status: np.ndarray,
     record_gt: np.ndarray,
     record_iou: np.ndarray,
     gt_record: np.ndarray,
@@ -236,9 +306,11 @@ def match_pools(
     Entries are predictions (rows of the dt arrays, `entry_dt`) already sorted within each
     pool and cut to maxDets[-1]; `pool_gts` lists each pool's ground-truth rows in COCO's
     order before the ignore partition. Fills `flags[entry, area, thr]` (MATCHED | IGNORED
-    bits, what accumulate needs) and, for `record_area`, each entry's matched gt row and IoU
-    and each gt row's matching entry (left -1 when none). The caller allocates them: numpy
-    does it several times faster than compiled code.
+    bits, what accumulate needs) and, for `record_area` (-1: none), the match records, by
+    prediction row (`record_status`, the matched gt row `record_gt`, its IoU) and by gt row
+    (`gt_record`, the matching prediction row), which needs one entry per prediction. Rows
+    without an entry keep what they hold (the caller presets them). The caller allocates
+    them: numpy does it several times faster than compiled code.
     """
     lowest = 1.0 - 1e-10
     for t in range(len(thresholds)):
@@ -253,21 +325,38 @@ def match_pools(
     # Scratch space per chunk of pools, not per pool: allocation would dominate tiny pools.
     n_chunks = min(n_pools, 64)
     for chunk in numba.prange(n_chunks):
-        iou = np.empty(most_d * most_g)
-        candidates = np.empty(most_d * most_g, dtype=np.int64)
-        n_candidates = np.empty(most_d, dtype=np.int64)
-        ignored = np.empty((len(area_lo), most_g), dtype=np.bool_)
-        gt_order = np.empty(most_g, dtype=np.int64)
-        taken = np.empty(most_g, dtype=np.int64)
-        chosen = np.empty((len(area_lo), most_d * len(thresholds)), dtype=np.int64)
-        for p in range(chunk * n_pools // n_chunks, (chunk + 1) * n_pools // n_chunks):
-            _match_pool(
-                p, pool_entry_start, pool_gt_start, entry_dt, pool_gts, dt_box, dt_area,
-                dt_label, gt_box, gt_area, gt_label, gt_crowd, compat, use_compat, area_lo,
-                area_hi, thresholds, record_area, segm, seg_iou, seg_offset, dt_item,
-                dt_item_start, gt_item_start, lowest, iou, candidates, n_candidates, ignored,
-                gt_order, taken, chosen, flags, record_gt, record_iou, gt_record,
-            )  # fmt: skip
+        _match_range(
+            chunk * n_pools // n_chunks, (chunk + 1) * n_pools // n_chunks, most_d, most_g,
+            pool_entry_start, pool_gt_start, entry_dt, pool_gts, dt_box, dt_area,
+            dt_label, gt_box, gt_area, gt_label, gt_crowd, compat, use_compat, area_lo,
+            area_hi, thresholds, record_area, segm, seg_iou, seg_offset, dt_item,
+            dt_item_start, gt_item_start, lowest, flags, record_status, record_gt, record_iou,
+            gt_record,
+        )  # fmt: skip
+
+
+@numba.njit(cache=True)
+def _match_range(
+    first, end, most_d, most_g, pool_entry_start, pool_gt_start, entry_dt, pool_gts, dt_box,
+    dt_area, dt_label, gt_box, gt_area, gt_label, gt_crowd, compat, use_compat, area_lo,
+    area_hi, thresholds, record_area, segm, seg_iou, seg_offset, dt_item, dt_item_start,
+    gt_item_start, lowest, flags, record_status, record_gt, record_iou, gt_record,
+):  # fmt: skip
+    """Pools first..end-1 of `match_pools`, with their scratch space."""
+    iou = np.empty(most_d * most_g)
+    candidates = np.empty(most_d * most_g, dtype=np.int64)
+    n_candidates = np.empty(most_d, dtype=np.int64)
+    ignored = np.empty((len(area_lo), most_g), dtype=np.bool_)
+    gt_order = np.empty(most_g, dtype=np.int64)
+    taken = np.empty(most_g, dtype=np.int64)
+    chosen = np.empty((len(area_lo), most_d * len(thresholds)), dtype=np.int64)
+    _match_pool(
+        first, end, pool_entry_start, pool_gt_start, entry_dt, pool_gts, dt_box, dt_area,
+        dt_label, gt_box, gt_area, gt_label, gt_crowd, compat, use_compat, area_lo, area_hi,
+        thresholds, record_area, segm, seg_iou, seg_offset, dt_item, dt_item_start,
+        gt_item_start, lowest, iou, candidates, n_candidates, ignored, gt_order, taken, chosen,
+        flags, record_status, record_gt, record_iou, gt_record,
+    )  # fmt: skip
 
 
 @numba.njit(cache=True)
@@ -352,6 +441,22 @@ class _Rows:
     pred_ids: np.ndarray
     seg_iou: np.ndarray
     seg_offset: np.ndarray
+    n_labels: int
+
+    @cached_property
+    def orders(self) -> tuple[np.ndarray, ...]:
+        """`item_orders` of the predictions, shared by every pass."""
+        return item_orders(self.pred_start, self.pred_label, self.pred_score)
+
+    @cached_property
+    def gt_key(self) -> np.ndarray:
+        return self.gt_item * self.n_labels + self.gt_label
+
+    @cached_property
+    def gt_pool(self) -> np.ndarray:
+        """Ground truths by (item, label), stably: COCO's per-category lists, and for one
+        pool per item their concatenation in category order."""
+        return np.argsort(self.gt_key, kind="stable").astype(np.int64)
 
 
 def _item_major(values: np.ndarray) -> np.ndarray | None:
@@ -411,6 +516,7 @@ def _rows(ground: GroundTruths, predictions: Predictions, options: Options, n_it
         pred_ids=take(predictions.ids, p_order),
         seg_iou=seg_iou,
         seg_offset=seg_offset,
+        n_labels=options.n_labels,
     )
 
 
@@ -423,9 +529,12 @@ class _Pass:
     entry_rank: np.ndarray
     cut: np.ndarray  # predictions no entry of which survived the cut (records: ignored)
     flags: np.ndarray
-    record_gt: np.ndarray
-    record_iou: np.ndarray
-    gt_record: np.ndarray
+    # match records (when the pass made them): per prediction row and threshold, status,
+    # matched gt row (-1) and IoU; per gt row, the matching prediction row (-1)
+    status: np.ndarray
+    match: np.ndarray
+    iou: np.ndarray
+    gt_match: np.ndarray
 
 
 def _run_pass(
@@ -456,22 +565,19 @@ def _run_pass(
         order = np.argsort(entry_key, kind="stable")
         entry_pred, entry_label, entry_key = entry_pred[order], entry_label[order], entry_key[order]
         pool_key = entry_key
-    else:
-        entry_pred = np.argsort(pred_key, kind="stable") if len(pred_key) else pred_key
+        segments = segment_starts(pool_key)
+        sort_segments_by_score(entry_pred, segments, rows.pred_score)
+        rank = rank_in_segments(segments, len(entry_pred))
+    elif pools == "label":
+        entry_pred, rank = rows.orders[0], rows.orders[1]
+        pool_key = pred_key[entry_pred]
         entry_label = rows.pred_label[entry_pred]
-        pool_key = pred_key[entry_pred] if pools == "label" else rows.pred_item[entry_pred]
-    segments = segment_starts(pool_key)
-    sort_segments_by_score(entry_pred, segments, rows.pred_score)
-    rank = rank_in_segments(segments, len(entry_pred))
-    if cut_by_label:  # the records' pass cuts per (item, prediction label), as COCO would
-        by_label = np.argsort(pred_key, kind="stable")
-        label_segments = segment_starts(pred_key[by_label])
-        sort_segments_by_score(by_label, label_segments, rows.pred_score)
-        label_rank = np.empty(len(by_label), dtype=np.int64)
-        label_rank[by_label] = rank_in_segments(label_segments, len(by_label))
-        keep = label_rank[entry_pred] < max_det
     else:
-        keep = rank < max_det
+        entry_pred, rank = rows.orders[3], rows.orders[4]
+        pool_key = rows.pred_item[entry_pred]
+        entry_label = rows.pred_label[entry_pred]
+    # the records' pass cuts per (item, prediction label), as COCO would
+    keep = (rows.orders[2][entry_pred] if cut_by_label else rank) < max_det
     cut = np.ones(len(pred_key), dtype=np.bool_)
     cut[entry_pred[keep]] = False
     entry_pred, entry_label, rank, pool_key = (
@@ -480,26 +586,24 @@ def _run_pass(
         rank[keep],
         pool_key[keep],
     )
-    if pools == "item":
-        gt_pool = np.argsort(rows.gt_item * n_labels + rows.gt_label, kind="stable")
-        gt_key = rows.gt_item[gt_pool]
-    else:
-        gt_pool = np.argsort(rows.gt_item * n_labels + rows.gt_label, kind="stable")
-        gt_key = rows.gt_item[gt_pool] * n_labels + rows.gt_label[gt_pool]
+    gt_pool = rows.gt_pool
+    gt_key = rows.gt_item[gt_pool] if pools == "item" else rows.gt_key[gt_pool]
     gt_starts, entry_starts = pool_starts(gt_key, pool_key)
     lo = np.array([r[0] for r in area_ranges], dtype=np.float64)
     hi = np.array([r[1] for r in area_ranges], dtype=np.float64)
     use_compat = compat is not None
     n_thr = len(thresholds)
     flags = np.empty((len(entry_pred), len(area_ranges), n_thr), dtype=np.uint8)
-    record_gt = np.full((len(entry_pred), n_thr), -1, dtype=np.int32)
-    record_iou = np.zeros((len(entry_pred), n_thr))
-    gt_record = np.full((len(rows.gt_item), n_thr), -1, dtype=np.int32)
+    n_rec_pred, n_rec_gt = (len(rows.pred_item), len(rows.gt_item)) if record_area >= 0 else (0, 0)
+    record_status = np.full((n_rec_pred, n_thr), IGNORED, dtype=np.int8)
+    record_gt = np.full((n_rec_pred, n_thr), -1, dtype=np.int32)
+    record_iou = np.zeros((n_rec_pred, n_thr))
+    gt_record = np.full((n_rec_gt, n_thr), -1, dtype=np.int32)
     match_pools(
         entry_starts,
         gt_starts,
         entry_pred,
-        gt_pool.astype(np.int64),
+        gt_pool,
         rows.pred_box,
         rows.pred_area,
         rows.pred_label,
@@ -520,59 +624,14 @@ def _run_pass(
         rows.pred_start,
         rows.gt_start,
         flags,
+        record_status,
         record_gt,
         record_iou,
         gt_record,
     )
-    return _Pass(entry_pred, entry_label, rank, cut, flags, record_gt, record_iou, gt_record)
-
-
-@numba.njit(cache=True)
-def _records_kernel(
-    entry_pred: np.ndarray,
-    flags: np.ndarray,
-    record_gt: np.ndarray,
-    record_iou: np.ndarray,
-    gt_record: np.ndarray,
-    status: np.ndarray,
-    match: np.ndarray,
-    iou: np.ndarray,
-    gt_match: np.ndarray,
-) -> None:
-    n_thr = flags.shape[1]
-    for e in range(len(entry_pred)):
-        d = entry_pred[e]
-        for t in range(n_thr):
-            f = flags[e, t]
-            status[d, t] = IGNORED if f & 2 else (TP if f & 1 else FP)
-            match[d, t] = record_gt[e, t]
-            iou[d, t] = record_iou[e, t]
-    for g in range(gt_record.shape[0]):
-        for t in range(n_thr):
-            if gt_record[g, t] >= 0:
-                gt_match[g, t] = entry_pred[gt_record[g, t]]
-
-
-def _records(rows: _Rows, run: _Pass, record_area: int) -> tuple[np.ndarray, ...]:
-    """Per-prediction and per-gt match records from a pass whose entries are one per
-    prediction (predictions without an entry were cut: ignored, unmatched)."""
-    n_pred, n_thr = len(rows.pred_item), run.flags.shape[2]
-    status = np.full((n_pred, n_thr), IGNORED, dtype=np.int8)
-    match = np.full((n_pred, n_thr), -1, dtype=np.int32)
-    iou = np.zeros((n_pred, n_thr))
-    gt_match = np.full(run.gt_record.shape, -1, dtype=np.int32)
-    _records_kernel(
-        run.entry_pred,
-        np.ascontiguousarray(run.flags[:, record_area, :]),
-        run.record_gt,
-        run.record_iou,
-        run.gt_record,
-        status,
-        match,
-        iou,
-        gt_match,
+    return _Pass(
+        entry_pred, entry_label, rank, cut, flags, record_status, record_gt, record_iou, gt_record
     )
-    return status, match, iou, gt_match
 
 
 def _index_of_half(thresholds: np.ndarray) -> int:
@@ -606,7 +665,12 @@ def evaluate_items(
     mode = options.mode
     pools = {"agnostic": "item", "aware": "label", "pairs": "pairs"}[mode]
     main = _run_pass(
-        rows, options, pools=pools, area_ranges=areas, thresholds=thresholds, record_area=a_all
+        rows,
+        options,
+        pools=pools,
+        area_ranges=areas,
+        thresholds=thresholds,
+        record_area=-1 if mode == "pairs" else a_all,  # pairs: a prediction in several pools
     )
     if mode == "pairs":
         single = _run_pass(
@@ -619,9 +683,9 @@ def evaluate_items(
             compat=_compat(options),
             cut_by_label=True,
         )
-        status, match, iou, gt_match = _records(rows, single, 0)
+        status, match, iou, gt_match = single.status, single.match, single.iou, single.gt_match
     else:
-        status, match, iou, gt_match = _records(rows, main, a_all)
+        status, match, iou, gt_match = main.status, main.match, main.iou, main.gt_match
     half = _index_of_half(thresholds)
     if mode == "agnostic":
         confusion = match[:, half].copy()
@@ -634,8 +698,7 @@ def evaluate_items(
             thresholds=thresholds[half : half + 1],
             record_area=0,
         )
-        _, conf_match, _, _ = _records(rows, run, 0)
-        confusion = conf_match[:, 0]
+        confusion = run.match[:, 0]
     confusion = np.where(main.cut if mode != "pairs" else single.cut, -2, confusion)
     if mode == "agnostic":
         aware = _run_pass(
