@@ -53,6 +53,9 @@ async def _store(db: Any, ground: GroundTruths, preds: Predictions, n_items: int
     scope = {"orgId": org, "projectId": project}
     item_ids = [ObjectId() for _ in range(n_items)]
     counts = np.bincount(ground.item, minlength=n_items)
+    await db.datasets.insert_one(
+        new_document(None, _id=dataset, **scope, name="bench", annotationsCount=len(ground))
+    )
     await db.items.insert_many(
         [
             new_document(
@@ -156,9 +159,9 @@ def measure_commits(
             run = await _store(db, ground, preds, n_items)
             print(f"stored the set in MongoDB in {time.perf_counter() - began:.1f} s")
             whole = await _commit(db, run)
+            stored = await db.model_run_metrics.find_one({"_id": run["_id"]})
             changed = await _change_items(db, run, preds, seed)
             again = await _commit(db, run)
-            stored = await db.model_run_metrics.find_one({"_id": run["_id"]})
             return CommitTimes(whole, again, changed, stored["stats"])
 
         try:

@@ -162,19 +162,28 @@ async def _changed_items(db: AsyncDatabase, run: dict[str, Any], started: Any) -
         )
     }
     edited = db.annotations.find(
-        {"datasetId": run["datasetId"], "updatedAt": {"$gt": since}}, {"itemId": 1}
+        {"datasetId": run["datasetId"], "updatedAt": {"$gt": since}},
+        {"itemId": 1, "createdAt": 1},
     )
-    changed |= {doc["itemId"] async for doc in edited}
-    seen = {
-        doc["itemId"]: doc["annotationsCount"]
-        async for doc in db.model_run_items.find(
-            {"runId": run["_id"]}, {"itemId": 1, "annotationsCount": 1}
-        )
-    }
-    counts = db.items.find({"datasetId": run["datasetId"]}, {"annotationsCount": 1})
-    async for item in counts:
-        if seen.get(item["_id"], 0) != item["annotationsCount"]:
-            changed.add(item["_id"])
+    created = 0
+    async for doc in edited:
+        changed.add(doc["itemId"])
+        created += doc["createdAt"] > since
+    # Deletions leave no annotation behind to find: the dataset's count tells whether any
+    # happened (it is what the last commit saw plus what was created since, unless some
+    # were deleted); only then are the items' counts compared with what the commit saw.
+    dataset = await db.datasets.find_one({"_id": run["datasetId"]}, {"annotationsCount": 1})
+    if dataset is None or dataset["annotationsCount"] != run.get("annotationsSeen", -1) + created:
+        seen = {
+            doc["itemId"]: doc["annotationsCount"]
+            async for doc in db.model_run_items.find(
+                {"runId": run["_id"]}, {"itemId": 1, "annotationsCount": 1}
+            )
+        }
+        counts = db.items.find({"datasetId": run["datasetId"]}, {"annotationsCount": 1})
+        async for item in counts:
+            if seen.get(item["_id"], 0) != item["annotationsCount"]:
+                changed.add(item["_id"])
     return sorted(changed)
 
 
@@ -254,6 +263,8 @@ async def _commit(
     stored_labels = list(run.get("evaluationLabels") or [])
     stored_key = run.get("commitKey")
     whole = commit.full or stored_key is None or run.get("lastCommitStartedAt") is None
+    dataset = await db.datasets.find_one({"_id": run["datasetId"]}, {"annotationsCount": 1})
+    annotations_seen = dataset["annotationsCount"] if dataset else 0
     items: list[ObjectId] | None = None
     if not whole:
         items = await _changed_items(db, run, started)
@@ -302,6 +313,7 @@ async def _commit(
                 "status": str(RunStatus.COMMITTED),
                 "committedAt": now(),
                 "lastCommitStartedAt": started,
+                "annotationsSeen": annotations_seen,
                 "commitKey": options.key(),
                 "commitOptions": spec,
                 "evaluationLabels": list(labels.names),

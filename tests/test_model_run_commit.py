@@ -25,6 +25,7 @@ CATEGORIES = sorted(LABELS)
 CREATE_MANY = "mutation($inputs: [AnnotationInput!]!) { createAnnotations(inputs: $inputs) { id } }"
 UPLOAD = """mutation($run: ID!, $p: [PredictionInput!]!, $update: Boolean!) {
   uploadPredictions(modelRunId: $run, predictions: $p, update: $update) { processed ignored } }"""
+DELETE_ANNOTATIONS = "mutation($ids: [ID!]!) { deleteAnnotations(ids: $ids) }"
 COMMIT = """mutation($run: ID!, $input: CommitInput) {
   commitModelRun(modelRunId: $run, input: $input) { id status } }"""
 METRICS = """query($id: ID!) { modelRun(id: $id) {
@@ -306,6 +307,15 @@ async def test_a_recommit_recomputes_only_changed_items_and_equals_a_full_commit
         assert (await client.data(METRICS, id=run_id))["modelRun"]["metrics"] == incremental
         guesses[3][0] = {"label": "truck", "box": changed["coordinates"], "score": 0.95}
         _assert_stats_equal(incremental, _pycocotools(truths, guesses, order, use_cats=False))
+
+        item = next(i for i, gts in enumerate(truths) if len(gts) >= 2)
+        gone = await db.annotations.find_one({"itemId": ObjectId(items[item]["id"])})
+        await client.data(DELETE_ANNOTATIONS, ids=[str(gone["_id"])])
+        truths[item] = [gt for gt in truths[item] if gt["box"] != gone["coordinates"]]
+        after_deletion = await _commit(world, db, run_id)
+        assert after_deletion["result"] == {"items": 1, "full": False}
+        metrics = (await client.data(METRICS, id=run_id))["modelRun"]["metrics"]
+        _assert_stats_equal(metrics, _pycocotools(truths, guesses, order, use_cats=False))
 
 
 async def test_a_commit_survives_a_sigkilled_worker_with_the_same_result(member, db, settings):
