@@ -81,7 +81,7 @@ async def test_functions_lists_the_registered_builtins(member):
     world = await make_world(member)
     data = await world.client.data("{ functions { name inputSchema } }")
     names = [f["name"] for f in data["functions"]]
-    assert names == ["echo", "fail", "sleeper"]
+    assert names == ["detect-colour-regions", "echo", "fail", "sleeper"]
     sleeper = next(f for f in data["functions"] if f["name"] == "sleeper")
     assert set(sleeper["inputSchema"]["properties"]) == {"seconds", "steps"}
 
