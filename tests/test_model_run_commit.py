@@ -426,3 +426,143 @@ async def test_a_commits_progress_streams_over_command_updated(member, db, setti
     result = {"items": evaluated, "full": True}
     assert seen[-1] == {"status": "success", "progress": 100, "result": result}
     assert len(seen) >= 3
+
+
+def _mask_scene(rng: np.random.Generator, n_items: int, width: int = 64, height: int = 48):
+    """Per item: ground truth as masks (COCO RLE strings) and polygons, some crowd, and
+    mask predictions around them with tied scores."""
+    from pycocotools import mask as coco_mask
+
+    def rectangle(x: int, y: int, w: int, h: int) -> dict:
+        pixels = np.zeros((height, width), dtype=np.uint8, order="F")
+        pixels[y : y + h, x : x + w] = 1
+        rle = coco_mask.encode(pixels)
+        return {"size": [height, width], "counts": rle["counts"].decode()}
+
+    truths, guesses = [], []
+    for _ in range(n_items):
+        gts, dts = [], []
+        for k in range(int(rng.integers(1, 4))):
+            x, y = int(rng.integers(0, 40)), int(rng.integers(0, 30))
+            w, h = int(rng.integers(5, 24)), int(rng.integers(5, 18))
+            label = str(rng.choice(LABELS))
+            if k % 2:
+                points = [{"x": x, "y": y}, {"x": x + w, "y": y}, {"x": x + w // 2, "y": y + h}]
+                gts.append({"label": label, "type": "POLYGON", "coordinates": points})
+            else:
+                gts.append(
+                    {
+                        "label": label,
+                        "type": "SEGMENTATION",
+                        "coordinates": rectangle(x, y, w, h),
+                        "crowd": rng.random() < 0.2,
+                    }
+                )
+            dx, dy = (int(v) for v in rng.integers(-2, 3, 2))
+            dts.append(
+                {
+                    "label": label if rng.random() < 0.8 else str(rng.choice(LABELS)),
+                    "coordinates": rectangle(max(0, x + dx), max(0, y + dy), w, h),
+                    "score": round(float(rng.random()), 1),
+                }
+            )
+        truths.append(gts)
+        guesses.append(dts)
+    return truths, guesses
+
+
+def _pycocotools_segm(truths, guesses, width: int = 64, height: int = 48) -> COCOeval:
+    from pycocotools import mask as coco_mask
+
+    def rle(gt: dict) -> dict:
+        if gt["type"] == "POLYGON":
+            flat = [v for p in gt["coordinates"] for v in (p["x"], p["y"])]
+            return coco_mask.merge(coco_mask.frPyObjects([flat], height, width))
+        return {"size": [height, width], "counts": gt["coordinates"]["counts"].encode()}
+
+    annotations, results = [], []
+    for item, gts in enumerate(truths):
+        for gt in gts:
+            mask = rle(gt)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": item + 1,
+                    "segmentation": mask,
+                    "area": float(coco_mask.area(mask)),
+                    "iscrowd": int(gt.get("crowd", False)),
+                    "bbox": list(coco_mask.toBbox(mask)),
+                    "category_id": CATEGORIES.index(gt["label"]) + 1,
+                }
+            )
+        for dt in guesses[item]:
+            mask = {"size": [height, width], "counts": dt["coordinates"]["counts"].encode()}
+            results.append(
+                {
+                    "image_id": item + 1,
+                    "segmentation": mask,
+                    "score": dt["score"],
+                    "category_id": CATEGORIES.index(dt["label"]) + 1,
+                }
+            )
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = {
+            "images": [{"id": i + 1, "width": width, "height": height} for i in range(len(truths))],
+            "categories": [{"id": k + 1, "name": name} for k, name in enumerate(CATEGORIES)],
+            "annotations": annotations,
+        }
+        truth.createIndex()
+        evaluation = COCOeval(truth, truth.loadRes(results), "segm")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return evaluation
+
+
+async def test_a_segm_commit_of_masks_and_polygons_equals_pycocotools(member, db, settings):
+    world = await make_world(member)
+    client = world.client
+    truths, guesses = _mask_scene(np.random.default_rng(11), 8)
+    items = [await world.upload(f"{i}.png", image_bytes("PNG", 64, 48)) for i in range(8)]
+    annotations = [
+        {
+            "itemId": items[i]["id"],
+            "type": gt["type"],
+            "label": gt["label"],
+            "coordinates": gt["coordinates"],
+            "attributes": {"iscrowd": gt.get("crowd", False)},
+        }
+        for i, gts in enumerate(truths)
+        for gt in gts
+    ]
+    await client.data(CREATE_MANY, inputs=annotations)
+    model = await client.data(CREATE_MODEL, project=world.project, input={"name": "masks"})
+    version = await client.data(CREATE_VERSION, id=model["createModel"]["id"])
+    created = await client.data(
+        CREATE_RUN,
+        input={
+            "modelVersionId": version["createModelVersion"]["id"],
+            "datasetId": world.dataset,
+            "name": "segm",
+        },
+    )
+    run_id = created["createModelRun"]["id"]
+    predictions = [
+        {
+            "itemId": items[i]["id"],
+            "type": "SEGMENTATION",
+            "label": dt["label"],
+            "coordinates": dt["coordinates"],
+            "confidence": dt["score"],
+        }
+        for i, dts in enumerate(guesses)
+        for dt in dts
+    ]
+    await client.data(UPLOAD, run=run_id, p=predictions, update=False)
+    with worker_processes(settings) as start:
+        start()
+        await _commit(world, db, run_id, {"iouType": "segm", "classAgnostic": False})
+    metrics = (await client.data(METRICS, id=run_id))["modelRun"]["metrics"]
+    _assert_stats_equal(metrics, _pycocotools_segm(truths, guesses))
+    assert metrics["ap50"] is not None
