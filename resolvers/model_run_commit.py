@@ -35,6 +35,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import commands
 from resolvers.access import Access
+from resolvers.classification_metrics import classification_metrics
 from resolvers.errors import BadUserInput
 from resolvers.evaluation import ItemResults, Options, accumulate, evaluate_items
 from resolvers.evaluation.item_results import TP
@@ -302,6 +303,7 @@ async def _commit(
     document.pop("item_counts")  # per item, they live in the items' documents
     document["labels"] = list(labels.names)
     document["iouThresholds"] = list(options.iou_thresholds)
+    document["classification"] = await classification_metrics(db, run)
     document["options"] = spec
     await db.model_run_metrics.replace_one(
         {"_id": run["_id"]}, {"_id": run["_id"], "runId": run["_id"], **document}, upsert=True

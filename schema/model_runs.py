@@ -93,6 +93,40 @@ class LabelMetrics:
     best_f1: float
 
 
+@strawberry.type(description="How well the classification predictions of one label did.")
+class ClassLabelMetrics:
+    label: str
+    tp: int
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    f1: float
+    support: int = strawberry.field(description="Items that truly have the label.")
+
+
+@strawberry.type(
+    description="Classification predictions against classification annotations: an item's "
+    "predicted class is its most confident classification prediction."
+)
+class ClassificationMetrics:
+    items: int
+    accuracy: float | None = strawberry.field(description="Top-1, over items with a class.")
+    per_label: list[ClassLabelMetrics]
+    confusion_matrix: JSON = strawberry.field(
+        description="{labels, matrix}: rows true class, columns predicted; `none` for neither."
+    )
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "ClassificationMetrics":
+        return cls(
+            items=doc["items"],
+            accuracy=doc["accuracy"],
+            per_label=[ClassLabelMetrics(**entry) for entry in doc["perLabel"]],
+            confusion_matrix=doc["confusion"],
+        )
+
+
 @strawberry.type(description="A committed run's metrics: COCO's stats and Loom's extras.")
 class ModelRunMetrics:
     ap: float | None = strawberry.field(description="mAP, AP@[.5:.95], area all, 100 dets.")
@@ -125,11 +159,16 @@ class ModelRunMetrics:
         description="{labels, matrix}: rows are ground-truth labels then background, columns "
         "predicted labels then background (class-agnostic matching)."
     )
+    classification: ClassificationMetrics | None = strawberry.field(
+        description="Of the run's classification predictions, if it has any."
+    )
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "ModelRunMetrics":
         names = doc["labels"]
         stats = doc["stats"]
+        # A commit with no label at all evaluates one unnamed, empty label: nothing to show.
+        entries = [e for e in doc["per_label"] if e["label"] < len(names)]
         per_label = [
             LabelMetrics(
                 label=names[entry["label"]],
@@ -143,7 +182,7 @@ class ModelRunMetrics:
                 best_confidence=entry["curve"]["best_threshold"],
                 best_f1=entry["curve"]["best_f1"],
             )
-            for entry in doc["per_label"]
+            for entry in entries
         ]
         overall = doc["overall"]
         confusion = doc["confusion"]
@@ -170,13 +209,27 @@ class ModelRunMetrics:
             per_label=per_label,
             curves={
                 "overall": overall["curve"],
-                "perLabel": {names[e["label"]]: e["curve"] for e in doc["per_label"]},
+                "perLabel": {names[e["label"]]: e["curve"] for e in entries},
             },
-            confusion_matrix={
-                "labels": [names[v] if isinstance(v, int) else v for v in confusion["labels"]],
-                "matrix": confusion["matrix"],
-            },
+            confusion_matrix=_named(confusion, names),
+            classification=ClassificationMetrics.from_doc(doc["classification"])
+            if doc.get("classification")
+            else None,
         )
+
+
+def _named(confusion: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The confusion matrix with label names, without the rows and columns of an unnamed label
+    (the one a commit without labels evaluates)."""
+    keep = [
+        i for i, v in enumerate(confusion["labels"]) if not isinstance(v, int) or v < len(names)
+    ]
+    return {
+        "labels": [
+            names[v] if isinstance(v, int) else v for v in (confusion["labels"][i] for i in keep)
+        ],
+        "matrix": [[confusion["matrix"][r][c] for c in keep] for r in keep],
+    }
 
 
 MatchKind = strawberry.enum(

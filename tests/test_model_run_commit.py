@@ -566,3 +566,83 @@ async def test_a_segm_commit_of_masks_and_polygons_equals_pycocotools(member, db
     metrics = (await client.data(METRICS, id=run_id))["modelRun"]["metrics"]
     _assert_stats_equal(metrics, _pycocotools_segm(truths, guesses))
     assert metrics["ap50"] is not None
+
+
+CLASSIFICATION = """query($id: ID!) { modelRun(id: $id) { metrics { ap classification {
+  items accuracy perLabel { label tp fp fn precision recall f1 support } confusionMatrix } } } }"""
+
+
+async def test_classification_predictions_are_scored_by_their_most_confident_class(
+    member, db, settings
+):
+    world = await make_world(member)
+    client = world.client
+    items = [await world.upload(f"{i}.png", image_bytes("PNG", 8, 8)) for i in range(4)]
+    truth = ["cat", "dog", "dog", None]
+    await client.data(
+        CREATE_MANY,
+        inputs=[
+            {"itemId": item["id"], "type": "CLASSIFICATION", "label": label}
+            for item, label in zip(items, truth, strict=True)
+            if label
+        ],
+    )
+    model = await client.data(CREATE_MODEL, project=world.project, input={"name": "classes"})
+    version = await client.data(CREATE_VERSION, id=model["createModel"]["id"])
+    created = await client.data(
+        CREATE_RUN,
+        input={
+            "modelVersionId": version["createModelVersion"]["id"],
+            "datasetId": world.dataset,
+            "name": "classes",
+        },
+    )
+    run_id = created["createModelRun"]["id"]
+
+    def guess(item: int, label: str, confidence: float) -> dict:
+        return {
+            "itemId": items[item]["id"],
+            "type": "CLASSIFICATION",
+            "label": label,
+            "confidence": confidence,
+        }
+
+    predictions = [
+        guess(0, "dog", 0.4),
+        guess(0, "cat", 0.9),
+        guess(1, "cat", 0.7),
+        guess(3, "dog", 0.6),
+    ]
+    await client.data(UPLOAD, run=run_id, p=predictions, update=False)
+    with worker_processes(settings) as start:
+        start()
+        await _commit(world, db, run_id)
+    metrics = (await client.data(CLASSIFICATION, id=run_id))["modelRun"]["metrics"]
+    assert metrics["ap"] is None
+    scored = metrics["classification"]
+    assert (scored["items"], scored["accuracy"]) == (4, 1 / 3)
+    per_label = {entry["label"]: entry for entry in scored["perLabel"]}
+    assert per_label["cat"] == {
+        "label": "cat",
+        "tp": 1,
+        "fp": 1,
+        "fn": 0,
+        "precision": 0.5,
+        "recall": 1.0,
+        "f1": 2 / 3,
+        "support": 1,
+    }
+    assert per_label["dog"] == {
+        "label": "dog",
+        "tp": 0,
+        "fp": 1,
+        "fn": 2,
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 2,
+    }
+    assert scored["confusionMatrix"] == {
+        "labels": ["cat", "dog", "none"],
+        "matrix": [[1, 0, 0], [1, 0, 1], [0, 1, 0]],
+    }
