@@ -183,6 +183,10 @@ INDEXES: dict[str, list[IndexModel]] = {
     # A commit's per-item matching state and match records (resolvers/model_run_commit.py).
     "model_run_items": [
         IndexModel([("runId", ASCENDING), ("itemId", ASCENDING)], unique=True),
+        *(
+            IndexModel([("runId", ASCENDING), (f"counts.{kind}", DESCENDING), ("_id", ASCENDING)])
+            for kind in ("errors", "fp", "fn")
+        ),
     ],
     "model_run_changes": [IndexModel([("runId", ASCENDING), ("at", ASCENDING)])],
     # Idempotency keys answer retries for 24 h (resolvers/idempotency.py).

@@ -223,6 +223,7 @@ def _item_documents(
                     "tp": int((status == TP).sum()),
                     "fp": int((status == 0).sum()),
                     "fn": int(gt_miss.sum()),
+                    "errors": int((status == 0).sum() + gt_miss.sum()),
                 },
                 "index": index,
             }

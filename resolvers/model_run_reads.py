@@ -1,5 +1,5 @@
-"""Reading a model run: an item's predictions (Nucleus' loc / refloc / iloc / prediction_loc)
-and the last commit's metrics."""
+"""Reading a model run: an item's predictions (Nucleus' loc / refloc / iloc / prediction_loc),
+the last commit's metrics and its per-item counts."""
 
 from typing import Any
 
@@ -9,6 +9,7 @@ from resolvers.access import Access
 from resolvers.dql import MAX_OFFSET
 from resolvers.errors import BadUserInput, LimitExceeded, NotFound
 from resolvers.model_runs import get_model_run
+from resolvers.pagination import Page, PageRequest, paginate
 
 MAX_PREDICTIONS_PER_ITEM = 1000
 
@@ -69,3 +70,24 @@ async def predictions_of(
 async def metrics_of(access: Access, run_id: ObjectId) -> dict[str, Any] | None:
     await get_model_run(access, run_id)
     return await access.db.model_run_metrics.find_one({"_id": run_id})
+
+
+ITEM_ORDERS: dict[str, list[tuple[str, int]]] = {
+    "item": [("itemId", 1)],
+    "errors": [("counts.errors", -1)],
+    "falsePositives": [("counts.fp", -1)],
+    "falseNegatives": [("counts.fn", -1)],
+}
+"""How a run's items page: by item id, or those with the most errors (FP + FN) first."""
+
+
+async def item_counts(access: Access, run_id: ObjectId, page: PageRequest, order: str) -> Page:
+    """The last commit's TP / FP / FN counts (IoU 0.5) of the run's items."""
+    await get_model_run(access, run_id)
+    return await paginate(
+        access.db.model_run_items,
+        {"runId": run_id},
+        page,
+        ITEM_ORDERS[order],
+        {"itemId": 1, "counts": 1},
+    )

@@ -301,6 +301,46 @@ def _record(record: match_records.MatchRecord) -> MatchRecord:
     )
 
 
+ItemOrder = strawberry.enum(
+    Enum(
+        "ModelRunItemOrder",
+        {
+            "ITEM": "item",
+            "ERRORS": "errors",
+            "FALSE_POSITIVES": "falsePositives",
+            "FALSE_NEGATIVES": "falseNegatives",
+        },
+    ),
+    description="By item id, or the items with the most errors (FP + FN, FP, FN) first.",
+)
+
+
+@strawberry.type(description="One item's counts in the last commit, at IoU 0.5.")
+class ItemCounts:
+    item_id: strawberry.ID
+    tp: int
+    fp: int
+    fn: int
+
+    @strawberry.field
+    async def item(
+        self, info: strawberry.Info
+    ) -> Annotated["Item", strawberry.lazy("schema.items")]:
+        from schema.items import Item
+
+        return Item.from_doc(await info.context.loaders.items.load(object_id(self.item_id)))
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "ItemCounts":
+        counts = doc["counts"]
+        return cls(
+            item_id=strawberry.ID(str(doc["itemId"])),
+            tp=counts["tp"],
+            fp=counts["fp"],
+            fn=counts["fn"],
+        )
+
+
 @strawberry.type(description="A model version's predictions on a dataset, and their metrics.")
 class ModelRun(Node):
     model_id: strawberry.ID
@@ -355,6 +395,20 @@ class ModelRun(Node):
         access = await info.context.access()
         doc = await model_run_reads.metrics_of(access, object_id(self.id))
         return ModelRunMetrics.from_doc(doc) if doc is not None else None
+
+    @strawberry.field(description="The last commit's counts per item (all predictions, IoU 0.5).")
+    async def items(
+        self,
+        info: strawberry.Info,
+        order: ItemOrder = ItemOrder.ITEM,
+        first: int = 50,
+        after: str | None = None,
+    ) -> Connection[ItemCounts]:
+        access = await info.context.access()
+        page = await model_run_reads.item_counts(
+            access, object_id(self.id), page_request(info, first, after), order.value
+        )
+        return Connection.of(page, ItemCounts.from_doc)
 
     @strawberry.field(
         description="The last commit's match records of one kind, item by item, for browsing "

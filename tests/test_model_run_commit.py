@@ -40,6 +40,8 @@ MATCHES = """query($id: ID!, $kind: MatchKind!, $label: String, $conf: Float, $i
     edges { cursor node { kind itemId predictionId groundTruthId label groundTruthLabel
                           confidence iou item { name } } }
     pageInfo { hasNextPage endCursor } } } }"""
+ITEMS = """query($id: ID!, $order: ModelRunItemOrder) { modelRun(id: $id) {
+  items(order: $order, first: 100) { nodes { itemId tp fp fn item { name } } } } }"""
 ITEM_PREDICTIONS = """query($id: ID!, $run: ID!) { item(id: $id) {
   predictions(modelRunId: $run) { label confidence } } }"""
 STAT_FIELDS = [
@@ -280,6 +282,16 @@ async def test_match_records_page_through_the_errors_disjoint_and_complete(membe
     wrong = await client.execute(MATCHES, id=run_id, kind="TP", thr=0.52)
     assert wrong["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
+    worst = (await client.data(ITEMS, id=run_id, order="ERRORS"))["modelRun"]["items"]["nodes"]
+    errors = [node["fp"] + node["fn"] for node in worst]
+    assert errors == sorted(errors, reverse=True)
+    assert sum(node["tp"] for node in worst) == len(everything["TP"])
+    assert sum(node["fp"] for node in worst) == len(everything["FP"])
+    assert sum(node["fn"] for node in worst) == len(everything["FN"])
+    by_item = (await client.data(ITEMS, id=run_id, order="ITEM"))["modelRun"]["items"]["nodes"]
+    assert [n["itemId"] for n in by_item] == sorted((n["itemId"] for n in worst), key=ObjectId)
+    assert by_item[0]["item"]["name"].endswith(".png")
+
 
 async def test_a_recommit_recomputes_only_changed_items_and_equals_a_full_commit(
     member, db, settings
@@ -391,6 +403,7 @@ async def test_another_organization_sees_no_metrics_matches_or_predictions(membe
     for query, variables in (
         (METRICS, {"id": run_id}),
         (MATCHES, {"id": run_id, "kind": "TP"}),
+        (ITEMS, {"id": run_id}),
         (COMMIT, {"run": run_id}),
     ):
         body = await other.client.execute(query, **variables)
