@@ -15,7 +15,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
-from resolvers import directories, dql, files, idempotency, json_documents
+from resolvers import directories, dql, files, idempotency, json_documents, predictions
 from resolvers.access import Access, Action
 from resolvers.datasets import get_dataset, writable_dataset
 from resolvers.errors import BadUserInput, Conflict, LimitExceeded, NotFound
@@ -254,7 +254,8 @@ async def move_items(
 
 
 async def delete_items(access: Access, dataset_id: ObjectId, item_ids: list[ObjectId]) -> int:
-    """Delete items with their annotations; their files go when nothing else references them."""
+    """Delete items with their annotations and their predictions in every model run; their
+    files go when nothing else references them."""
     await writable_dataset(access, dataset_id, Action.WRITE_ITEMS)
     if len(item_ids) > MAX_BATCH:
         raise LimitExceeded("maxBatch", MAX_BATCH, f"{len(item_ids)} items is too many")
@@ -268,6 +269,7 @@ async def delete_items(access: Access, dataset_id: ObjectId, item_ids: list[Obje
             {"itemId": {"$in": item_ids}}, session=session
         )
         await access.db.items.delete_many(query, session=session)
+        await predictions.forget_items(access.db, item_ids, session)
         await access.db.datasets.update_one(
             {"_id": dataset_id},
             {"$inc": {"itemsCount": -len(found), "annotationsCount": -removed.deleted_count}},

@@ -298,3 +298,20 @@ async def mark_changed(
         {"$inc": {"predictionsCount": added}, "$set": {"changed": True, "updatedAt": moment}},
         session=session,
     )
+
+
+async def forget_items(
+    db: AsyncDatabase, item_ids: list[ObjectId], session: AsyncClientSession
+) -> None:
+    """In the deleting transaction: the deleted items' predictions leave every run, and each
+    run marks those items changed, so its next commit drops them."""
+    pipeline = [
+        {"$match": {"itemId": {"$in": item_ids}}},
+        {"$group": {"_id": "$runId", "count": {"$sum": 1}, "items": {"$addToSet": "$itemId"}}},
+    ]
+    runs = await (await db.predictions.aggregate(pipeline, session=session)).to_list()
+    if not runs:
+        return
+    await db.predictions.delete_many({"itemId": {"$in": item_ids}}, session=session)
+    for run in runs:
+        await mark_changed(db, run, set(run["items"]), -run["count"], session)

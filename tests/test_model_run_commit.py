@@ -659,3 +659,28 @@ async def test_classification_predictions_are_scored_by_their_most_confident_cla
         "labels": ["cat", "dog", "none"],
         "matrix": [[1, 0, 0], [1, 0, 1], [0, 1, 0]],
     }
+
+
+DELETE_ITEMS = "mutation($d: ID!, $ids: [ID!]!) { deleteItems(datasetId: $d, itemIds: $ids) }"
+
+
+async def test_a_deleted_items_predictions_leave_the_run_and_its_next_commit(member, db, settings):
+    world, run_id, items, truths, guesses, order = await _seeded_run(member)
+    client = world.client
+    doomed = next(i for i, dts in enumerate(guesses) if dts and truths[i])
+    with worker_processes(settings) as start:
+        start()
+        await _commit(world, db, run_id)
+        before = await db.model_run_items.count_documents({"runId": ObjectId(run_id)})
+        await client.data(DELETE_ITEMS, d=world.dataset, ids=[items[doomed]["id"]])
+        run = (await client.data(METRICS, id=run_id))["modelRun"]
+        assert run["changed"] is True
+        stored = await db.model_runs.find_one({"_id": ObjectId(run_id)})
+        assert stored["predictionsCount"] == sum(len(d) for d in guesses) - len(guesses[doomed])
+        assert await db.predictions.count_documents({"itemId": ObjectId(items[doomed]["id"])}) == 0
+        again = await _commit(world, db, run_id)
+    assert again["result"] == {"items": 0, "full": False}
+    assert await db.model_run_items.count_documents({"runId": ObjectId(run_id)}) == before - 1
+    truths[doomed], guesses[doomed] = [], []
+    metrics = (await client.data(METRICS, id=run_id))["modelRun"]["metrics"]
+    _assert_stats_equal(metrics, _pycocotools(truths, guesses, order, use_cats=False))
