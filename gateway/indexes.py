@@ -127,6 +127,12 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("modelId", ASCENDING), ("version", ASCENDING)], unique=True),
         IndexModel([("modelId", ASCENDING), ("version", DESCENDING), ("_id", ASCENDING)]),
     ],
+    # Deployments (resolvers/deployments.py): names unique per project; switches page newest
+    # first per deployment.
+    "deployments": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],
+    "deployment_switches": [
+        IndexModel([("deploymentId", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
+    ],
     # Webhook deliveries (triggers/webhooks/): one per (trigger, event) as executions are.
     "deliveries": [
         IndexModel(

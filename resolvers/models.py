@@ -466,6 +466,8 @@ async def delete_model(access: Access, model_id: ObjectId) -> None:
         )
         if used is not None:
             raise Conflict("Model runs refer to this model; delete them first")
+        if (serving := await _deployment_serving(access, versions, session)) is not None:
+            raise Conflict(f"Deployment {serving['name']!r} serves a version of this model")
         await access.db.model_versions.delete_many({"modelId": model_id}, session=session)
         deleted = await access.db.models.delete_one({"_id": model_id}, session=session)
         if deleted.deleted_count == 0:
@@ -581,13 +583,24 @@ async def set_version_status(access: Access, version_id: ObjectId, status: Any) 
     return await _version_changed(access, version_id, {"status": str(value)})
 
 
+async def _deployment_serving(
+    access: Access, versions: list[ObjectId], session: AsyncClientSession
+) -> dict[str, Any] | None:
+    query = {
+        "$or": [{"championVersionId": {"$in": versions}}, {"shadowVersionId": {"$in": versions}}]
+    }
+    return await access.db.deployments.find_one(query, {"name": 1}, session=session)
+
+
 async def delete_version(access: Access, version_id: ObjectId) -> None:
-    """Delete a version no model run refers to (CONFLICT otherwise)."""
+    """Delete a version no model run refers to and no deployment serves (CONFLICT otherwise)."""
     await _writable_version(access, version_id)
 
     async def work(session: AsyncClientSession) -> None:
         if await _run_using(access, {"modelVersionId": version_id}, session) is not None:
             raise Conflict("Model runs refer to this model version; delete them first")
+        if (serving := await _deployment_serving(access, [version_id], session)) is not None:
+            raise Conflict(f"Deployment {serving['name']!r} serves this model version")
         deleted = await access.db.model_versions.delete_one({"_id": version_id}, session=session)
         if deleted.deleted_count == 0:
             raise NotFound("Model version not found", id=str(version_id))

@@ -18,6 +18,7 @@ from schema.users import Membership
 if TYPE_CHECKING:
     from schema.cron_triggers import CronTrigger, ScheduledRun
     from schema.datasets import Dataset
+    from schema.deployments import Deployment
     from schema.models import Model
     from schema.services import Execution, Service, StatusCount
     from schema.triggers import Event, Trigger
@@ -64,6 +65,14 @@ class Project(Node):
         from schema.models import project_models
 
         return await project_models(info, object_id(self.id), first, after)
+
+    @strawberry.field(description="The project's deployments, by name.")
+    async def deployments(
+        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Connection[Annotated["Deployment", strawberry.lazy("schema.deployments")]]:
+        from schema.deployments import project_deployments
+
+        return await project_deployments(info, object_id(self.id), first, after)
 
     @strawberry.field(description="The project's services, by name.")
     async def services(

@@ -20,6 +20,7 @@ from schema.cron_triggers import (
     ScheduledRun,
 )
 from schema.datasets import Dataset, DatasetMutations, DatasetQueries
+from schema.deployments import Deployment, DeploymentMutations, DeploymentQueries
 from schema.items import Item, ItemMutations, ItemQueries
 from schema.model_runs import ModelRun, ModelRunMutations, ModelRunQueries, Prediction
 from schema.models import Model, ModelMutations, ModelQueries, ModelVersion
@@ -56,6 +57,7 @@ NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Nod
     "predictions": ({}, Prediction.from_doc),
     "models": ({}, Model.from_doc),
     "model_versions": ({}, ModelVersion.from_doc),
+    "deployments": ({}, Deployment.from_doc),
 }
 """Collection → (where its access scope finds org and project ids, its GraphQL type)."""
 
@@ -94,6 +96,7 @@ class Query(
     WebhookQueries,
     ModelQueries,
     ModelRunQueries,
+    DeploymentQueries,
 ):
     @strawberry.field(description="Any object by its id, if the caller may see it.")
     async def node(self, info: strawberry.Info, id: strawberry.ID) -> Node | None:
@@ -118,5 +121,6 @@ class Mutation(
     WebhookMutations,
     ModelMutations,
     ModelRunMutations,
+    DeploymentMutations,
 ):
     pass
