@@ -144,6 +144,24 @@ FIELD_OF = {SwitchRole.CHAMPION: "championVersionId", SwitchRole.SHADOW: "shadow
 # --- Deployments ----------------------------------------------------------------------------
 
 
+async def _hold(
+    access: Access, versions: list[ObjectId | None], session: AsyncClientSession
+) -> bool:
+    """Write to the versions a change makes the deployment serve, in its transaction: a
+    concurrent deletion of one of them (which checks deployments in its own) then conflicts
+    with this change instead of leaving the deployment serving a version that is gone.
+    False when one of them is gone already."""
+    for version in versions:
+        if version is None:
+            continue
+        held = await access.db.model_versions.update_one(
+            {"_id": version}, {"$set": {"servedAt": now()}}, session=session
+        )
+        if held.matched_count == 0:
+            return False
+    return True
+
+
 async def create_deployment(
     access: Access, project_id: ObjectId, data: dict[str, Any]
 ) -> dict[str, Any]:
@@ -181,6 +199,8 @@ async def create_deployment(
         switches.append(_switch(access, doc, SwitchRole.SHADOW, None, shadow))
 
     async def work(session: AsyncClientSession) -> dict[str, Any]:
+        if not await _hold(access, [champion, shadow], session):
+            raise BadUserInput("the model version was deleted", field="championVersionId")
         try:
             await access.db.deployments.insert_one(doc, session=session)
         except DuplicateKeyError as exc:
@@ -281,6 +301,8 @@ async def _switched(
             return current
         if target is not None and current[other] == target:
             raise _same_versions("modelVersionId")
+        if not await _hold(access, [target], session):
+            raise BadUserInput("the model version was deleted", field="modelVersionId")
         changed = await access.db.deployments.find_one_and_update(
             {"_id": deployment_id, field: current[field], other: current[other]},
             {"$set": {field: target, "updatedAt": now()}},
@@ -343,10 +365,7 @@ async def rollback_deployment(access: Access, deployment_id: ObjectId) -> dict[s
         if latest is None or latest["from"] is None:
             raise Conflict("There is no previous champion to roll back to")
         previous = latest["from"]
-        exists = await access.db.model_versions.find_one(
-            {"_id": previous, "projectId": current["projectId"]}, {"_id": 1}, session=session
-        )
-        if exists is None:
+        if not await _hold(access, [previous], session):
             raise Conflict("The previous champion no longer exists")
         if current["shadowVersionId"] == previous:
             raise Conflict("The previous champion is now the shadow; change the shadow first")

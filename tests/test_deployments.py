@@ -751,3 +751,19 @@ async def test_a_served_version_or_its_model_cannot_be_deleted(scene, db):
     assert await snapshot(db) == before
     await scene.client.data(DELETE, id=made["id"])
     assert (await scene.client.data(DELETE_VERSION, id=v2))["deleteModelVersion"] is True
+
+
+async def test_a_deployment_racing_its_versions_deletion_never_serves_a_deleted_version(scene, db):
+    """Both at once: either the deletion wins and the deployment is refused, or the deployment
+    wins and the deletion is CONFLICT — never a deployment serving a version that is gone."""
+    fresh = await _versions(scene.client, scene.world.project, 4, name="racing")
+    for round_, version in enumerate(fresh):
+        given = {"name": f"race-{round_}", "championVersionId": version}
+        created, deleted = await asyncio.gather(
+            scene.client.execute(CREATE, p=scene.world.project, input=given),
+            scene.client.execute(DELETE_VERSION, id=version),
+        )
+        served = await db.deployments.find_one({"championVersionId": ObjectId(version)})
+        exists = await db.model_versions.find_one({"_id": ObjectId(version)})
+        assert (served is None) or (exists is not None), (created, deleted)
+        assert (created.get("errors") is None) != (deleted.get("errors") is None)
