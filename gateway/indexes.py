@@ -50,8 +50,20 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("projectId", ASCENDING)]),
         # A model run's commit reads its dataset's ground truth item by item, in id order.
         IndexModel([("datasetId", ASCENDING), ("itemId", ASCENDING), ("_id", ASCENDING)]),
-        # ... and, to re-commit, the annotations changed since its last commit.
+        # ... and, to re-commit, the annotations changed since its last commit, and its
+        # classifications (resolvers/classification_metrics.py): a partial index, so only
+        # classifications pay for it.
         IndexModel([("datasetId", ASCENDING), ("updatedAt", ASCENDING)]),
+        IndexModel(
+            [
+                ("datasetId", ASCENDING),
+                ("type", ASCENDING),
+                ("itemId", ASCENDING),
+                ("_id", ASCENDING),
+            ],
+            partialFilterExpression={"type": "classification"},
+            name="classifications_by_item",
+        ),
     ],
     "saved_filters": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],
     "services": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],
@@ -185,6 +197,17 @@ INDEXES: dict[str, list[IndexModel]] = {
             name="one_prediction_per_annotation_id",
         ),
         IndexModel([("itemId", ASCENDING), ("runId", ASCENDING)]),
+        IndexModel(
+            [
+                ("runId", ASCENDING),
+                ("type", ASCENDING),
+                ("itemId", ASCENDING),
+                ("confidence", DESCENDING),
+                ("_id", ASCENDING),
+            ],
+            partialFilterExpression={"type": "classification"},
+            name="classifications_by_item",
+        ),
     ],
     # A commit's per-item matching state and match records (resolvers/model_run_commit.py).
     "model_run_items": [
