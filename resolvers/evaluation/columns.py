@@ -48,6 +48,20 @@ def _boxes(bbox: Any, n: int) -> np.ndarray:
     return array
 
 
+def _check_rows(rows: Any, own: str, dtype: Any) -> None:
+    """Make each column of ground truths or predictions a contiguous array of its dtype, one
+    value per row (`own` is the side's own column: crowd or score)."""
+    rows.item = _column(rows.item, np.int64, None, "item")
+    n = len(rows.item)
+    rows.label = _column(rows.label, np.int64, n, "label")
+    rows.area = _column(rows.area, np.float64, n, "area")
+    setattr(rows, own, _column(getattr(rows, own), dtype, n, own))
+    rows.ids = _column(rows.ids, np.int64, n, "ids")
+    rows.bbox = _boxes(rows.bbox, n)
+    if rows.masks is not None and len(rows.masks) != n:
+        raise ValueError(f"masks: expected {n}, got {len(rows.masks)}")
+
+
 @dataclass
 class GroundTruths:
     """Ground-truth annotations. `bbox` is `[x, y, w, h]` in pixels (required for iou_type
@@ -65,15 +79,7 @@ class GroundTruths:
     masks: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
-        self.item = _column(self.item, np.int64, None, "item")
-        n = len(self.item)
-        self.label = _column(self.label, np.int64, n, "label")
-        self.area = _column(self.area, np.float64, n, "area")
-        self.crowd = _column(self.crowd, np.bool_, n, "crowd")
-        self.ids = _column(self.ids, np.int64, n, "ids")
-        self.bbox = _boxes(self.bbox, n)
-        if self.masks is not None and len(self.masks) != n:
-            raise ValueError(f"masks: expected {n}, got {len(self.masks)}")
+        _check_rows(self, "crowd", np.bool_)
 
     def __len__(self) -> int:
         return len(self.item)
@@ -92,15 +98,7 @@ class Predictions:
     masks: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
-        self.item = _column(self.item, np.int64, None, "item")
-        n = len(self.item)
-        self.label = _column(self.label, np.int64, n, "label")
-        self.area = _column(self.area, np.float64, n, "area")
-        self.score = _column(self.score, np.float64, n, "score")
-        self.ids = _column(self.ids, np.int64, n, "ids")
-        self.bbox = _boxes(self.bbox, n)
-        if self.masks is not None and len(self.masks) != n:
-            raise ValueError(f"masks: expected {n}, got {len(self.masks)}")
+        _check_rows(self, "score", np.float64)
 
     def __len__(self) -> int:
         return len(self.item)
