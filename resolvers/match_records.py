@@ -8,20 +8,17 @@ label index (which labels it has per kind) lets MongoDB skip the items without a
 The cursor is (item id, the record's row in that item), so pages stay disjoint and complete.
 """
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from bson import ObjectId
-from bson.errors import InvalidId
 
 from resolvers.access import Access
 from resolvers.errors import BadUserInput, Conflict
 from resolvers.evaluation import FP, TP, item_arrays
 from resolvers.model_runs import get_model_run
+from resolvers.pagination import decode_cursor, encode_cursor
 
 Kind = Literal["tp", "fp", "fn"]
 SCAN_BATCH = 200
@@ -48,16 +45,18 @@ class MatchPage:
     has_next_page: bool
 
 
+CURSOR_ORDER = [("itemId", 1), ("row", 1)]
+
+
 def _cursor(item: ObjectId, row: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([str(item), row]).encode()).decode()
+    return encode_cursor({"itemId": item, "row": row}, CURSOR_ORDER)
 
 
 def _decode_cursor(cursor: str) -> tuple[ObjectId, int]:
-    try:
-        item, row = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return ObjectId(item), int(row)
-    except (ValueError, TypeError, binascii.Error, InvalidId) as exc:
-        raise BadUserInput("Invalid cursor", field="after") from exc
+    (item, row), _ = decode_cursor(cursor, CURSOR_ORDER)
+    if not isinstance(item, ObjectId) or not isinstance(row, int) or isinstance(row, bool):
+        raise BadUserInput("Invalid cursor", field="after")
+    return item, row
 
 
 def _records(
