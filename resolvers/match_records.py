@@ -17,6 +17,7 @@ from bson import ObjectId
 from resolvers.access import Access
 from resolvers.errors import BadUserInput, Conflict
 from resolvers.evaluation import FP, TP, item_arrays
+from resolvers.evaluation.item_results import FORMAT_VERSION
 from resolvers.model_runs import get_model_run
 from resolvers.pagination import decode_cursor, encode_cursor
 
@@ -134,10 +135,12 @@ async def match_page(
 ) -> MatchPage:
     run = await get_model_run(access, run_id)
     metrics = await access.db.model_run_metrics.find_one(
-        {"_id": run_id}, {"iouThresholds": 1, "labels": 1}
+        {"_id": run_id}, {"iouThresholds": 1, "labels": 1, "stateVersion": 1}
     )
     if metrics is None:
         raise Conflict("The run has not been committed yet; commit it first")
+    if metrics.get("stateVersion") != FORMAT_VERSION:
+        raise Conflict("The run was committed by an earlier version of Loom; commit it again")
     thresholds = np.asarray(metrics["iouThresholds"])
     close = np.flatnonzero(np.isclose(thresholds, iou_threshold, atol=1e-9))
     if len(close) == 0:

@@ -17,9 +17,10 @@ The work runs in phases, each recorded as the command's cursor:
 4. **Metrics.** The stored states of every item of the run are put together and accumulated
    into COCO's stats and Loom's curves (`model_run_metrics`), and the run is marked committed.
 
-Every write is keyed (item documents are replaced, metrics overwritten), and the change marks
-are removed only at the end, so a worker killed at any point leaves the next one to do the
-same work again and reach the same result.
+Every write is keyed or redone whole (a whole commit forgets the run's commit key before it
+replaces the item documents, metrics are overwritten), and the change marks are removed only
+at the end, so a worker killed at any point leaves the next one to do the same work again and
+reach the same result.
 """
 
 import asyncio
@@ -30,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from bson import ObjectId
 from pydantic import Field, field_validator, model_validator
-from pymongo import DeleteOne, ReplaceOne
+from pymongo import DeleteOne, InsertOne, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import commands
@@ -38,7 +39,7 @@ from resolvers.access import Access
 from resolvers.classification_metrics import classification_metrics
 from resolvers.errors import BadUserInput
 from resolvers.evaluation import ItemResults, Options, accumulate, evaluate_items
-from resolvers.evaluation.item_results import TP
+from resolvers.evaluation.item_results import FORMAT_VERSION, TP
 from resolvers.inputs import Input, parse
 from resolvers.model_run_columns import Columns, Labels, read_columns
 from resolvers.model_runs import RunStatus, writable_model_run
@@ -46,6 +47,7 @@ from resolvers.timestamps import now
 
 KIND = "commitModelRun"
 WRITE_PAGE = 1_000
+PARALLEL_PAGES = 2
 KINDS = ("tp", "fp", "fn")
 
 
@@ -188,6 +190,19 @@ async def _changed_items(db: AsyncDatabase, run: dict[str, Any], started: Any) -
     return sorted(changed)
 
 
+def _labels_per_item(
+    item: np.ndarray, label: np.ndarray, chosen: np.ndarray, n_items: int, names: list[str]
+) -> list[list[str]]:
+    """For each item, the names of the labels of its chosen rows, sorted, each once."""
+    pairs = np.unique(item[chosen].astype(np.int64) * len(names) + label[chosen])
+    per_item: list[list[str]] = [[] for _ in range(n_items)]
+    for pair in pairs.tolist():
+        per_item[pair // len(names)].append(names[pair % len(names)])
+    for found in per_item:
+        found.sort()
+    return per_item
+
+
 def _item_documents(
     run: dict[str, Any],
     columns: Columns,
@@ -196,20 +211,26 @@ def _item_documents(
     threshold_50: int,
     annotation_counts: dict[ObjectId, int],
 ) -> list[dict[str, Any]]:
-    """One document per evaluated item: state, row ids, counts and the label index."""
+    """One document per evaluated item: state, row ids, counts and the label index — the
+    counts and labels worked out for all items at once."""
+    n = results.n_items
+    status = results.pred_status[:, threshold_50]
+    gt_miss = (results.gt_match[:, threshold_50] < 0) & ~results.gt_crowd
+    pred_item, gt_item = results.pred_item, results.gt_item
+    tp = np.bincount(pred_item[status == TP], minlength=n).tolist()
+    fp = np.bincount(pred_item[status == 0], minlength=n).tolist()
+    fn = np.bincount(gt_item[gt_miss], minlength=n).tolist()
+    names = labels.names or [""]
+    index = {
+        "tp": _labels_per_item(pred_item, results.pred_label, status == TP, n, names),
+        "fp": _labels_per_item(pred_item, results.pred_label, status == 0, n, names),
+        "fn": _labels_per_item(gt_item, results.gt_label, gt_miss, n, names),
+    }
+    ground_ids = [columns.ground_ids[k] for k in results.gt_ids.tolist()]
+    prediction_ids = [columns.prediction_ids[k] for k in results.pred_ids.tolist()]
+    gt_start, pred_start = results.gt_start.tolist(), results.pred_start.tolist()
     docs = []
     for i, state in enumerate(results.to_item_dicts()):
-        g0, g1 = results.gt_start[i], results.gt_start[i + 1]
-        p0, p1 = results.pred_start[i], results.pred_start[i + 1]
-        status = results.pred_status[p0:p1, threshold_50]
-        gt_miss = (results.gt_match[g0:g1, threshold_50] < 0) & ~results.gt_crowd[g0:g1]
-        pred_labels = results.pred_label[p0:p1]
-        gt_labels = results.gt_label[g0:g1]
-        index = {
-            "tp": sorted({labels.names[v] for v in pred_labels[status == TP]}),
-            "fp": sorted({labels.names[v] for v in pred_labels[status == 0]}),
-            "fn": sorted({labels.names[v] for v in gt_labels[gt_miss]}),
-        }
         item = columns.items[i]
         docs.append(
             {
@@ -217,15 +238,10 @@ def _item_documents(
                 "itemId": item,
                 "annotationsCount": annotation_counts.get(item, 0),
                 "state": state,
-                "groundTruthIds": [columns.ground_ids[k] for k in results.gt_ids[g0:g1]],
-                "predictionIds": [columns.prediction_ids[k] for k in results.pred_ids[p0:p1]],
-                "counts": {
-                    "tp": int((status == TP).sum()),
-                    "fp": int((status == 0).sum()),
-                    "fn": int(gt_miss.sum()),
-                    "errors": int((status == 0).sum() + gt_miss.sum()),
-                },
-                "index": index,
+                "groundTruthIds": ground_ids[gt_start[i] : gt_start[i + 1]],
+                "predictionIds": prediction_ids[pred_start[i] : pred_start[i + 1]],
+                "counts": {"tp": tp[i], "fp": fp[i], "fn": fn[i], "errors": fp[i] + fn[i]},
+                "index": {kind: found[i] for kind, found in index.items()},
             }
         )
     return docs
@@ -264,7 +280,12 @@ async def _commit(
     started = command["createdAt"]
     stored_labels = list(run.get("evaluationLabels") or [])
     stored_key = run.get("commitKey")
-    whole = commit.full or stored_key is None or run.get("lastCommitStartedAt") is None
+    whole = (
+        commit.full
+        or stored_key is None
+        or run.get("lastCommitStartedAt") is None
+        or run.get("stateVersion") != FORMAT_VERSION
+    )
     dataset = await db.datasets.find_one({"_id": run["datasetId"]}, {"annotationsCount": 1})
     annotations_seen = dataset["annotationsCount"] if dataset else 0
     items: list[ObjectId] | None = None
@@ -306,6 +327,7 @@ async def _commit(
     document["iouThresholds"] = list(options.iou_thresholds)
     document["classification"] = await classification_metrics(db, run)
     document["options"] = spec
+    document["stateVersion"] = FORMAT_VERSION
     await db.model_run_metrics.replace_one(
         {"_id": run["_id"]}, {"_id": run["_id"], "runId": run["_id"], **document}, upsert=True
     )
@@ -318,6 +340,7 @@ async def _commit(
                 "lastCommitStartedAt": started,
                 "annotationsSeen": annotations_seen,
                 "commitKey": options.key(),
+                "stateVersion": FORMAT_VERSION,
                 "commitOptions": spec,
                 "evaluationLabels": list(labels.names),
                 "metrics": document["stats"],
@@ -349,29 +372,47 @@ async def _write_items(
     command: dict[str, Any],
     lease: timedelta,
 ) -> None:
-    """Replace the evaluated items' documents a page at a time; drop the documents of items
-    that have nothing left to evaluate."""
-    evaluated = {doc["itemId"] for doc in docs}
+    """Store the evaluated items' documents, `PARALLEL_PAGES` pages at a time (mongod
+    inserts on one core per command).
+
+    A whole commit first forgets the run's commit key — so a commit cut short from here on
+    leaves the next one whole, never an incremental commit over half the states — then drops
+    the run's item documents and inserts the new ones (an insert costs half a replace). An
+    incremental commit replaces the evaluated items' documents and drops those of items that
+    have nothing left to evaluate."""
     if whole:
-        stale = db.model_run_items.find({"runId": run["_id"]}, {"itemId": 1})
-        gone = [doc["itemId"] async for doc in stale if doc["itemId"] not in evaluated]
+        await db.model_runs.update_one({"_id": run["_id"]}, {"$set": {"commitKey": None}})
+        await db.model_run_items.delete_many({"runId": run["_id"]})
+        writes: list[Any] = [InsertOne(doc) for doc in docs]
     else:
-        gone = [item for item in items or [] if item not in evaluated]
-    writes: list[Any] = [
-        ReplaceOne({"runId": run["_id"], "itemId": doc["itemId"]}, doc, upsert=True) for doc in docs
-    ]
-    writes += [DeleteOne({"runId": run["_id"], "itemId": item}) for item in gone]
-    for start in range(0, len(writes), WRITE_PAGE):
-        await db.model_run_items.bulk_write(writes[start : start + WRITE_PAGE], ordered=False)
-        progress = 40 + 50 * min(len(writes), start + WRITE_PAGE) // max(1, len(writes))
-        await _advance(db, command, "storing", progress, lease)
+        evaluated = {doc["itemId"] for doc in docs}
+        writes = [
+            ReplaceOne({"runId": run["_id"], "itemId": doc["itemId"]}, doc, upsert=True)
+            for doc in docs
+        ]
+        writes += [
+            DeleteOne({"runId": run["_id"], "itemId": item})
+            for item in items or []
+            if item not in evaluated
+        ]
+    pages = [writes[start : start + WRITE_PAGE] for start in range(0, len(writes), WRITE_PAGE)]
+    done = 0
+    for first in range(0, len(pages), PARALLEL_PAGES):
+        chosen = pages[first : first + PARALLEL_PAGES]
+        await asyncio.gather(
+            *(db.model_run_items.bulk_write(page, ordered=False) for page in chosen)
+        )
+        done += sum(map(len, chosen))
+        await _advance(db, command, "storing", 40 + 50 * done // max(1, len(writes)), lease)
 
 
 async def _all_item_results(db: AsyncDatabase, run: dict[str, Any]) -> ItemResults:
+    # Accumulating needs the states' `data`, not their match records: half the bytes.
+    part = {f"state.{key}": 1 for key in ("version", "options", "thresholds", "areas", "rows")}
     states = [
         doc["state"]
         async for doc in db.model_run_items.find(
-            {"runId": run["_id"]}, {"state": 1}, batch_size=1_000
+            {"runId": run["_id"]}, {**part, "state.data": 1, "_id": 0}, batch_size=1_000
         ).sort("itemId", 1)
     ]
     return await asyncio.to_thread(ItemResults.from_item_dicts, states)

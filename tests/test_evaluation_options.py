@@ -30,7 +30,7 @@ from resolvers.evaluation import (  # noqa: E402
     evaluate_items,
     item_arrays,
 )
-from resolvers.evaluation.item_results import COLUMNS  # noqa: E402
+from resolvers.evaluation.item_results import COLUMNS, RECORD_COLUMNS  # noqa: E402
 from tests.test_evaluation_parity import make_set  # noqa: E402
 
 W, H = 200, 150
@@ -340,33 +340,32 @@ def test_item_arrays_agree_with_item_results(mode: str) -> None:
         item_arrays({**stored[0], "data": stored[0]["data"][:-1]}, ["gt_label"])
 
 
-def _version_1(results: ItemResults) -> list[dict[str, Any]]:
-    """Dicts in the first stored layout: a {dtype, shape, data} subdocument per column."""
-    docs = []
-    for item in range(results.n_items):
-        arrays = {}
-        for name, _, _ in COLUMNS:
-            part = np.ascontiguousarray(_item_slice(results, name, item))
-            part = part.astype(getattr(results, name).dtype)
-            arrays[name] = {"dtype": part.dtype.str, "shape": list(part.shape),
-                            "data": part.tobytes()}  # fmt: skip
-        docs.append({"version": 1, "options": results.options_key,
-                     "thresholds": results.n_thresholds, "areas": results.n_areas,
-                     "arrays": arrays})  # fmt: skip
-    return docs
-
-
-def test_version_1_dicts_are_still_read() -> None:
+def test_states_of_another_version_are_refused() -> None:
     results, _ = _results("aware")
-    old = _version_1(results)
-    assert ItemResults.from_item_dicts(old).equals(results)
-    new = results.to_item_dicts()
-    mixed = [old[i] if i % 2 else new[i] for i in range(len(old))]
-    assert ItemResults.from_item_dicts(mixed).equals(results)
-    names = ["pred_match", "entry_flags"]
-    old_arrays, new_arrays = item_arrays(old[7], names), item_arrays(new[7], names)
-    for name in names:
-        np.testing.assert_array_equal(old_arrays[name], new_arrays[name])
+    old = {**results.to_item_dicts()[0], "version": 2}
+    with pytest.raises(ValueError, match="version 2 is not supported"):
+        ItemResults.from_item_dicts([old])
+    with pytest.raises(ValueError, match="version 2 is not supported"):
+        item_arrays(old, ["pred_status"])
+
+
+def test_states_read_without_their_records_accumulate_alike() -> None:
+    results, opts = _results("agnostic")
+    docs = results.to_item_dicts()
+    bare = [{k: v for k, v in doc.items() if k != "records"} for doc in docs]
+    read = ItemResults.from_item_dicts(bare)
+    for name in RECORD_COLUMNS:
+        assert getattr(read, name) is None, name
+    assert read.entry_flags.tobytes() == results.entry_flags.tobytes()
+    assert accumulate(read, opts).to_document() == accumulate(results, opts).to_document()
+    assert not read.equals(results)
+    with pytest.raises(ValueError, match="was not read"):
+        read.to_item_dicts()
+    with pytest.raises(ValueError, match="different parts"):
+        ItemResults.from_item_dicts([docs[0], bare[1]])
+    assert item_arrays(bare[3], ["pred_status"])["pred_status"].shape[1] == results.n_thresholds
+    with pytest.raises(KeyError):
+        item_arrays(bare[3], ["pred_iou"])
 
 
 def test_item_dicts_of_selected_items_and_empty_items() -> None:

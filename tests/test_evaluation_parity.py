@@ -211,7 +211,7 @@ def test_match_records_equal_evalimgs(evaluated, seed, iou_type, agnostic) -> No
                 assert (results.gt_ids[got] if got >= 0 else 0) == matched, (dt_id, t)
                 if matched:
                     iou = ious[d, column[int(matched)]]
-                    assert results.pred_iou[r, t] == iou
+                    assert results.pred_iou[r, t] == np.float32(iou)  # stored as float32
                     checked_iou += 1
                     checked_crowd += bool(results.gt_crowd[got])
         for g, gt_id in enumerate(e["gtIds"]):

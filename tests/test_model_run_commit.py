@@ -330,6 +330,26 @@ async def test_a_recommit_recomputes_only_changed_items_and_equals_a_full_commit
         _assert_stats_equal(metrics, _pycocotools(truths, guesses, order, use_cats=False))
 
 
+async def test_states_stored_by_an_earlier_format_are_committed_whole_again(member, db, settings):
+    world, run_id, *_ = await _seeded_run(member)
+    client = world.client
+    with worker_processes(settings) as start:
+        start()
+        await _commit(world, db, run_id)
+        before = await client.data(MATCHES, id=run_id, kind="FP", first=500)
+        # as an earlier Loom left them: its states are not read any more
+        await db.model_runs.update_one({"_id": ObjectId(run_id)}, {"$set": {"stateVersion": 2}})
+        await db.model_run_metrics.update_one(
+            {"_id": ObjectId(run_id)}, {"$set": {"stateVersion": 2}}
+        )
+        refused = await client.error(MATCHES, id=run_id, kind="FP", first=500)
+        assert refused["extensions"]["code"] == "CONFLICT"
+        assert "commit it again" in refused["message"]
+        again = await _commit(world, db, run_id)
+        assert again["result"]["full"] is True
+        assert await client.data(MATCHES, id=run_id, kind="FP", first=500) == before
+
+
 async def test_a_commit_survives_a_sigkilled_worker_with_the_same_result(member, db, settings):
     world, run_id, *_ = await _seeded_run(member, n_items=6)
     run = await db.model_runs.find_one({"_id": ObjectId(run_id)})

@@ -736,7 +736,7 @@ def evaluate_items(
         pred_score=rows.pred_score,
         pred_status=status,
         pred_match=match,
-        pred_iou=iou,
+        pred_iou=iou.astype(np.float32),
         pred_confusion=confusion.astype(np.int32),
         entry_pred=main.entry_pred.astype(np.int32),
         entry_label=main.entry_label.astype(np.int32),
