@@ -254,12 +254,12 @@ class Context:
             f"command {command['_id']} left to the sweep",
         )
 
-    async def enqueue_execution(self, execution: dict[str, Any]) -> None:
-        """Queue an execution MongoDB already holds; the workers queue every waiting execution
-        again once Redis is back, and their queue check (`LOOM_QUEUE_CHECK_S`) any left
-        waiting."""
+    async def enqueue_execution(self, execution: dict[str, Any], behind_ms: int = 0) -> None:
+        """Queue an execution MongoDB already holds (`behind_ms` behind the others); the
+        workers queue every waiting execution again once Redis is back, and their queue check
+        (`LOOM_QUEUE_CHECK_S`) any left waiting."""
         await _after_commit(
-            execution_jobs.enqueue(self.connections.redis, execution),
+            execution_jobs.enqueue(self.connections.redis, execution, behind_ms),
             f"execution {execution['_id']} left to the queue check",
         )
 

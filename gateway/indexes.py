@@ -142,6 +142,10 @@ INDEXES: dict[str, list[IndexModel]] = {
     # Deployments (resolvers/deployments.py): names unique per project; switches page newest
     # first per deployment.
     "deployments": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],
+    # Predicted assets (resolvers/deployment_predictions.py): newest first per deployment.
+    "predicted_assets": [
+        IndexModel([("deploymentId", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)])
+    ],
     "deployment_switches": [
         IndexModel([("deploymentId", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),
     ],
@@ -233,6 +237,7 @@ CHANGE_IMAGES = (
     "annotations",
     "datasets",
     "triggers",
+    "predicted_assets",
 )
 """Collections whose change events carry the document as it was right after the change (not
 as it is when the event is read), so subscribers see every state, not a later one twice, and

@@ -25,6 +25,7 @@ from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from resolvers import execution_results
 from resolvers.executions import MAX_LOG_LINES, Status, status_entry
 from resolvers.services import OnReset
 from resolvers.timestamps import now
@@ -44,10 +45,10 @@ RUN_FIELDS = {
     "orderSeq": 1,
     "projectId": 1,
     "creator": 1,
-    "modelRunId": 1,
+    **dict.fromkeys(execution_results.RUN_FIELDS, 1),
 }
-"""What a worker reads of an execution to run it (a prediction run's `modelRunId` says where
-its function's predictions go: resolvers/model_predictions.py)."""
+"""What a worker reads of an execution to run it (and where its outcome goes besides:
+resolvers/execution_results.py)."""
 UNFINISHED = [str(Status.CREATED), str(Status.IN_PROGRESS)]
 HANDED_BACK = "handed back"
 RUNNING_IN_A_SLOT = {"status": str(Status.IN_PROGRESS), "slot": {"$type": "int"}}

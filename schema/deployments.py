@@ -17,12 +17,13 @@ from schema.users import User, load_user
 if TYPE_CHECKING:
     from schema.datasets import Dataset
     from schema.models import ModelVersion
+    from schema.predicted_assets import PredictedAsset
     from schema.projects import Project
 
 SwitchRoleEnum = strawberry.enum(SwitchRole, name="DeploymentRole", description="champion | shadow")
 
 
-async def _user(info: strawberry.Info, user_id: Any) -> User | None:
+async def user_or_none(info: strawberry.Info, user_id: Any) -> User | None:
     if user_id is None:
         return None
     try:
@@ -31,7 +32,7 @@ async def _user(info: strawberry.Info, user_id: Any) -> User | None:
         return None
 
 
-async def _version(info: strawberry.Info, version_id: Any) -> "ModelVersion | None":
+async def version_or_none(info: strawberry.Info, version_id: Any) -> "ModelVersion | None":
     from schema.models import ModelVersion
 
     if version_id is None:
@@ -63,17 +64,17 @@ class DeploymentSwitch:
     async def from_version(
         self, info: strawberry.Info
     ) -> Annotated["ModelVersion", strawberry.lazy("schema.models")] | None:
-        return await _version(info, self.doc["from"])
+        return await version_or_none(info, self.doc["from"])
 
     @strawberry.field(description="The version after, while it exists.")
     async def to_version(
         self, info: strawberry.Info
     ) -> Annotated["ModelVersion", strawberry.lazy("schema.models")] | None:
-        return await _version(info, self.doc["to"])
+        return await version_or_none(info, self.doc["to"])
 
     @strawberry.field(description="Who made the switch.")
     async def by(self, info: strawberry.Info) -> User | None:
-        return await _user(info, self.doc["by"])
+        return await user_or_none(info, self.doc["by"])
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "DeploymentSwitch":
@@ -113,13 +114,13 @@ class Deployment(Node):
     async def champion(
         self, info: strawberry.Info
     ) -> Annotated["ModelVersion", strawberry.lazy("schema.models")] | None:
-        return await _version(info, self.doc["championVersionId"])
+        return await version_or_none(info, self.doc["championVersionId"])
 
     @strawberry.field(description="The version shadowing the champion, if any.")
     async def shadow(
         self, info: strawberry.Info
     ) -> Annotated["ModelVersion", strawberry.lazy("schema.models")] | None:
-        return await _version(info, self.doc["shadowVersionId"])
+        return await version_or_none(info, self.doc["shadowVersionId"])
 
     @strawberry.field(description="The target dataset, while it exists.")
     async def target_dataset(
@@ -145,7 +146,7 @@ class Deployment(Node):
 
     @strawberry.field
     async def creator(self, info: strawberry.Info) -> User | None:
-        return await _user(info, self.doc["creator"])
+        return await user_or_none(info, self.doc["creator"])
 
     @strawberry.field(description="Champion and shadow switches, newest first.")
     async def history(
@@ -156,6 +157,19 @@ class Deployment(Node):
             access, self.doc["_id"], page_request(info, first, after)
         )
         return Connection.of(page, DeploymentSwitch.from_doc)
+
+    @strawberry.field(description="The assets it predicted on, newest first.")
+    async def predicted_assets(
+        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Connection[Annotated["PredictedAsset", strawberry.lazy("schema.predicted_assets")]]:
+        from resolvers.deployment_predictions import list_predicted_assets
+        from schema.predicted_assets import PredictedAsset
+
+        access = await info.context.access()
+        page = await list_predicted_assets(
+            access, self.doc["_id"], page_request(info, first, after)
+        )
+        return Connection.of(page, PredictedAsset.from_doc)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "Deployment":

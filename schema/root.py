@@ -25,6 +25,7 @@ from schema.items import Item, ItemMutations, ItemQueries
 from schema.model_runs import ModelRun, ModelRunMutations, ModelRunQueries, Prediction
 from schema.models import Model, ModelMutations, ModelQueries, ModelVersion
 from schema.organizations import Organization, OrganizationMutations, OrganizationQueries
+from schema.predicted_assets import PredictedAsset, PredictedAssetMutations, PredictedAssetQueries
 from schema.projects import Project, ProjectMutations, ProjectQueries
 from schema.relay import Node
 from schema.saved_filters import SavedFilterMutations
@@ -58,6 +59,7 @@ NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Nod
     "models": ({}, Model.from_doc),
     "model_versions": ({}, ModelVersion.from_doc),
     "deployments": ({}, Deployment.from_doc),
+    "predicted_assets": ({}, PredictedAsset.from_doc),
 }
 """Collection → (where its access scope finds org and project ids, its GraphQL type)."""
 
@@ -97,6 +99,7 @@ class Query(
     ModelQueries,
     ModelRunQueries,
     DeploymentQueries,
+    PredictedAssetQueries,
 ):
     @strawberry.field(description="Any object by its id, if the caller may see it.")
     async def node(self, info: strawberry.Info, id: strawberry.ID) -> Node | None:
@@ -122,5 +125,6 @@ class Mutation(
     ModelMutations,
     ModelRunMutations,
     DeploymentMutations,
+    PredictedAssetMutations,
 ):
     pass

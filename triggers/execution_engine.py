@@ -42,7 +42,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
-from resolvers import execution_runs, files, functions, model_predictions
+from resolvers import execution_results, execution_runs, files, functions
 from resolvers.executions import Status
 from resolvers.timestamps import now
 from triggers import execution_queue
@@ -143,6 +143,7 @@ class Engine:
         self._loops = [
             loop.create_task(self._cycle_loop()),
             loop.create_task(self._heartbeat_loop()),
+            loop.create_task(self._wake_loop()),
         ]
 
     # -- the cycle: claim a page, write it with the ends -------------------------------------
@@ -155,6 +156,22 @@ class Engine:
             except Exception:
                 # A bug in one cycle must not leave the worker running nothing.
                 log.exception("an execution cycle failed; going on")
+                await asyncio.sleep(REDIS_RETRY_S)
+
+    async def _wake_loop(self) -> None:
+        """Wake the cycle whenever executions are queued (execution_queue.WAKE): an idle
+        worker claims within a Redis round trip of the push, not at its next poll."""
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(execution_queue.WAKE)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self._wake.set()
+            except Exception as exc:
+                # Polling goes on meanwhile; the listener comes back with Redis.
+                if self.patience.noticed(exc) is None:
+                    log.exception("listening for queued executions failed")
                 await asyncio.sleep(REDIS_RETRY_S)
 
     async def _cycle(self) -> bool:
@@ -414,6 +431,7 @@ class Engine:
         execution = run.execution
         reports = Reports(self.db, execution)
         output, error = None, None
+        began = time.perf_counter()
         try:
             function = functions.lookup(execution["function"])
             data = function.input.model_validate(execution["input"])
@@ -421,8 +439,9 @@ class Engine:
                 resource, event, reports.log, reports.progress, _file_reader(self.db, resource)
             )
             result = await asyncio.wait_for(function.run(data, context), execution["timeout"])
-            if execution.get("modelRunId") is not None:
-                await model_predictions.record(self.db, execution, result)
+            await execution_results.succeeded(
+                self.db, execution, result, time.perf_counter() - began
+            )
             status, output = Status.SUCCESS, _json(result)
         except asyncio.CancelledError:
             if run.stop is None:
@@ -437,11 +456,21 @@ class Engine:
             status, error = Status.FAILED, f"timed out after {execution['timeout']} s"
         except Exception as exc:
             status, error = Status.FAILED, f"{type(exc).__name__}: {exc}"
+        if error is not None:
+            await self._record_failure(execution, error, began)
         progress, lines = await reports.settle()
         op = execution_runs.end(
             execution, status, output=output, error=error, progress=progress, lines=lines
         )
         self._ending.append((op, run))
+
+    async def _record_failure(self, execution: dict[str, Any], error: str, began: float) -> None:
+        """A failed run's outcome where it goes besides the execution; a failure to record
+        it must not keep the execution from ending."""
+        try:
+            await execution_results.failed(self.db, execution, error, time.perf_counter() - began)
+        except Exception:
+            log.exception("recording the failure of execution %s failed", execution["_id"])
 
     def _forget(self, run: Run) -> None:
         """A run whose end is written (or that is no longer this worker's) frees its slot,
@@ -476,7 +505,7 @@ class Engine:
         """Stop claiming, let ended runs be written, hand the others back and queue them."""
         self._stopping = True
         self._wake.set()
-        cycling, beating = self._loops
+        cycling, beating, waking = self._loops
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._claims_over.wait(), STOP_CLAIMING_S)
         running = [run for run in self.runs.values() if run.task and not run.task.done()]
@@ -488,9 +517,9 @@ class Engine:
         self._wake.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(cycling), STOP_CLAIMING_S)
-        cycling.cancel()
-        beating.cancel()
-        for loop in (cycling, beating):
+        for loop in (cycling, beating, waking):
+            loop.cancel()
+        for loop in (cycling, beating, waking):
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
         # A run whose function returned as it was cancelled ends as it would have (asyncio's

@@ -14,6 +14,10 @@ not ask whether an id is still queued, since queueing is idempotent and a claim 
 that is no longer `created` writes nothing. arq's per-job records (job key, in-progress key,
 retry counter, result) are not used for executions: one execution costs Redis a share of one
 ZADD and one pop, not five round trips.
+
+Every push also publishes on `WAKE`, in the same pipelined round trip: idle workers listen
+there and claim at once, instead of at their next poll (`LOOM_WORKER_POLL_DELAY_S`) — what a
+synchronous `predict` waits for. A lost message costs only that poll delay.
 """
 
 from collections.abc import Iterable
@@ -26,6 +30,8 @@ from redis.asyncio import Redis
 READY = "loom:executions:ready"
 """The ids of the services that have queued executions."""
 PREFIX = "loom:executions:"
+WAKE = "loom:executions:wake"
+"""The channel every push publishes on, so idle workers look at once."""
 
 _POP = """
 local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
@@ -38,10 +44,12 @@ def service_key(service_id: ObjectId | str) -> str:
     return f"{PREFIX}{service_id}"
 
 
-async def push(redis: Redis, executions: Iterable[dict[str, Any]]) -> None:
-    """Queue executions (documents with `_id` and `serviceId`) in one pipelined round trip."""
+async def push(redis: Redis, executions: Iterable[dict[str, Any]], behind_ms: int = 0) -> None:
+    """Queue executions (documents with `_id` and `serviceId`) in one pipelined round trip;
+    `behind_ms` puts them behind whatever else is queued in that much time (a deployment's
+    shadow runs wait behind its champion runs)."""
     by_service: dict[ObjectId, dict[str, int]] = {}
-    queued_ms = timestamp_ms()
+    queued_ms = timestamp_ms() + behind_ms
     for execution in executions:
         by_service.setdefault(execution["serviceId"], {})[str(execution["_id"])] = queued_ms
     await push_scored(redis, by_service)
@@ -55,6 +63,7 @@ async def push_scored(redis: Redis, by_service: dict[ObjectId, dict[str, int]]) 
         for service_id, scored in by_service.items():
             pipe.zadd(service_key(service_id), scored, nx=True)
         pipe.sadd(READY, *(str(service_id) for service_id in by_service))
+        pipe.publish(WAKE, b"")
         await pipe.execute()
 
 

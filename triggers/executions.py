@@ -22,8 +22,8 @@ log = logging.getLogger("loom.executions")
 QUEUE_CHECK_PAGE = 1000
 
 
-async def enqueue(redis: Redis, execution: dict[str, Any]) -> None:
-    await execution_queue.push(redis, [execution])
+async def enqueue(redis: Redis, execution: dict[str, Any], behind_ms: int = 0) -> None:
+    await execution_queue.push(redis, [execution], behind_ms)
 
 
 async def enqueue_many(redis: Redis, batch: list[dict[str, Any]]) -> None:
