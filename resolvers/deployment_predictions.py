@@ -19,6 +19,7 @@ monitoring). `latencyMs` is what a caller waits, from the asset's creation to it
 written; `durationMs` is the function's own time.
 """
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import IO, Annotated, Any
@@ -99,6 +100,23 @@ async def _predict_function(
     return functions["serviceId"], functions["predict"], version.get("configuration") or {}
 
 
+async def _shadow_run(
+    access: Access, version_id: ObjectId | None
+) -> tuple[tuple[dict[str, Any], str, dict[str, Any]] | None, str | None]:
+    """(service, function, input) of the shadow's run, or why it cannot run (None, None
+    without a shadow): what stops a shadow never stops the prediction."""
+    if version_id is None:
+        return None, None
+    found = await _predict_function(access, version_id)
+    if found is None:
+        return None, "the shadow version names no predict function"
+    try:
+        service, function_input = await runnable(access, ObjectId(found[0]), *found[1:])
+    except LoomError as exc:
+        return None, exc.message
+    return (service, found[1], function_input), None
+
+
 async def _item(
     access: Access,
     deployment: dict[str, Any],
@@ -145,29 +163,19 @@ async def start_predict(
     if not deployment["active"]:
         raise Conflict(f"Deployment {deployment['name']!r} is not active")
     metadata = json_documents.check(request.metadata, "metadata")
-    champion = await _predict_function(access, deployment["championVersionId"])
+    shadow_version = deployment.get("shadowVersionId")
+    champion, (shadow_run, shadow_error) = await asyncio.gather(
+        _predict_function(access, deployment["championVersionId"]),
+        _shadow_run(access, shadow_version),
+    )
     if champion is None:
         raise BadUserInput(
             "the deployment's champion version names no predict function", field="deploymentId"
         )
     service, champion_input = await runnable(access, ObjectId(champion[0]), *champion[1:])
-    shadow_version = deployment.get("shadowVersionId")
-    shadow_run: tuple[dict[str, Any], str, dict[str, Any]] | None = None
-    shadow_error = None
-    if shadow_version is not None:
-        found = await _predict_function(access, shadow_version)
-        if found is None:
-            shadow_error = "the shadow version names no predict function"
-        else:
-            try:
-                shadow_service, shadow_input = await runnable(
-                    access, ObjectId(found[0]), *found[1:]
-                )
-                shadow_run = (shadow_service, found[1], shadow_input)
-            except LoomError as exc:
-                shadow_error = exc.message
     item = await _item(access, deployment, request, upload)
     asset_id = asset_id or ObjectId()
+    created = now()
     resource = {"type": "item", "id": item["_id"]}
     runs = {
         Role.CHAMPION: new_execution(
@@ -177,6 +185,7 @@ async def start_predict(
             champion_input,
             resource,
             predictedAssetId=asset_id,
+            predictedAt=created,
             predictionRole=str(Role.CHAMPION),
         )
     }
@@ -188,6 +197,7 @@ async def start_predict(
             shadow_run[2],
             resource,
             predictedAssetId=asset_id,
+            predictedAt=created,
             predictionRole=str(Role.SHADOW),
         )
     shadow = None
@@ -210,6 +220,7 @@ async def start_predict(
         shadow=shadow,
         review=None,
     )
+    asset["createdAt"] = asset["updatedAt"] = created
 
     async def work(session: AsyncClientSession) -> None:
         await access.db.predicted_assets.insert_one(asset, session=session)
@@ -270,27 +281,25 @@ def _checked(raw: Any, item: dict[str, Any]) -> list[dict[str, Any]]:
 async def record(
     db: AsyncDatabase,
     execution: dict[str, Any],
+    item: dict[str, Any] | None,
     result: Any,
     error: str | None,
     duration_s: float,
 ) -> None:
-    """Write a finished run's outcome into its slot of the predicted asset: its predictions
-    (`error` None) or its error. Invalid predictions raise ValueError and write nothing (the
-    caller then records the failure)."""
+    """Write a finished run's outcome into its slot of the predicted asset — its predictions
+    (`error` None) or its error — in one write: the execution carries the asset's id and
+    creation time, the worker has read the item. Invalid predictions raise ValueError and
+    write nothing (the caller then records the failure)."""
     role = execution["predictionRole"]
-    asset = await db.predicted_assets.find_one(
-        {"_id": execution["predictedAssetId"]}, {"createdAt": 1, "itemId": 1}
-    )
-    if asset is None:
-        raise ValueError("the predicted asset this execution predicts for is gone")
     predictions: list[dict[str, Any]] = []
     if error is None:
-        item = await db.items.find_one({"_id": asset["itemId"]}, {"width": 1, "height": 1})
-        predictions = _checked(result, item or {"_id": asset["itemId"]})
+        if item is None:
+            raise ValueError("the item this execution predicts on is gone")
+        predictions = _checked(result, item)
     finished = now()
-    latency_ms = (finished - asset["createdAt"]).total_seconds() * 1000
-    await db.predicted_assets.update_one(
-        {"_id": asset["_id"], f"{role}.executionId": execution["_id"]},
+    latency_ms = (finished - execution["predictedAt"]).total_seconds() * 1000
+    written = await db.predicted_assets.update_one(
+        {"_id": execution["predictedAssetId"], f"{role}.executionId": execution["_id"]},
         {
             "$set": {
                 f"{role}.status": str(SlotStatus.SUCCESS if error is None else SlotStatus.FAILED),
@@ -303,6 +312,8 @@ async def record(
             }
         },
     )
+    if written.matched_count == 0:
+        raise ValueError("the predicted asset this execution predicts for is gone")
 
 
 async def get_predicted_asset(access: Access, asset_id: ObjectId) -> dict[str, Any]:

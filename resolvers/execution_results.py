@@ -14,21 +14,26 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import deployment_predictions, model_predictions
 
-RUN_FIELDS = ("modelRunId", "predictedAssetId", "predictionRole")
+RUN_FIELDS = ("modelRunId", "predictedAssetId", "predictedAt", "predictionRole")
 """What a worker must read of an execution for these (resolvers/execution_runs.py)."""
 
 
 async def succeeded(
-    db: AsyncDatabase, execution: dict[str, Any], result: Any, duration_s: float
+    db: AsyncDatabase,
+    execution: dict[str, Any],
+    resource: dict[str, Any] | None,
+    result: Any,
+    duration_s: float,
 ) -> None:
+    """`resource` is the document the execution is about, as the worker read it."""
     if execution.get("modelRunId") is not None:
         await model_predictions.record(db, execution, result)
     if execution.get("predictedAssetId") is not None:
-        await deployment_predictions.record(db, execution, result, None, duration_s)
+        await deployment_predictions.record(db, execution, resource, result, None, duration_s)
 
 
 async def failed(
     db: AsyncDatabase, execution: dict[str, Any], error: str, duration_s: float
 ) -> None:
     if execution.get("predictedAssetId") is not None:
-        await deployment_predictions.record(db, execution, None, error, duration_s)
+        await deployment_predictions.record(db, execution, None, None, error, duration_s)

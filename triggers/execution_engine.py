@@ -440,7 +440,7 @@ class Engine:
             )
             result = await asyncio.wait_for(function.run(data, context), execution["timeout"])
             await execution_results.succeeded(
-                self.db, execution, result, time.perf_counter() - began
+                self.db, execution, resource, result, time.perf_counter() - began
             )
             status, output = Status.SUCCESS, _json(result)
         except asyncio.CancelledError:
