@@ -265,7 +265,9 @@ async def update_deployment(
 
 
 async def delete_deployment(access: Access, deployment_id: ObjectId) -> None:
-    """Delete a deployment and its switch history, in one transaction."""
+    """Delete a deployment and its switch history, in one transaction, then its predicted
+    assets (any number of them: not in the transaction; a run still predicting for one of
+    them then fails, its asset gone)."""
     await _writable(access, deployment_id)
 
     async def work(session: AsyncClientSession) -> None:
@@ -277,6 +279,7 @@ async def delete_deployment(access: Access, deployment_id: ObjectId) -> None:
         )
 
     await in_transaction(access.db, work)
+    await access.db.predicted_assets.delete_many({"deploymentId": deployment_id})
 
 
 async def _switched(

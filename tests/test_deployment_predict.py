@@ -127,6 +127,8 @@ async def test_predict_answers_with_the_champions_predictions_above_the_threshol
     assert (await world.client.data(ASSET_QUERY, id=asset["id"]))["predictedAsset"] == asset
     node = (await world.client.data(NODE, id=asset["id"]))["node"]
     assert node == {"__typename": "PredictedAsset", "id": asset["id"]}
+    await world.client.data("mutation($id: ID!) { deleteDeployment(id: $id) }", id=deployment)
+    assert await db.predicted_assets.count_documents({}) == 0
 
 
 async def test_a_failing_or_slow_shadow_never_fails_or_delays_the_champion(member, db, settings):
