@@ -34,6 +34,8 @@ from resolvers import (
     cron_triggers,
     datasets,
     deliveries,
+    deployment_predictions,
+    deployments,
     executions,
     items,
     model_predictions,
@@ -326,6 +328,7 @@ async def _webhook(demo: Demo) -> None:
 
 
 MODEL = "colour detector"
+DEPLOYMENT = "colour detector live"
 DETECTOR_LABELS = {"red": "sign.stop", "yellow": "sign.yield", "green": "tree"}
 """The demo model: Loom's built-in colour-region detector, its hues named as the ontology's
 labels (so its yellow cars come out as yield signs: errors worth browsing)."""
@@ -395,6 +398,48 @@ async def _model(demo: Demo) -> None:
     )
 
 
+async def _deployment(demo: Demo) -> None:
+    """A deployment serving the detector's version, storing into the demo dataset, and one
+    prediction on the first scene with something to detect: the worker fills its champion's
+    slot."""
+    project_id = demo.project["_id"]
+    if await demo.db.deployments.find_one({"projectId": project_id, "name": DEPLOYMENT}):
+        return
+    model = await demo.db.models.find_one({"projectId": project_id, "name": MODEL})
+    version = await demo.db.model_versions.find_one({"modelId": model["_id"]})
+    deployment = await deployments.create_deployment(
+        demo.access,
+        project_id,
+        {
+            "name": DEPLOYMENT,
+            "description": "The detector, serving: predict on any item or a new file",
+            "championVersionId": str(version["_id"]),
+            "minThreshold": 0.5,
+            "targetDatasetId": str(demo.dataset["_id"]),
+        },
+    )
+    settings = colour_detector.DetectorInput(labels=DETECTOR_LABELS)
+    shown = next(
+        name
+        for name, scene in sorted(_scenes().items())
+        if colour_detector.detect(Image.open(io.BytesIO(demo_images.render(scene))), settings)
+    )
+    item = await demo.db.items.find_one(
+        {"datasetId": demo.dataset["_id"], "name": shown}, {"_id": 1}
+    )
+
+    async def queue(execution: dict[str, Any], behind_ms: int) -> None:
+        await enqueue(demo.redis, execution, behind_ms)
+
+    await deployment_predictions.start_predict(
+        demo.access,
+        deployment["_id"],
+        {"itemId": str(item["_id"]), "tags": ["demo"]},
+        None,
+        queue,
+    )
+
+
 Step = Callable[[Demo], Awaitable[None]]
 STEPS: list[tuple[str, Step]] = [
     ("owner key", _owner_key),
@@ -408,6 +453,7 @@ STEPS: list[tuple[str, Step]] = [
     ("cron trigger", _cron_trigger),
     ("webhook", _webhook),
     ("model", _model),
+    ("deployment", _deployment),
 ]
 
 

@@ -52,6 +52,8 @@ SEEDED = [
     "model_versions",
     "model_runs",
     "predictions",
+    "deployments",
+    "predicted_assets",
     "commands",
 ]
 
@@ -94,7 +96,8 @@ async def test_a_second_seed_adds_nothing(db, redis):
     first = await demo.seed(db, redis)
     seeded = await _counts(db)
     assert seeded["items"] == demo.IMAGES
-    assert seeded["executions"] == len(demo.EXECUTIONS) + 1  # the trigger invoked by hand
+    # the trigger invoked by hand, and the demo deployment's prediction
+    assert seeded["executions"] == len(demo.EXECUTIONS) + 2
     assert seeded["triggers"] == len(demo.TRIGGERS)
     assert await demo.seed(db, redis, first[0]) == first
     assert await _counts(db) == seeded
@@ -160,7 +163,11 @@ async def test_the_demo_executions_finish_on_a_real_worker(db, redis, settings):
 
     async def statuses() -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
-        planned = {"triggerId": {"$exists": False}, "modelRunId": {"$exists": False}}
+        planned = {
+            "triggerId": {"$exists": False},
+            "modelRunId": {"$exists": False},
+            "predictedAssetId": {"$exists": False},
+        }
         async for execution in db.executions.find(planned, sort=[("createdAt", 1)]):
             found.setdefault(execution["function"], []).append(execution["status"])
         return found
@@ -287,3 +294,22 @@ async def test_the_demo_model_has_a_committed_run_and_one_its_worker_fills(db, r
         {"runId": predicted["_id"]}
     ) == await db.predictions.count_documents({"runId": computed["_id"]})
     assert await db.model_run_items.count_documents({"runId": computed["_id"]}) > 0
+
+
+async def test_the_demo_deployment_has_a_prediction_its_worker_fills(db, redis, settings):
+    await demo.seed(db, redis)
+    deployment = await db.deployments.find_one({"name": demo.DEPLOYMENT})
+    asset = await db.predicted_assets.find_one({"deploymentId": deployment["_id"]})
+    assert asset["champion"]["status"] == "pending"
+    worker = start_worker(settings, **FAST)
+    try:
+        filled = await eventually(
+            lambda: db.predicted_assets.find_one({"_id": asset["_id"]}),
+            lambda found: found["champion"]["status"] != "pending",
+            within_s=60,
+        )
+    finally:
+        stop(worker)
+    assert filled["champion"]["status"] == "success", filled["champion"]
+    assert filled["champion"]["predictions"]
+    assert filled["tags"] == ["demo"]
