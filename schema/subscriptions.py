@@ -1,5 +1,5 @@
 """Live subscriptions (graphql-transport-ws on /graphql): executions and commands as they change,
-and a project's events as the relay captures them.
+a project's events as the relay captures them, and a deployment's predicted assets.
 
 Every subscription checks each document against its caller's access as it is when the document
 is delivered, on top of the filter it asked for. When access changes while it runs (a key
@@ -22,11 +22,12 @@ import strawberry
 
 from gateway.change_feed import AccessChanged
 from gateway.inboxes import Entity, Overflowed, show
-from resolvers import commands, executions, projects, services
+from resolvers import commands, deployments, executions, projects, services
 from resolvers.access import Access
 from resolvers.errors import RateLimited
 from resolvers.inputs import object_id
 from schema.commands import Command
+from schema.predicted_assets import PredictedAsset
 from schema.services import Execution
 from schema.triggers import ActionEnum, Event, ResourceEnum
 
@@ -163,3 +164,19 @@ class Subscription:
 
         async for doc in _stream(info, "events", check):
             yield Event.from_doc(doc)
+
+    @strawberry.subscription(
+        description="A deployment's predicted assets from now on, each time one changes: "
+        "created by predict, then its champion's and its shadow's outcomes — a live monitor."
+    )
+    async def predictions(
+        self, info: strawberry.Info, deployment_id: strawberry.ID
+    ) -> AsyncGenerator[PredictedAsset, None]:
+        async def check(access: Access) -> Callable[[Document], bool]:
+            deployment = await deployments.get_deployment(
+                access, object_id(deployment_id, "deploymentId")
+            )
+            return lambda doc: doc["deploymentId"] == deployment["_id"]
+
+        async for doc in _stream(info, "predicted_assets", check):
+            yield PredictedAsset.from_doc(doc)

@@ -4,6 +4,7 @@ the champion's answer; an uploaded file stored into the target dataset and predi
 built-in colour-region detector; bad requests refused with nothing written; other tenants
 shut out."""
 
+import asyncio
 import io
 from typing import Any
 
@@ -14,7 +15,9 @@ from gateway import demo_images
 from tests.datasets_world import World, make_world
 from tests.test_deployments import CREATE_MODEL
 from tests.test_executions import CREATE_SERVICE
+from tests.test_trigger_api import wait_for_subscribers
 from tests.workers import worker_processes
+from tests.ws_client import subscribe
 from triggers.colour_detector import DetectorInput, detect
 
 CREATE_VERSION = "mutation($m: ID!) { createModelVersion(modelId: $m) { id } }"
@@ -300,3 +303,37 @@ async def test_another_organization_can_neither_predict_nor_read_predicted_asset
     assert (await rival.client.data(NODE, id=asset["id"]))["node"] is None
     assert await rival.client.code(ASSETS, d=deployment) == "NOT_FOUND"
     assert await db.predicted_assets.count_documents({}) == 1
+
+
+LIVE = """subscription($d: ID!) { predictions(deploymentId: $d) {
+  id deploymentId champion { status predictions { confidence } } } }"""
+
+
+async def test_the_predictions_subscription_streams_its_deployments_assets_only(
+    member, db, settings, server, app
+):
+    world = await make_world(member)
+    item = await world.upload("a.png", demo_images.render(demo_images.layout(1)))
+    service = await _service(world)
+    champion = await _version(world, service, "echo", {"predictions": ECHOED[:1]})
+    watched = await _deployment(world, champion)
+    other = await _deployment(world, champion)
+    rival = await make_world(member, org="rival")
+    with worker_processes(settings) as start:
+        start()
+        async with subscribe(server, rival.client.key, LIVE, d=watched) as updates:
+            message = await asyncio.wait_for(updates.next(), 10)
+        assert message["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+        async with subscribe(server, world.client.key, LIVE, d=watched) as updates:
+            await wait_for_subscribers(app, 1)
+            await world.client.data(PREDICT, d=other, item=item["id"])
+            asset = (await world.client.data(PREDICT, d=watched, item=item["id"]))["predict"]
+            seen = []
+            while not seen or seen[-1]["champion"]["status"] != "SUCCESS":
+                message = await asyncio.wait_for(updates.next(), 20)
+                assert not message["payload"].get("errors"), message
+                seen.append(message["payload"]["data"]["predictions"])
+    assert {s["id"] for s in seen} == {asset["id"]}
+    assert {s["deploymentId"] for s in seen} == {watched}
+    assert seen[0]["champion"]["status"] == "PENDING"
+    assert seen[-1]["champion"]["predictions"] == [{"confidence": 0.9}]
