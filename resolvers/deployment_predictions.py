@@ -29,15 +29,14 @@ from pydantic import Field, StringConstraints, ValidationError
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from resolvers import items, json_documents
+from resolvers import items, json_documents, predictions
 from resolvers.access import Access, Action
-from resolvers.annotation_shapes import AnnotationType, validate_coordinates
 from resolvers.deployments import get_deployment
 from resolvers.errors import BadUserInput, Conflict, LoomError, NotFound
 from resolvers.executions import new_execution, runnable
 from resolvers.inputs import Input, object_id, parse
 from resolvers.pagination import Page, PageRequest, paginate
-from resolvers.predictions import PredictionInput, PredictionType
+from resolvers.predictions import PredictionInput
 from resolvers.timestamps import new_document, now
 from resolvers.transactions import in_transaction
 
@@ -240,9 +239,7 @@ def is_settled(asset: dict[str, Any]) -> bool:
 
 def _checked(raw: Any, item: dict[str, Any]) -> list[dict[str, Any]]:
     """A function's result as stored predictions; ValueError naming the first bad one."""
-    found = raw.get("predictions") if isinstance(raw, dict) else raw
-    if not isinstance(found, list):
-        raise ValueError("a predict function returns {'predictions': [...]}")
+    found = predictions.returned(raw)
     if len(found) > MAX_PREDICTIONS:
         raise ValueError(f"a predict function returns at most {MAX_PREDICTIONS} predictions")
     stored = []
@@ -251,14 +248,7 @@ def _checked(raw: Any, item: dict[str, Any]) -> list[dict[str, Any]]:
             if not isinstance(data, dict):
                 raise ValueError("a prediction is an object")
             p = PredictionInput.model_validate({**data, "itemId": str(item["_id"])})
-            coordinates = None
-            if p.type != PredictionType.CLASSIFICATION:
-                coordinates = validate_coordinates(
-                    AnnotationType(p.type),
-                    p.coordinates,
-                    width=item.get("width"),
-                    height=item.get("height"),
-                )
+            coordinates = predictions.coordinates_of(p, item)
             metadata = json_documents.check(p.metadata, "metadata")
         except ValidationError as exc:
             message = BadUserInput.from_validation(exc).message
@@ -291,11 +281,11 @@ async def record(
     creation time, the worker has read the item. Invalid predictions raise ValueError and
     write nothing (the caller then records the failure)."""
     role = execution["predictionRole"]
-    predictions: list[dict[str, Any]] = []
+    stored: list[dict[str, Any]] = []
     if error is None:
         if item is None:
             raise ValueError("the item this execution predicts on is gone")
-        predictions = _checked(result, item)
+        stored = _checked(result, item)
     finished = now()
     latency_ms = (finished - execution["predictedAt"]).total_seconds() * 1000
     written = await db.predicted_assets.update_one(
@@ -303,7 +293,7 @@ async def record(
         {
             "$set": {
                 f"{role}.status": str(SlotStatus.SUCCESS if error is None else SlotStatus.FAILED),
-                f"{role}.predictions": predictions,
+                f"{role}.predictions": stored,
                 f"{role}.error": error,
                 f"{role}.latencyMs": round(latency_ms, 3),
                 f"{role}.durationMs": round(duration_s * 1000, 3),

@@ -35,9 +35,7 @@ async def record(db: AsyncDatabase, execution: dict[str, Any], result: Any) -> N
     resource = execution.get("resource") or {}
     if resource.get("type") != "item":
         raise ValueError("a prediction run's execution must be about an item")
-    found = result.get("predictions") if isinstance(result, dict) else result
-    if not isinstance(found, list):
-        raise ValueError("a predict function returns {'predictions': [...]}")
+    found = predictions.returned(result)
     item = resource["id"]
     raw = [{**p, "itemId": str(item)} if isinstance(p, dict) else p for p in found]
     checked = await predictions.check(db, run, execution["creator"], raw)

@@ -145,6 +145,24 @@ async def _items(
     return by_id, by_ref
 
 
+def coordinates_of(p: PredictionInput, item: dict[str, Any]) -> Any:
+    """The prediction's coordinates as stored, checked against the item's size (None for a
+    classification)."""
+    if p.type == PredictionType.CLASSIFICATION:
+        return None
+    return validate_coordinates(
+        AnnotationType(p.type), p.coordinates, width=item.get("width"), height=item.get("height")
+    )
+
+
+def returned(result: Any) -> list[Any]:
+    """The predictions a predict function returned (`{"predictions": [...]}` or the list)."""
+    found = result.get("predictions") if isinstance(result, dict) else result
+    if not isinstance(found, list):
+        raise ValueError("a predict function returns {'predictions': [...]}")
+    return found
+
+
 def _document(
     run: dict[str, Any], creator: ObjectId | None, p: PredictionInput, item: dict[str, Any]
 ) -> dict[str, Any]:
@@ -155,15 +173,7 @@ def _document(
         raise BadUserInput(
             f"classPdf names labels the model does not have: {sorted(unknown)}", field="classPdf"
         )
-    if p.type == PredictionType.CLASSIFICATION:
-        coordinates = None
-    else:
-        coordinates = validate_coordinates(
-            AnnotationType(p.type),
-            p.coordinates,
-            width=item.get("width"),
-            height=item.get("height"),
-        )
+    coordinates = coordinates_of(p, item)
     return new_document(
         creator,
         orgId=run["orgId"],
