@@ -34,8 +34,6 @@ from resolvers import (
     cron_triggers,
     datasets,
     deliveries,
-    deployment_predictions,
-    deployments,
     executions,
     items,
     model_predictions,
@@ -50,6 +48,8 @@ from resolvers import (
 )
 from resolvers.access import Access, OrgRole
 from resolvers.api_keys import authenticate, find_key
+from resolvers.deployments import lifecycle as deployments
+from resolvers.deployments import predictions as deployment_predictions
 from resolvers.errors import Unauthenticated
 from triggers import colour_detector
 from triggers.commands import enqueue as enqueue_command

@@ -139,10 +139,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("modelId", ASCENDING), ("version", ASCENDING)], unique=True),
         IndexModel([("modelId", ASCENDING), ("version", DESCENDING), ("_id", ASCENDING)]),
     ],
-    # Deployments (resolvers/deployments.py): names unique per project; switches page newest
-    # first per deployment.
+    # Deployments (resolvers/deployments/lifecycle.py): names unique per project; switches
+    # page newest first per deployment.
     "deployments": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],
-    # Predicted assets (resolvers/deployment_predictions.py): newest first per deployment.
+    # Predicted assets (resolvers/deployments/predictions.py): newest first per deployment.
     "predicted_assets": [
         IndexModel([("deploymentId", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)])
     ],

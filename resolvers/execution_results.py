@@ -1,6 +1,6 @@
 """Where a finished function's outcome goes besides its execution: the predictions of a model
 run's prediction batch (resolvers/model_predictions.py) and the slots of a deployment's
-predicted assets (resolvers/deployment_predictions.py).
+predicted assets (resolvers/deployments/predictions.py).
 
 The worker calls these before it writes the execution's end, so whoever waits for the outcome
 (a synchronous `predict`, a commit) finds it as soon as the function is done. A result that
@@ -12,7 +12,8 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from resolvers import deployment_predictions, model_predictions
+from resolvers import model_predictions
+from resolvers.deployments import predictions as deployment_predictions
 
 RUN_FIELDS = ("modelRunId", "predictedAssetId", "predictedAt", "predictionRole")
 """What a worker must read of an execution for these (resolvers/execution_runs.py)."""

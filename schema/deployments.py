@@ -1,13 +1,13 @@
 """Deployments and their switch history: the types, queries and mutations over
-resolvers/deployments.py."""
+resolvers/deployments/lifecycle.py."""
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
-from resolvers import deployments
-from resolvers.deployments import SwitchRole
+from resolvers.deployments import lifecycle as deployments
+from resolvers.deployments.lifecycle import SwitchRole
 from resolvers.errors import NotFound
 from resolvers.inputs import object_id
 from schema.inputs import as_input
@@ -162,7 +162,7 @@ class Deployment(Node):
     async def predicted_assets(
         self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
     ) -> Connection[Annotated["PredictedAsset", strawberry.lazy("schema.predicted_assets")]]:
-        from resolvers.deployment_predictions import list_predicted_assets
+        from resolvers.deployments.predictions import list_predicted_assets
         from schema.predicted_assets import PredictedAsset
 
         access = await info.context.access()

@@ -1,5 +1,5 @@
 """What deployments predict: predicted assets, their champion and shadow slots, and the
-`predict` mutation that waits for the champion (resolvers/deployment_predictions.py)."""
+`predict` mutation that waits for the champion (resolvers/deployments/predictions.py)."""
 
 import asyncio
 import contextlib
@@ -12,8 +12,8 @@ from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 
 from gateway.change_feed import AccessChanged, Subscriber
-from resolvers import deployment_predictions
-from resolvers.deployment_predictions import SlotStatus
+from resolvers.deployments import predictions as deployment_predictions
+from resolvers.deployments.predictions import SlotStatus
 from resolvers.inputs import object_id
 from schema.deployments import user_or_none, version_or_none
 from schema.relay import Node

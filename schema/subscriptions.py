@@ -22,8 +22,9 @@ import strawberry
 
 from gateway.change_feed import AccessChanged
 from gateway.inboxes import Entity, Overflowed, show
-from resolvers import commands, deployments, executions, projects, services
+from resolvers import commands, executions, projects, services
 from resolvers.access import Access
+from resolvers.deployments import lifecycle as deployments
 from resolvers.errors import RateLimited
 from resolvers.inputs import object_id
 from schema.commands import Command

@@ -31,7 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import items, json_documents, predictions
 from resolvers.access import Access, Action
-from resolvers.deployments import get_deployment
+from resolvers.deployments.lifecycle import get_deployment
 from resolvers.errors import BadUserInput, Conflict, LoomError, NotFound
 from resolvers.executions import new_execution, runnable
 from resolvers.inputs import Input, object_id, parse
