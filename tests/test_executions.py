@@ -13,6 +13,7 @@ from bson import ObjectId
 
 from resolvers import execution_runs
 from tests.datasets_world import image_bytes, make_world
+from tests.logged_workers import LoggedWorkers
 from tests.snapshots import snapshot
 from tests.waiting import eventually
 from tests.workers import start_worker, stop, worker_processes
@@ -219,20 +220,21 @@ async def test_killed_worker_execution_is_rerun_or_failed_by_its_service_policy(
 
 
 async def test_a_stopping_worker_hands_its_running_execution_back_without_losing_an_attempt(
-    member, db, settings
+    member, db, settings, tmp_path
 ):
     world = await make_world(member)
     service = await _service(world, onReset="failed")
-    with worker_processes(settings, **FAST) as start:
-        first = start()
+    with LoggedWorkers(settings, tmp_path, **FAST) as workers:
+        first = workers.start()
         execution = await _execute(world, service, "sleeper", seconds=4, steps=4)
         await _until(db, execution, lambda d: d["status"] == "inProgress")
-        first.send_signal(signal.SIGTERM)
+        stopping = asyncio.create_task(workers.stop(first, signal.SIGTERM))
         handed = await asyncio.wait_for(
             _until(db, execution, lambda d: d["status"] == "created"), 30
         )
-        assert await asyncio.to_thread(first.wait, 30) == 0
-        start()
+        await stopping
+        assert first.returncode == 0
+        workers.start()
         done = await asyncio.wait_for(_until(db, execution, _ended), 30)
         await _slots_freed(db, service)
     assert handed["attempts"] == 0
@@ -478,18 +480,18 @@ async def test_an_execution_whose_service_vanished_while_it_waited_is_aborted(me
 
 
 async def test_a_termination_requested_before_its_worker_stops_ends_terminated_not_rerun(
-    member, db, settings
+    member, db, settings, tmp_path
 ):
     world = await make_world(member)
     service = await _service(world)
-    with worker_processes(settings, **FAST) as start:
-        first = start()
+    with LoggedWorkers(settings, tmp_path, **FAST) as workers:
+        first = workers.start()
         execution = await _execute(world, service, "sleeper", seconds=30, steps=30)
         await _until(db, execution, lambda d: d["status"] == "inProgress")
         await world.client.data(TERMINATE, id=execution)
-        first.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(first.wait, 30) == 0
-        start()
+        await workers.stop(first, signal.SIGTERM)
+        assert first.returncode == 0
+        workers.start()
         done = await asyncio.wait_for(_until(db, execution, _ended), 30)
         await _slots_freed(db, service)
     assert done["status"] == "terminated"
