@@ -21,6 +21,7 @@ written; `durationMs` is the function's own time.
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import IO, Annotated, Any
 
@@ -146,6 +147,103 @@ async def _item(
     return item
 
 
+@dataclass(frozen=True)
+class Run:
+    """A version's predict function as an execution runs it: its service, function, input."""
+
+    service: dict[str, Any]
+    function: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a deployment runs on each asset: the champion's run and, with a shadow, the
+    shadow's run or why it cannot run."""
+
+    champion_version: ObjectId
+    champion: Run
+    shadow_version: ObjectId | None
+    shadow: Run | None
+    shadow_error: str | None
+
+
+async def plan_of(access: Access, deployment: dict[str, Any]) -> Plan:
+    """The deployment's runs as they would start now; BAD_USER_INPUT (or CONFLICT: an
+    inactive service) when the champion cannot run."""
+    shadow_version = deployment.get("shadowVersionId")
+    champion, (shadow_run, shadow_error) = await asyncio.gather(
+        _predict_function(access, deployment["championVersionId"]),
+        _shadow_run(access, shadow_version),
+    )
+    if champion is None:
+        raise BadUserInput(
+            "the deployment's champion version names no predict function", field="deploymentId"
+        )
+    service, champion_input = await runnable(access, ObjectId(champion[0]), *champion[1:])
+    return Plan(
+        deployment["championVersionId"],
+        Run(service, champion[1], champion_input),
+        shadow_version,
+        Run(*shadow_run) if shadow_run is not None else None,
+        shadow_error,
+    )
+
+
+def new_asset(
+    plan: Plan,
+    deployment: dict[str, Any],
+    item: dict[str, Any],
+    creator: ObjectId,
+    tags: list[str],
+    metadata: dict[str, Any],
+    asset_id: ObjectId | None = None,
+    **fields: Any,
+) -> tuple[dict[str, Any], dict[Role, dict[str, Any]]]:
+    """A predicted asset of `item` and the executions of its champion (and shadow), not yet
+    written; `fields` go into the asset and its executions (a batch's `batchId`)."""
+    asset_id = asset_id or ObjectId()
+    created = now()
+    resource = {"type": "item", "id": item["_id"]}
+    runs: dict[Role, dict[str, Any]] = {}
+    for role, run in ((Role.CHAMPION, plan.champion), (Role.SHADOW, plan.shadow)):
+        if run is not None:
+            runs[role] = new_execution(
+                creator,
+                run.service,
+                run.function,
+                run.input,
+                resource,
+                predictedAssetId=asset_id,
+                predictedAt=created,
+                predictionRole=str(role),
+                **fields,
+            )
+    shadow = None
+    if plan.shadow_version is not None:
+        shadow = _slot(plan.shadow_version, runs[Role.SHADOW]["_id"] if plan.shadow else None)
+        if plan.shadow_error is not None:
+            shadow.update(status=str(SlotStatus.FAILED), error=plan.shadow_error, finishedAt=now())
+    asset = new_document(
+        creator,
+        _id=asset_id,
+        orgId=deployment["orgId"],
+        projectId=deployment["projectId"],
+        deploymentId=deployment["_id"],
+        itemId=item["_id"],
+        datasetId=item["datasetId"],
+        minThreshold=deployment["minThreshold"],
+        tags=tags,
+        metadata=metadata,
+        champion=_slot(plan.champion_version, runs[Role.CHAMPION]["_id"]),
+        shadow=shadow,
+        review=None,
+        **fields,
+    )
+    asset["createdAt"] = asset["updatedAt"] = created
+    return asset, runs
+
+
 async def start_predict(
     access: Access,
     deployment_id: ObjectId,
@@ -162,64 +260,11 @@ async def start_predict(
     if not deployment["active"]:
         raise Conflict(f"Deployment {deployment['name']!r} is not active")
     metadata = json_documents.check(request.metadata, "metadata")
-    shadow_version = deployment.get("shadowVersionId")
-    champion, (shadow_run, shadow_error) = await asyncio.gather(
-        _predict_function(access, deployment["championVersionId"]),
-        _shadow_run(access, shadow_version),
-    )
-    if champion is None:
-        raise BadUserInput(
-            "the deployment's champion version names no predict function", field="deploymentId"
-        )
-    service, champion_input = await runnable(access, ObjectId(champion[0]), *champion[1:])
+    plan = await plan_of(access, deployment)
     item = await _item(access, deployment, request, upload)
-    asset_id = asset_id or ObjectId()
-    created = now()
-    resource = {"type": "item", "id": item["_id"]}
-    runs = {
-        Role.CHAMPION: new_execution(
-            access.user_id,
-            service,
-            champion[1],
-            champion_input,
-            resource,
-            predictedAssetId=asset_id,
-            predictedAt=created,
-            predictionRole=str(Role.CHAMPION),
-        )
-    }
-    if shadow_run is not None:
-        runs[Role.SHADOW] = new_execution(
-            access.user_id,
-            shadow_run[0],
-            shadow_run[1],
-            shadow_run[2],
-            resource,
-            predictedAssetId=asset_id,
-            predictedAt=created,
-            predictionRole=str(Role.SHADOW),
-        )
-    shadow = None
-    if shadow_version is not None:
-        shadow = _slot(shadow_version, runs[Role.SHADOW]["_id"] if shadow_run else None)
-        if shadow_error is not None:
-            shadow.update(status=str(SlotStatus.FAILED), error=shadow_error, finishedAt=now())
-    asset = new_document(
-        access.user_id,
-        _id=asset_id,
-        orgId=deployment["orgId"],
-        projectId=deployment["projectId"],
-        deploymentId=deployment["_id"],
-        itemId=item["_id"],
-        datasetId=item["datasetId"],
-        minThreshold=deployment["minThreshold"],
-        tags=request.tags,
-        metadata=metadata,
-        champion=_slot(deployment["championVersionId"], runs[Role.CHAMPION]["_id"]),
-        shadow=shadow,
-        review=None,
+    asset, runs = new_asset(
+        plan, deployment, item, access.user_id, request.tags, metadata, asset_id
     )
-    asset["createdAt"] = asset["updatedAt"] = created
 
     async def work(session: AsyncClientSession) -> None:
         await access.db.predicted_assets.insert_one(asset, session=session)
