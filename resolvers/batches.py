@@ -124,8 +124,8 @@ async def run_batch(
     query = {"$and": [{"projectId": command["projectId"]}, parsed.filter]}
     total = max(await db.items.count_documents(query), 1)
     done = await db.executions.count_documents({"batchId": command["_id"]})
-    async for ids in _pages(db.items, query, command["cursor"], page_size):
-        page = await _joined(db, parsed.join, ids)
+    async for ids in pages(db.items, query, command["cursor"], page_size):
+        page = await joined(db, parsed.join, ids)
         created = [
             new_execution(
                 spec["creator"],
@@ -155,7 +155,7 @@ async def run_batch(
         await enqueue(created)
 
 
-async def _joined(
+async def joined(
     db: AsyncDatabase, join: dql.DqlJoin | None, ids: list[ObjectId]
 ) -> list[ObjectId]:
     """The page's items that a DQL join keeps: those with an annotation matching the join's
@@ -171,7 +171,7 @@ def _after(cursor: ObjectId | None) -> dict[str, Any]:
     return {"_id": {"$gt": cursor}} if cursor else {}
 
 
-async def _pages(
+async def pages(
     collection: AsyncCollection, query: dict[str, Any], cursor: ObjectId | None, size: int
 ) -> AsyncIterator[list[ObjectId]]:
     """The ids of the documents matching `query` after `cursor`, page by page in id order: a
@@ -206,7 +206,7 @@ async def run_rerun(
     left = {"$and": [query, _after(command["cursor"])]}
     total = max(await db.executions.count_documents(left), 1)
     done = 0
-    async for ids in _pages(db.executions, query, command["cursor"], page_size):
+    async for ids in pages(db.executions, query, command["cursor"], page_size):
         cursor, done = ids[-1], done + len(ids)
 
         async def work(

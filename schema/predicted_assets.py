@@ -12,10 +12,13 @@ from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 
 from gateway.change_feed import AccessChanged, Subscriber
+from resolvers.deployments import batches as deployment_batches
 from resolvers.deployments import predictions as deployment_predictions
 from resolvers.deployments.predictions import SlotStatus
 from resolvers.inputs import object_id
+from schema.commands import Command
 from schema.deployments import user_or_none, version_or_none
+from schema.idempotency import IdempotencyKey
 from schema.relay import Node
 from schema.users import User
 
@@ -222,3 +225,32 @@ class PredictedAssetMutations:
         if not deployment_predictions.is_settled(asset):
             asset = await deployment_predictions.get_predicted_asset(access, asset_id)
         return PredictedAsset.from_doc(asset)
+
+    @strawberry.mutation(
+        description="Run the deployment's champion (and shadow) on every item of its project "
+        "that a DQL `filter` matches, as a Command: one predicted asset per item, each with "
+        "`tags` and `metadata`."
+    )
+    async def predict_batch(
+        self,
+        info: strawberry.Info,
+        deployment_id: strawberry.ID,
+        filter: JSON | None = None,
+        tags: list[str] | None = None,
+        metadata: JSON | None = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Command:
+        access = await info.context.access()
+        data = {
+            name: value
+            for name, value in (("filter", filter), ("tags", tags), ("metadata", metadata))
+            if value is not None
+        }
+        command = await deployment_batches.start_predict_batch(
+            access,
+            object_id(deployment_id, "deploymentId"),
+            data,
+            info.context.enqueue_command,
+            idempotency_key,
+        )
+        return Command.from_doc(command)

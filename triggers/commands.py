@@ -24,6 +24,7 @@ from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import batches, clone, commands, model_run_commit, prediction_uploads
+from resolvers.deployments import batches as deployment_batches
 from triggers.executions import enqueue_many
 from triggers.patience import MAX_WAIT_S, GaveUp, Patience
 
@@ -36,14 +37,14 @@ async def _clone(ctx: dict[str, Any], command: dict[str, Any], lease: timedelta)
     await clone.run_clone(ctx["db"], command, ctx["settings"].clone_batch_size, lease)
 
 
-def _enqueue(ctx: dict[str, Any]) -> Callable[[list[dict[str, Any]]], Awaitable[None]]:
+def _enqueue(ctx: dict[str, Any]) -> Callable[[list[dict[str, Any]], int], Awaitable[None]]:
     """Queue a committed page's executions; Redis away leaves them to be queued again from
     MongoDB (they are committed), and the batch goes on."""
     patience: Patience = ctx["patience"]
 
-    async def enqueue(page: list[dict[str, Any]]) -> None:
+    async def enqueue(page: list[dict[str, Any]], behind_ms: int = 0) -> None:
         try:
-            await enqueue_many(ctx["redis"], page)
+            await enqueue_many(ctx["redis"], page, behind_ms)
         except Exception as exc:
             if patience.noticed(exc) is None:
                 raise
@@ -62,6 +63,11 @@ async def _rerun_batch(ctx: dict[str, Any], command: dict[str, Any], lease: time
     await batches.run_rerun(ctx["db"], command, page_size, lease, _enqueue(ctx))
 
 
+async def _predict_batch(ctx: dict[str, Any], command: dict[str, Any], lease: timedelta) -> None:
+    page_size = ctx["settings"].batch_page_size
+    await deployment_batches.run_predict_batch(ctx["db"], command, page_size, lease, _enqueue(ctx))
+
+
 async def _upload_predictions(
     ctx: dict[str, Any], command: dict[str, Any], lease: timedelta
 ) -> None:
@@ -77,6 +83,7 @@ RUNNERS: dict[str, Runner] = {
     batches.EXECUTE: _execute_batch,
     batches.RERUN: _rerun_batch,
     prediction_uploads.KIND: _upload_predictions,
+    deployment_batches.KIND: _predict_batch,
     model_run_commit.KIND: _commit_model_run,
 }
 

@@ -26,9 +26,10 @@ async def enqueue(redis: Redis, execution: dict[str, Any], behind_ms: int = 0) -
     await execution_queue.push(redis, [execution], behind_ms)
 
 
-async def enqueue_many(redis: Redis, batch: list[dict[str, Any]]) -> None:
-    """Queue many executions in one pipelined round trip (a batch's page)."""
-    await execution_queue.push(redis, batch)
+async def enqueue_many(redis: Redis, batch: list[dict[str, Any]], behind_ms: int = 0) -> None:
+    """Queue many executions in one pipelined round trip (a batch's page), `behind_ms` behind
+    the others (a predict batch's shadow runs)."""
+    await execution_queue.push(redis, batch, behind_ms)
 
 
 async def requeue_waiting(ctx: dict[str, Any], unchanged_for: timedelta | None = None) -> None:
