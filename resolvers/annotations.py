@@ -158,9 +158,11 @@ async def _targets(
     return items, datasets
 
 
-def _document(
+def new_annotation(
     access: Access, annotation: AnnotationInput, item: dict[str, Any], dataset: dict[str, Any]
 ) -> dict[str, Any]:
+    """The annotation as stored, not yet written: its label in the dataset's ontology, its
+    shape checked against the item's size."""
     _check_label(annotation.label, dataset)
     return new_document(
         access.user_id,
@@ -235,7 +237,7 @@ async def create_annotations(access: Access, data: list[dict[str, Any]]) -> list
     for index, annotation in enumerate(inputs):
         item = items[ObjectId(annotation.item_id)]
         try:
-            docs.append(_document(access, annotation, item, datasets[item["datasetId"]]))
+            docs.append(new_annotation(access, annotation, item, datasets[item["datasetId"]]))
         except LoomError as exc:
             raise _prefixed(exc, index) from exc
 

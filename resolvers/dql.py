@@ -156,9 +156,44 @@ RESOURCE_FIELDS: dict[str, dict[str, str]] = {
         "updatedAt": "updatedAt",
         "creator": "creator",
     },
+    "deployments": {
+        "id": "_id",
+        "projectId": "projectId",
+        "name": "name",
+        "description": "description",
+        "active": "active",
+        "championVersionId": "championVersionId",
+        "shadowVersionId": "shadowVersionId",
+        "targetDatasetId": "targetDatasetId",
+        "minThreshold": "minThreshold",
+        "createdAt": "createdAt",
+        "updatedAt": "updatedAt",
+        "creator": "creator",
+    },
+    "predicted_assets": {
+        "id": "_id",
+        "deploymentId": "deploymentId",
+        "itemId": "itemId",
+        "datasetId": "datasetId",
+        "batchId": "batchId",
+        "tags": "tags",
+        "minThreshold": "minThreshold",
+        "champion.status": "champion.status",
+        "champion.versionId": "champion.versionId",
+        "champion.latencyMs": "champion.latencyMs",
+        "shadow.status": "shadow.status",
+        "shadow.versionId": "shadow.versionId",
+        "shadow.latencyMs": "shadow.latencyMs",
+        "review.status": "review.status",
+        "review.at": "review.at",
+        "review.trainingDue": "review.trainingDue",
+        "createdAt": "createdAt",
+        "updatedAt": "updatedAt",
+        "creator": "creator",
+    },
 }
 """Per resource, each wire field name and the MongoDB field it reads."""
-QUERY_RESOURCES = ("items", "annotations", "executions")
+QUERY_RESOURCES = ("items", "annotations", "executions", "predicted_assets")
 """What a whole DQL query may be over; datasets are only matched in memory (triggers)."""
 
 _OPEN_PREFIXES = {
@@ -166,6 +201,8 @@ _OPEN_PREFIXES = {
     "annotations": ("attributes", "metadata"),
     "datasets": (),
     "executions": ("input", "output"),
+    "deployments": (),
+    "predicted_assets": ("metadata",),
 }
 """Free-form sub-documents: any `prefix.<path>` may be filtered on."""
 _ID_FIELDS = frozenset(
@@ -180,6 +217,12 @@ _ID_FIELDS = frozenset(
         "projectId",
         "batchId",
         "resource.id",
+        "deploymentId",
+        "championVersionId",
+        "shadowVersionId",
+        "targetDatasetId",
+        "champion.versionId",
+        "shadow.versionId",
     }
 )
 _DATE_FIELDS = frozenset({"createdAt", "updatedAt", "startedAt"})

@@ -1,6 +1,7 @@
 """Triggers: which changes of a project's data run which operation.
 
-A trigger watches one resource (items, annotations, datasets or executions) for some actions,
+A trigger watches one resource (items, annotations, datasets, executions, deployments or
+predicted assets) for some actions,
 optionally narrowed by a DQL filter evaluated in memory against the document after the change
 (before it, for deletes). What it runs is its operation (triggers/operations.py): today a
 service function of its own project. `executionMode` says how often: `Always`, once per
@@ -38,6 +39,8 @@ class Resource(StrEnum):
     Annotation = "Annotation"
     Dataset = "Dataset"
     Execution = "Execution"
+    Deployment = "Deployment"
+    PredictedAsset = "PredictedAsset"
 
 
 class TriggerAction(StrEnum):
@@ -57,6 +60,8 @@ COLLECTIONS = {
     Resource.Annotation: "annotations",
     Resource.Dataset: "datasets",
     Resource.Execution: "executions",
+    Resource.Deployment: "deployments",
+    Resource.PredictedAsset: "predicted_assets",
 }
 """Each resource's collection, which is also its DQL resource name."""
 RESOURCES = {collection: resource for resource, collection in COLLECTIONS.items()}

@@ -23,6 +23,7 @@ from schema.relay import Node
 from schema.users import User
 
 if TYPE_CHECKING:
+    from schema.deployment_feedback import PredictionReview
     from schema.items import Item
     from schema.models import ModelVersion
 
@@ -137,6 +138,14 @@ class PredictedAsset(Node):
     @strawberry.field
     async def creator(self, info: strawberry.Info) -> User | None:
         return await user_or_none(info, self.doc["creator"])
+
+    @strawberry.field(description="The asset's review, once reviewed (final).")
+    def review(
+        self,
+    ) -> Annotated["PredictionReview", strawberry.lazy("schema.deployment_feedback")] | None:
+        from schema.deployment_feedback import review_of
+
+        return review_of(self.doc)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "PredictedAsset":

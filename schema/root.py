@@ -20,6 +20,7 @@ from schema.cron_triggers import (
     ScheduledRun,
 )
 from schema.datasets import Dataset, DatasetMutations, DatasetQueries
+from schema.deployment_feedback import DeploymentFeedbackMutations
 from schema.deployments import Deployment, DeploymentMutations, DeploymentQueries
 from schema.items import Item, ItemMutations, ItemQueries
 from schema.model_runs import ModelRun, ModelRunMutations, ModelRunQueries, Prediction
@@ -126,5 +127,6 @@ class Mutation(
     ModelRunMutations,
     DeploymentMutations,
     PredictedAssetMutations,
+    DeploymentFeedbackMutations,
 ):
     pass

@@ -93,17 +93,18 @@ async def _version(access: Access, project_id: ObjectId, value: str, field: str)
     return version_id
 
 
-async def _dataset(access: Access, project_id: ObjectId, value: str) -> ObjectId:
-    dataset_id = object_id(value, "targetDatasetId")
+async def project_dataset(
+    access: Access, project_id: ObjectId, value: str, field: str = "targetDatasetId"
+) -> dict[str, Any]:
+    """A dataset of the project; any other id (missing, elsewhere) reads the same."""
+    dataset_id = object_id(value, field)
     try:
         dataset = await get_dataset(access, dataset_id)
     except NotFound:
         dataset = None
     if dataset is None or dataset["projectId"] != project_id:
-        raise BadUserInput(
-            "targetDatasetId names no dataset of this project", field="targetDatasetId"
-        )
-    return dataset_id
+        raise BadUserInput(f"{field} names no dataset of this project", field=field)
+    return dataset
 
 
 def _same_versions(field: str) -> BadUserInput:
@@ -178,7 +179,7 @@ async def create_deployment(
     if shadow == champion:
         raise _same_versions("shadowVersionId")
     dataset = (
-        await _dataset(access, project_id, given.target_dataset_id)
+        (await project_dataset(access, project_id, given.target_dataset_id))["_id"]
         if given.target_dataset_id is not None
         else None
     )
@@ -193,6 +194,9 @@ async def create_deployment(
         minThreshold=given.min_threshold,
         targetDatasetId=dataset,
         active=given.active,
+        feedbackDatasetIds=[],
+        reviews={status: 0 for status in ("accepted", "corrected", "rejected")},
+        continuousTraining=None,
     )
     switches = [_switch(access, doc, SwitchRole.CHAMPION, None, champion)]
     if shadow is not None:
@@ -217,7 +221,7 @@ async def get_deployment(access: Access, deployment_id: ObjectId) -> dict[str, A
     )
 
 
-async def _writable(access: Access, deployment_id: ObjectId) -> dict[str, Any]:
+async def writable(access: Access, deployment_id: ObjectId) -> dict[str, Any]:
     deployment = await get_deployment(access, deployment_id)
     await access.require_project(deployment, Action.MANAGE_MODELS)
     return deployment
@@ -234,7 +238,7 @@ async def update_deployment(
 ) -> dict[str, Any]:
     """Change the fields given; an explicit null of targetDatasetId clears it. The champion and
     the shadow change only through setChampion / setShadow, which record the switch."""
-    deployment = await _writable(access, deployment_id)
+    deployment = await writable(access, deployment_id)
     changes = parse(DeploymentChanges, data)
     fields: dict[str, Any] = {}
     for name, alias in (
@@ -247,7 +251,9 @@ async def update_deployment(
             fields[alias] = getattr(changes, name)
     if "target_dataset_id" in changes.model_fields_set:
         fields["targetDatasetId"] = (
-            await _dataset(access, deployment["projectId"], changes.target_dataset_id)
+            (await project_dataset(access, deployment["projectId"], changes.target_dataset_id))[
+                "_id"
+            ]
             if changes.target_dataset_id is not None
             else None
         )
@@ -265,13 +271,17 @@ async def update_deployment(
 
 
 async def delete_deployment(access: Access, deployment_id: ObjectId) -> None:
-    """Delete a deployment and its switch history, in one transaction, then its predicted
+    """Delete a deployment, its switch history and its continuous-training trigger, in one
+    transaction, then its predicted
     assets (any number of them: not in the transaction; a run still predicting for one of
     them then fails, its asset gone)."""
-    await _writable(access, deployment_id)
+    deployment = await writable(access, deployment_id)
+    training = deployment.get("continuousTraining") or {}
 
     async def work(session: AsyncClientSession) -> None:
         deleted = await access.db.deployments.delete_one({"_id": deployment_id}, session=session)
+        if training.get("triggerId") is not None:
+            await access.db.triggers.delete_one({"_id": training["triggerId"]}, session=session)
         if deleted.deleted_count == 0:
             raise NotFound("Deployment not found", id=str(deployment_id))
         await access.db.deployment_switches.delete_many(
@@ -322,7 +332,7 @@ async def _switched(
 
 
 async def set_champion(access: Access, deployment_id: ObjectId, version_id: str) -> dict[str, Any]:
-    deployment = await _writable(access, deployment_id)
+    deployment = await writable(access, deployment_id)
     choice = parse(VersionChoice, {"modelVersionId": version_id})
     if choice.model_version_id is None:
         raise BadUserInput("A deployment always has a champion", field="modelVersionId")
@@ -336,7 +346,7 @@ async def set_shadow(
     access: Access, deployment_id: ObjectId, version_id: str | None
 ) -> dict[str, Any]:
     """Shadow the champion with a version, or (null) stop shadowing."""
-    deployment = await _writable(access, deployment_id)
+    deployment = await writable(access, deployment_id)
     choice = parse(VersionChoice, {"modelVersionId": version_id})
     target = (
         await _version(access, deployment["projectId"], choice.model_version_id, "modelVersionId")
@@ -349,7 +359,7 @@ async def set_shadow(
 async def rollback_deployment(access: Access, deployment_id: ObjectId) -> dict[str, Any]:
     """Restore the champion before the latest champion switch not yet undone (see the module
     notes); CONFLICT when there is none, or when that version is gone or now the shadow."""
-    await _writable(access, deployment_id)
+    await writable(access, deployment_id)
 
     async def work(session: AsyncClientSession) -> dict[str, Any]:
         current = await access.db.deployments.find_one({"_id": deployment_id}, session=session)

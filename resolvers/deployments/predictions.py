@@ -30,7 +30,7 @@ from pydantic import Field, StringConstraints, ValidationError
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from resolvers import items, json_documents, predictions
+from resolvers import dql, items, json_documents, predictions
 from resolvers.access import Access, Action
 from resolvers.deployments.lifecycle import get_deployment
 from resolvers.errors import BadUserInput, Conflict, LoomError, NotFound
@@ -357,7 +357,19 @@ async def get_predicted_asset(access: Access, asset_id: ObjectId) -> dict[str, A
     )
 
 
-async def list_predicted_assets(access: Access, deployment_id: ObjectId, page: PageRequest) -> Page:
+async def list_predicted_assets(
+    access: Access,
+    deployment_id: ObjectId,
+    page: PageRequest,
+    dql_filter: dict[str, Any] | None = None,
+) -> Page:
+    """A deployment's predicted assets, newest first, that a DQL filter matches."""
     deployment = await get_deployment(access, deployment_id)
-    query = {"$and": [{"deploymentId": deployment["_id"]}, await access.scope()]}
+    query = {
+        "$and": [
+            {"deploymentId": deployment["_id"]},
+            await access.scope(),
+            dql.to_mongo("predicted_assets", dql_filter),
+        ]
+    }
     return await paginate(access.db.predicted_assets, query, page, [("createdAt", -1)])

@@ -21,13 +21,15 @@ from gateway.change_feed import touched_fields
 from resolvers.timestamps import now
 from resolvers.triggers import RESOURCES, Resource, TriggerAction
 
-DATA = ("items", "annotations", "datasets")
+DATA = ("items", "annotations", "datasets", "deployments", "predicted_assets")
 """Collections every change of which is an event; executions' changes are events only in
 projects with triggers on executions, and the relay's stream also reads `triggers`."""
 BOOKKEEPING: dict[str, frozenset[str]] = {
     "items": frozenset({"updatedAt"}),
     "annotations": frozenset({"updatedAt"}),
     "datasets": frozenset({"updatedAt"}),
+    "deployments": frozenset({"updatedAt"}),
+    "predicted_assets": frozenset({"updatedAt"}),
     "executions": frozenset({"updatedAt", "leaseUntil"}),
 }
 """Per collection, the top-level fields whose updates alone make no event."""

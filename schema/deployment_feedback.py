@@ -1,0 +1,209 @@
+"""The feedback loop and continuous training in the graph: reviews of predicted assets,
+feedback datasets, and the continuous-training settings of a deployment
+(resolvers/deployments/feedback.py and training.py)."""
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from resolvers.deployments import feedback, training
+from resolvers.deployments.feedback import ReviewStatus
+from resolvers.inputs import object_id
+from schema.deployments import Deployment, user_or_none
+from schema.inputs import as_input
+from schema.predicted_assets import PredictedAsset
+from schema.users import User
+
+if TYPE_CHECKING:
+    from schema.datasets import Dataset
+
+ReviewStatusEnum = strawberry.enum(
+    ReviewStatus, name="ReviewStatus", description="accepted | corrected | rejected"
+)
+
+
+@strawberry.type(description="Where a review's ground truth was copied to.")
+class FeedbackCopy:
+    dataset_id: strawberry.ID
+    item_id: strawberry.ID
+
+
+@strawberry.type(description="How a predicted asset was reviewed; final once made.")
+class PredictionReview:
+    doc: strawberry.Private[dict[str, Any]]
+    status: ReviewStatusEnum
+    at: datetime
+    annotations: JSON = strawberry.field(
+        description="The ground truth: [{type, label, coordinates, attributes}] (none when "
+        "rejected)."
+    )
+    feedback: list[FeedbackCopy] = strawberry.field(
+        description="The copies of the item, with the ground truth, in the feedback datasets."
+    )
+    training_due: bool = strawberry.field(
+        description="This review crossed the continuous-training threshold."
+    )
+
+    @strawberry.field(description="Who reviewed.")
+    async def by(self, info: strawberry.Info) -> User | None:
+        return await user_or_none(info, self.doc["by"])
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "PredictionReview":
+        return cls(
+            doc=doc,
+            status=ReviewStatus(doc["status"]),
+            at=doc["at"],
+            annotations=doc["annotations"],
+            feedback=[
+                FeedbackCopy(
+                    dataset_id=strawberry.ID(str(copy["datasetId"])),
+                    item_id=strawberry.ID(str(copy["itemId"])),
+                )
+                for copy in doc["feedback"]
+            ],
+            training_due=doc["trainingDue"],
+        )
+
+
+@strawberry.type(description="How many of a deployment's predicted assets were reviewed, how.")
+class ReviewCounts:
+    accepted: int
+    corrected: int
+    rejected: int
+
+
+@strawberry.type(
+    description="Train the model again each time `threshold` reviews with ground truth "
+    "(accepted or corrected) have accumulated, through a trigger of the project."
+)
+class ContinuousTraining:
+    active: bool
+    threshold: int
+    train_function: str
+    parameters: JSON
+    trigger_id: strawberry.ID
+    pending: int = strawberry.field(description="Reviews counted since the last crossing.")
+    crossings: int = strawberry.field(description="How many times the threshold was crossed.")
+    last_crossing_at: datetime | None
+
+
+def review_of(asset: dict[str, Any]) -> PredictionReview | None:
+    return PredictionReview.from_doc(asset["review"]) if asset.get("review") else None
+
+
+def review_counts(deployment: dict[str, Any]) -> ReviewCounts:
+    counts = deployment.get("reviews") or {}
+    return ReviewCounts(**{status: counts.get(status, 0) for status in ReviewStatus})
+
+
+def continuous_training(deployment: dict[str, Any]) -> ContinuousTraining | None:
+    stored = deployment.get("continuousTraining")
+    if not stored:
+        return None
+    return ContinuousTraining(
+        active=stored["active"],
+        threshold=stored["threshold"],
+        train_function=stored["trainFunction"],
+        parameters=stored["parameters"],
+        trigger_id=strawberry.ID(str(stored["triggerId"])),
+        pending=stored["pending"],
+        crossings=stored["crossings"],
+        last_crossing_at=stored["lastCrossingAt"],
+    )
+
+
+async def feedback_datasets(
+    info: strawberry.Info, deployment: dict[str, Any]
+) -> list[Annotated["Dataset", strawberry.lazy("schema.datasets")]]:
+    from schema.datasets import Dataset
+
+    access = await info.context.access()
+    found = []
+    for dataset_id in deployment.get("feedbackDatasetIds") or []:
+        dataset = await access.find_visible("datasets", dataset_id)
+        if dataset is not None and not dataset.get("deleting"):
+            found.append(Dataset.from_doc(dataset))
+    return found
+
+
+@strawberry.input(description="An annotation of a correction; its item is the asset's.")
+class ReviewAnnotationInput:
+    type: str
+    label: str
+    coordinates: JSON | None = None
+    attributes: JSON | None = strawberry.UNSET
+
+
+@strawberry.input
+class ContinuousTrainingInput:
+    threshold: int = strawberry.field(description="Reviews with ground truth per training.")
+    active: bool | None = strawberry.UNSET
+    train_function: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="A function of the champion's service; the version's functions.train if "
+        "not given.",
+    )
+    parameters: JSON | None = strawberry.field(
+        default=strawberry.UNSET, description="The train function's input."
+    )
+
+
+@strawberry.type
+class DeploymentFeedbackMutations:
+    @strawberry.mutation(
+        description="Settle a predicted asset: accepted (the champion's predictions above the "
+        "threshold are the truth), corrected (the annotations given are) or rejected (no "
+        "truth); accepted and corrected assets become ground truth in the feedback datasets."
+    )
+    async def review_prediction(
+        self,
+        info: strawberry.Info,
+        predicted_asset_id: strawberry.ID,
+        status: ReviewStatusEnum,
+        annotations: list[ReviewAnnotationInput] | None = None,
+    ) -> PredictedAsset:
+        access = await info.context.access()
+        data: dict[str, Any] = {"status": status.value}
+        if annotations is not None:
+            data["annotations"] = [as_input(annotation) for annotation in annotations]
+        asset = await feedback.review_prediction(
+            access, object_id(predicted_asset_id, "predictedAssetId"), data
+        )
+        return PredictedAsset.from_doc(asset)
+
+    @strawberry.mutation(description="Copy reviewed assets into this dataset of the project too.")
+    async def attach_feedback_dataset(
+        self, info: strawberry.Info, deployment_id: strawberry.ID, dataset_id: strawberry.ID
+    ) -> Deployment:
+        access = await info.context.access()
+        doc = await feedback.attach_feedback_dataset(
+            access, object_id(deployment_id, "deploymentId"), dataset_id
+        )
+        return Deployment.from_doc(doc)
+
+    @strawberry.mutation(description="Stop copying reviewed assets into the dataset.")
+    async def detach_feedback_dataset(
+        self, info: strawberry.Info, deployment_id: strawberry.ID, dataset_id: strawberry.ID
+    ) -> Deployment:
+        access = await info.context.access()
+        doc = await feedback.detach_feedback_dataset(
+            access, object_id(deployment_id, "deploymentId"), dataset_id
+        )
+        return Deployment.from_doc(doc)
+
+    @strawberry.mutation(
+        description="Train the champion's model each time `threshold` new reviews with "
+        "ground truth have accumulated (exactly once per crossing, through a trigger)."
+    )
+    async def set_continuous_training(
+        self, info: strawberry.Info, deployment_id: strawberry.ID, input: ContinuousTrainingInput
+    ) -> Deployment:
+        access = await info.context.access()
+        data = {k: v for k, v in as_input(input).items() if v is not None}
+        doc = await training.set_continuous_training(
+            access, object_id(deployment_id, "deploymentId"), data
+        )
+        return Deployment.from_doc(doc)
