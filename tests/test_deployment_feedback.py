@@ -17,6 +17,7 @@ from tests.test_deployment_batches import PREDICT_BATCH, _all_settled
 from tests.test_deployment_predict import ECHOED, _deployment, _service, _version
 from tests.test_deployments import ADD_PROJECT_MEMBER
 from tests.test_roles import ALL_CASES, _attempt, project_outcome
+from tests.test_trigger_firing import _relaying
 from tests.workers import worker_processes
 
 REVIEW = """mutation($a: ID!, $s: ReviewStatus!, $ann: [ReviewAnnotationInput!]) {
@@ -197,3 +198,43 @@ async def test_reviewing_follows_the_write_annotations_role_table(member, db, se
         assert (stored["review"] is None) == (expected is not None), case.id
         managing = project_outcome(case, Action.MANAGE_MODELS)
         assert await _attempt(client, DETACH, d=deployment, ds=world.dataset) == managing, case.id
+
+
+CREATE_TRIGGER = """mutation($p: ID!, $input: TriggerInput!) {
+  createTrigger(projectId: $p, input: $input) { id } }"""
+UPDATE_DEPLOYMENT = """mutation($id: ID!, $input: DeploymentChangesInput!) {
+  updateDeployment(id: $id, input: $input) { id } }"""
+
+
+async def _trigger(world: World, service: str, name: str, **fields) -> ObjectId:
+    operation = {"type": "function", "serviceId": service, "functionName": "echo"}
+    created = await world.client.data(
+        CREATE_TRIGGER,
+        p=world.project,
+        input={"name": name, "resource": "Deployment", "operation": operation, **fields},
+    )
+    return ObjectId(created["createTrigger"]["id"])
+
+
+async def test_deployment_changes_fire_their_projects_triggers_only(member, db, settings):
+    world = await make_world(member)
+    service = await _service(world)
+    deployment = await _deployment(world, await _version(world, service, "echo", {}))
+    paused = await _trigger(world, service, "paused", actions=["Updated"], filter={"active": False})
+    rival = await make_world(member, org="rival")
+    spy = await _trigger(rival, await _service(rival), "spy", actions=["Created", "Updated"])
+    with worker_processes(settings) as start:
+        start()
+        await _relaying(db)
+        await world.client.data(UPDATE_DEPLOYMENT, id=deployment, input={"description": "x"})
+        await world.client.data(UPDATE_DEPLOYMENT, id=deployment, input={"active": False})
+        async with await db.executions.watch() as changes:
+            while not await db.executions.count_documents({"triggerId": paused}):
+                await changes.next()
+    [run] = await db.executions.find({"triggerId": paused}).to_list()
+    assert run["resource"] == {"type": "deployment", "id": ObjectId(deployment)}
+    event = await db.events.find_one({"_id": run["eventId"]})
+    assert (event["resource"], event["action"]) == ("Deployment", "Updated")
+    assert event["before"]["active"] is True
+    assert event["after"]["active"] is False
+    assert await db.executions.count_documents({"triggerId": spy}) == 0
