@@ -1,6 +1,6 @@
-"""The feedback loop and continuous training in the graph: reviews of predicted assets,
-feedback datasets, and the continuous-training settings of a deployment
-(resolvers/deployments/feedback.py and training.py)."""
+"""The feedback loop, continuous training and continuous deployment in the graph: reviews of
+predicted assets, feedback datasets, a deployment's continuous-training and -deployment
+settings (resolvers/deployments/feedback.py, training.py and promotion.py)."""
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
-from resolvers.deployments import feedback, training
+from resolvers.deployments import feedback, promotion, training
 from resolvers.deployments.feedback import ReviewStatus
+from resolvers.deployments.promotion import Policy
 from resolvers.inputs import object_id
 from schema.deployments import Deployment, user_or_none
 from schema.inputs import as_input
@@ -90,6 +91,72 @@ class ContinuousTraining:
     last_crossing_at: datetime | None
 
 
+PolicyEnum = strawberry.enum(
+    Policy, name="DeploymentPolicy", description="manual | ifBetter(metric, margin)"
+)
+
+
+def _as_json(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Ids as strings, values as numbers (or null)."""
+    return {k: v if isinstance(v, float | None) else str(v) for k, v in evaluation.items()}
+
+
+@strawberry.type(description="What proposeModelVersion decided, and on which evidence.")
+class DeploymentDecision:
+    doc: strawberry.Private[dict[str, Any]]
+    version_id: strawberry.ID
+    policy: PolicyEnum
+    metric: str
+    promoted: bool
+    reason: str
+    evaluation: JSON | None = strawberry.field(
+        description="{datasetId, championRunId, candidateRunId, championValue, "
+        "candidateValue}: the runs compared (null: none to compare)."
+    )
+    at: datetime
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "DeploymentDecision":
+        evaluation = doc["evaluation"]
+        return cls(
+            doc=doc,
+            version_id=strawberry.ID(str(doc["versionId"])),
+            policy=Policy(doc["policy"]),
+            metric=doc["metric"],
+            promoted=doc["promoted"],
+            reason=doc["reason"],
+            evaluation=_as_json(evaluation) if evaluation else None,
+            at=doc["at"],
+        )
+
+
+@strawberry.type(description="When a proposed version replaces the champion.")
+class ContinuousDeployment:
+    policy: PolicyEnum
+    metric: str
+    margin: float
+    last_decision: DeploymentDecision | None
+
+
+def continuous_deployment(deployment: dict[str, Any]) -> ContinuousDeployment | None:
+    stored = deployment.get("continuousDeployment")
+    if not stored:
+        return None
+    last = stored.get("lastDecision")
+    return ContinuousDeployment(
+        policy=Policy(stored["policy"]),
+        metric=stored["metric"],
+        margin=stored["margin"],
+        last_decision=DeploymentDecision.from_doc(last) if last else None,
+    )
+
+
+@strawberry.type
+class Proposal:
+    deployment: Deployment
+    decision: DeploymentDecision
+
+
 def review_of(asset: dict[str, Any]) -> PredictionReview | None:
     return PredictionReview.from_doc(asset["review"]) if asset.get("review") else None
 
@@ -151,6 +218,17 @@ class ContinuousTrainingInput:
     )
 
 
+@strawberry.input
+class ContinuousDeploymentInput:
+    policy: PolicyEnum
+    metric: str | None = strawberry.field(
+        default=strawberry.UNSET, description="AP (default), AP50, AP75, …, AR100."
+    )
+    margin: float | None = strawberry.field(
+        default=strawberry.UNSET, description="0..1: how much better (ifBetter); 0 if not given."
+    )
+
+
 @strawberry.type
 class DeploymentFeedbackMutations:
     @strawberry.mutation(
@@ -207,3 +285,31 @@ class DeploymentFeedbackMutations:
             access, object_id(deployment_id, "deploymentId"), data
         )
         return Deployment.from_doc(doc)
+
+    @strawberry.mutation(description="Set when a proposed version replaces the champion.")
+    async def set_continuous_deployment(
+        self, info: strawberry.Info, deployment_id: strawberry.ID, input: ContinuousDeploymentInput
+    ) -> Deployment:
+        access = await info.context.access()
+        data = {k: v for k, v in as_input(input).items() if v is not None}
+        data["policy"] = input.policy.value
+        doc = await promotion.set_continuous_deployment(
+            access, object_id(deployment_id, "deploymentId"), data
+        )
+        return Deployment.from_doc(doc)
+
+    @strawberry.mutation(
+        description="Propose a newly trained version: evaluated against the champion on the "
+        "feedback datasets' committed model runs, it replaces the champion only when the "
+        "policy says so (a recorded switch)."
+    )
+    async def propose_model_version(
+        self, info: strawberry.Info, deployment_id: strawberry.ID, model_version_id: strawberry.ID
+    ) -> Proposal:
+        access = await info.context.access()
+        doc, decision = await promotion.propose_version(
+            access, object_id(deployment_id, "deploymentId"), model_version_id
+        )
+        return Proposal(
+            deployment=Deployment.from_doc(doc), decision=DeploymentDecision.from_doc(decision)
+        )

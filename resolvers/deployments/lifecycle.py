@@ -81,7 +81,7 @@ class VersionChoice(Input):
 # --- Checks of what a deployment refers to --------------------------------------------------
 
 
-async def _version(access: Access, project_id: ObjectId, value: str, field: str) -> ObjectId:
+async def project_version(access: Access, project_id: ObjectId, value: str, field: str) -> ObjectId:
     """A model version of the project; any other id (missing, elsewhere) reads the same."""
     version_id = object_id(value, field)
     try:
@@ -170,9 +170,11 @@ async def create_deployment(
     project = await get_project(access, project_id)
     await access.require_project(project, Action.MANAGE_MODELS)
     given = parse(DeploymentInput, data)
-    champion = await _version(access, project_id, given.champion_version_id, "championVersionId")
+    champion = await project_version(
+        access, project_id, given.champion_version_id, "championVersionId"
+    )
     shadow = (
-        await _version(access, project_id, given.shadow_version_id, "shadowVersionId")
+        await project_version(access, project_id, given.shadow_version_id, "shadowVersionId")
         if given.shadow_version_id is not None
         else None
     )
@@ -336,7 +338,7 @@ async def set_champion(access: Access, deployment_id: ObjectId, version_id: str)
     choice = parse(VersionChoice, {"modelVersionId": version_id})
     if choice.model_version_id is None:
         raise BadUserInput("A deployment always has a champion", field="modelVersionId")
-    target = await _version(
+    target = await project_version(
         access, deployment["projectId"], choice.model_version_id, "modelVersionId"
     )
     return await _switched(access, deployment_id, SwitchRole.CHAMPION, target)
@@ -349,7 +351,9 @@ async def set_shadow(
     deployment = await writable(access, deployment_id)
     choice = parse(VersionChoice, {"modelVersionId": version_id})
     target = (
-        await _version(access, deployment["projectId"], choice.model_version_id, "modelVersionId")
+        await project_version(
+            access, deployment["projectId"], choice.model_version_id, "modelVersionId"
+        )
         if choice.model_version_id is not None
         else None
     )
