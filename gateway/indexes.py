@@ -144,7 +144,33 @@ INDEXES: dict[str, list[IndexModel]] = {
     "deployments": [IndexModel([("projectId", ASCENDING), ("name", ASCENDING)], unique=True)],
     # Predicted assets (resolvers/deployments/predictions.py): newest first per deployment.
     "predicted_assets": [
-        IndexModel([("deploymentId", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)])
+        IndexModel([("deploymentId", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)]),
+        # Settled slots not yet rolled up (resolvers/deployments/rollups.py): the sweep's
+        # batches, and a deployment's window that stats count live.
+        *(
+            IndexModel(
+                [
+                    (f"rolledUp.{role}", ASCENDING),
+                    (f"{role}.status", ASCENDING),
+                    ("deploymentId", ASCENDING),
+                    ("createdAt", ASCENDING),
+                ]
+            )
+            for role in ("champion", "shadow")
+        ),
+    ],
+    # Rollups of a deployment's slots: one per (deployment, minute or hour, role, version).
+    "deployment_rollups": [
+        IndexModel(
+            [
+                ("deploymentId", ASCENDING),
+                ("unit", ASCENDING),
+                ("at", ASCENDING),
+                ("role", ASCENDING),
+                ("versionId", ASCENDING),
+            ],
+            unique=True,
+        ),
     ],
     "deployment_switches": [
         IndexModel([("deploymentId", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)]),

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     relay_lease_s: float = Field(5.0, gt=0)
     event_retention_days: float = Field(7.0, gt=0)
     event_retention_s: float = Field(600.0, gt=0)
+    stats_rollup_s: float = Field(5.0, gt=0)
     webhook_secret_key: SecretStr | None = None
     """Base64 of 32 bytes: the key that encrypts webhooks' signing secrets at rest. `loom dev`
     makes one under LOOM_HOME when it is unset; a deployment must set it."""

@@ -10,6 +10,7 @@ from resolvers.deployments import lifecycle as deployments
 from resolvers.deployments.lifecycle import SwitchRole
 from resolvers.errors import NotFound
 from resolvers.inputs import object_id
+from schema.deployment_stats import DeploymentStats, StatsWindowInput, deployment_stats
 from schema.inputs import as_input
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, optional_id, page_request
 from schema.users import User, load_user
@@ -170,6 +171,19 @@ class Deployment(Node):
             access, self.doc["_id"], page_request(info, first, after)
         )
         return Connection.of(page, PredictedAsset.from_doc)
+
+    @strawberry.field(
+        description="Monitoring over a window, per role and model version, in buckets (e.g. "
+        "5m, 1h, 1d; whole minutes): counts, latency, score, label and objects distributions."
+    )
+    async def stats(
+        self,
+        info: strawberry.Info,
+        window: StatsWindowInput,
+        bucket: str = "1h",
+        model_version_id: strawberry.ID | None = None,
+    ) -> DeploymentStats:
+        return await deployment_stats(info, self.doc, window, bucket, model_version_id)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "Deployment":

@@ -41,6 +41,7 @@ from arq.worker import Worker, func
 from gateway.connections import mongo_client
 from gateway.indexes import INDEXES
 from gateway.settings import Settings
+from resolvers.deployments.rollups import roll_up
 from resolvers.timestamps import now
 from triggers.commands import requeue_stalled, run_command
 from triggers.cron.retention import remove_old_fires
@@ -218,6 +219,7 @@ class WorkerProcess:
             (check_s, "queue check", _requeue_quiet, check_s),
             (settings.reaper_interval_s, "delivery sweep", _requeue_deliveries, 0),
             (settings.event_retention_s, "delivery retention", _remove_old_deliveries, 0),
+            (settings.stats_rollup_s, "stats rollup", lambda ctx: roll_up(ctx["db"]), 0),
         ]
         ctx["loops"] = [
             asyncio.create_task(
