@@ -48,8 +48,11 @@ from resolvers import (
 )
 from resolvers.access import Access, OrgRole
 from resolvers.api_keys import authenticate, find_key
+from resolvers.deployments import batches as deployment_batches
+from resolvers.deployments import feedback as deployment_feedback
 from resolvers.deployments import lifecycle as deployments
 from resolvers.deployments import predictions as deployment_predictions
+from resolvers.deployments import promotion
 from resolvers.errors import Unauthenticated
 from triggers import colour_detector
 from triggers.commands import enqueue as enqueue_command
@@ -329,6 +332,7 @@ async def _webhook(demo: Demo) -> None:
 
 MODEL = "colour detector"
 DEPLOYMENT = "colour detector live"
+FEEDBACK_DATASET = "colour detector feedback"
 DETECTOR_LABELS = {"red": "sign.stop", "yellow": "sign.yield", "green": "tree"}
 """The demo model: Loom's built-in colour-region detector, its hues named as the ontology's
 labels (so its yellow cars come out as yield signs: errors worth browsing)."""
@@ -440,6 +444,51 @@ async def _deployment(demo: Demo) -> None:
     )
 
 
+async def _feedback_loop(demo: Demo) -> None:
+    """The deployment's feedback loop: a feedback dataset attached, its one prediction
+    reviewed as corrected with the scene's true objects (ground truth in the feedback
+    dataset at once), a predictBatch over the train split for the worker to fill, and an
+    ifBetter(AP) policy for proposed versions."""
+    project_id = demo.project["_id"]
+    if await demo.db.datasets.find_one({"projectId": project_id, "name": FEEDBACK_DATASET}):
+        return
+    deployment = await demo.db.deployments.find_one({"projectId": project_id, "name": DEPLOYMENT})
+    dataset = await datasets.create_dataset(
+        demo.access,
+        project_id,
+        {
+            "name": FEEDBACK_DATASET,
+            "description": "Reviewed predictions of the live deployment, as ground truth",
+            "labels": demo_images.ONTOLOGY,
+        },
+    )
+    await deployment_feedback.attach_feedback_dataset(
+        demo.access, deployment["_id"], str(dataset["_id"])
+    )
+    asset = await demo.db.predicted_assets.find_one({"deploymentId": deployment["_id"]})
+    item = await demo.db.items.find_one({"_id": asset["itemId"]}, {"name": 1})
+    truth = [
+        {"type": drawn.type, "label": drawn.label, "coordinates": drawn.coordinates}
+        for drawn in _scenes()[item["name"]].objects
+    ]
+    await deployment_feedback.review_prediction(
+        demo.access, asset["_id"], {"status": "corrected", "annotations": truth}
+    )
+
+    async def queue(command: dict[str, Any]) -> None:
+        await enqueue_command(demo.redis, command)
+
+    await deployment_batches.start_predict_batch(
+        demo.access,
+        deployment["_id"],
+        {"filter": {"dir": "/train"}, "tags": ["batch"]},
+        queue,
+    )
+    await promotion.set_continuous_deployment(
+        demo.access, deployment["_id"], {"policy": "ifBetter", "metric": "AP", "margin": 0.02}
+    )
+
+
 Step = Callable[[Demo], Awaitable[None]]
 STEPS: list[tuple[str, Step]] = [
     ("owner key", _owner_key),
@@ -454,6 +503,7 @@ STEPS: list[tuple[str, Step]] = [
     ("webhook", _webhook),
     ("model", _model),
     ("deployment", _deployment),
+    ("feedback loop", _feedback_loop),
 ]
 
 

@@ -145,6 +145,7 @@ INDEXES: dict[str, list[IndexModel]] = {
     # Predicted assets (resolvers/deployments/predictions.py): newest first per deployment.
     "predicted_assets": [
         IndexModel([("deploymentId", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)]),
+        IndexModel([("batchId", ASCENDING)], sparse=True),
         # Settled slots not yet rolled up (resolvers/deployments/rollups.py): the sweep's
         # batches, and a deployment's window that stats count live.
         *(
@@ -264,6 +265,7 @@ CHANGE_IMAGES = (
     "datasets",
     "triggers",
     "predicted_assets",
+    "deployments",
 )
 """Collections whose change events carry the document as it was right after the change (not
 as it is when the event is read), so subscribers see every state, not a later one twice, and

@@ -344,6 +344,13 @@ def envelope(resource: str, value: Any) -> dict[str, Any]:
     return {"resource": resource, "filter": value}
 
 
+def narrowed(resource: str, value: Any, clause: dict[str, Any]) -> dict[str, Any]:
+    """The query a caller sent (a query or a bare filter), its filter and-ed with `clause`."""
+    query = envelope(resource, value)
+    given = query.get("filter")
+    return {**query, "filter": {"$and": [clause, given]} if given else clause}
+
+
 # -- validation: DQL -> a tree of clauses ---------------------------------------------------
 
 

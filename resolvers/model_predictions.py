@@ -16,7 +16,7 @@ from pydantic import Field
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from resolvers import batches, predictions
+from resolvers import batches, dql, predictions
 from resolvers.access import Access, Action
 from resolvers.errors import BadUserInput
 from resolvers.inputs import Input, Name, parse
@@ -85,7 +85,8 @@ async def predict_model(
     )
     batch = {
         "function": functions["predict"],
-        "filter": prediction.filter,
+        # The project's items the filter matches, of the run's dataset only.
+        "filter": dql.narrowed("items", prediction.filter, {"datasetId": prediction.dataset_id}),
         "input": {**(version.get("configuration") or {}), **prediction.input},
     }
     try:

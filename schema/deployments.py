@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
+from strawberry.scalars import JSON
 
 from resolvers.deployments import lifecycle as deployments
 from resolvers.deployments.lifecycle import SwitchRole
@@ -17,6 +18,7 @@ from schema.users import User, load_user
 
 if TYPE_CHECKING:
     from schema.datasets import Dataset
+    from schema.deployment_feedback import ContinuousDeployment, ContinuousTraining, ReviewCounts
     from schema.models import ModelVersion
     from schema.predicted_assets import PredictedAsset
     from schema.projects import Project
@@ -161,14 +163,24 @@ class Deployment(Node):
 
     @strawberry.field(description="The assets it predicted on, newest first.")
     async def predicted_assets(
-        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+        self,
+        info: strawberry.Info,
+        filter: Annotated[
+            JSON | None,
+            strawberry.argument(
+                description='A DQL filter over predicted assets (e.g. {"champion.status": '
+                '"failed"}, {"tags": "night"}, {"review.status": "accepted"}).'
+            ),
+        ] = None,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
     ) -> Connection[Annotated["PredictedAsset", strawberry.lazy("schema.predicted_assets")]]:
         from resolvers.deployments.predictions import list_predicted_assets
         from schema.predicted_assets import PredictedAsset
 
         access = await info.context.access()
         page = await list_predicted_assets(
-            access, self.doc["_id"], page_request(info, first, after)
+            access, self.doc["_id"], page_request(info, first, after), filter
         )
         return Connection.of(page, PredictedAsset.from_doc)
 
@@ -184,6 +196,42 @@ class Deployment(Node):
         model_version_id: strawberry.ID | None = None,
     ) -> DeploymentStats:
         return await deployment_stats(info, self.doc, window, bucket, model_version_id)
+
+    @strawberry.field(description="The datasets reviewed assets become ground truth in.")
+    def feedback_dataset_ids(self) -> list[strawberry.ID]:
+        return [strawberry.ID(str(d)) for d in self.doc.get("feedbackDatasetIds") or []]
+
+    @strawberry.field(description="The feedback datasets the caller can see.")
+    async def feedback_datasets(
+        self, info: strawberry.Info
+    ) -> list[Annotated["Dataset", strawberry.lazy("schema.datasets")]]:
+        from schema.deployment_feedback import feedback_datasets
+
+        return await feedback_datasets(info, self.doc)
+
+    @strawberry.field(description="How many predicted assets were reviewed, how.")
+    def review_counts(
+        self,
+    ) -> Annotated["ReviewCounts", strawberry.lazy("schema.deployment_feedback")]:
+        from schema.deployment_feedback import review_counts
+
+        return review_counts(self.doc)
+
+    @strawberry.field(description="Continuous-training settings and counts, if set.")
+    def continuous_training(
+        self,
+    ) -> Annotated["ContinuousTraining", strawberry.lazy("schema.deployment_feedback")] | None:
+        from schema.deployment_feedback import continuous_training
+
+        return continuous_training(self.doc)
+
+    @strawberry.field(description="Continuous-deployment policy and last decision, if set.")
+    def continuous_deployment(
+        self,
+    ) -> Annotated["ContinuousDeployment", strawberry.lazy("schema.deployment_feedback")] | None:
+        from schema.deployment_feedback import continuous_deployment
+
+        return continuous_deployment(self.doc)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "Deployment":

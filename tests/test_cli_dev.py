@@ -138,7 +138,8 @@ async def test_loom_dev_seed_demo_serves_the_demo_runs_its_executions_and_seeds_
             assert me["organizations"]["nodes"] == [{"name": demo.DEMO_ORG, "role": "OWNER"}]
             nested = await ask(dev.base, key, NESTED, **README_VARIABLES)
             (organization,) = nested["organizations"]["nodes"]
-            (dataset,) = organization["projects"]["nodes"][0]["datasets"]["nodes"]
+            datasets = organization["projects"]["nodes"][0]["datasets"]["nodes"]
+            [dataset] = [found for found in datasets if found["name"] == demo.DATASET]
             assert dataset["itemsCount"] == demo.IMAGES
             assert any(item["annotations"] for item in dataset["items"]["nodes"])
 
@@ -180,7 +181,8 @@ async def test_loom_dev_seed_demo_serves_the_demo_runs_its_executions_and_seeds_
             nested = await ask(again.base, key, NESTED, **README_VARIABLES)
             (organization,) = nested["organizations"]["nodes"]
             (project,) = organization["projects"]["nodes"]
-            assert [d["itemsCount"] for d in project["datasets"]["nodes"]] == [demo.IMAGES]
+            counts = {d["name"]: d["itemsCount"] for d in project["datasets"]["nodes"]}
+            assert counts == {demo.DATASET: demo.IMAGES, demo.FEEDBACK_DATASET: 1}
         finally:
             assert again.stop() == 0
 

@@ -95,7 +95,7 @@ async def test_a_revoked_or_foreign_saved_key_is_replaced_by_a_fresh_demo_key(db
 async def test_a_second_seed_adds_nothing(db, redis):
     first = await demo.seed(db, redis)
     seeded = await _counts(db)
-    assert seeded["items"] == demo.IMAGES
+    assert seeded["items"] == demo.IMAGES + 1  # and the reviewed one's copy in the feedback set
     # the trigger invoked by hand, and the demo deployment's prediction
     assert seeded["executions"] == len(demo.EXECUTIONS) + 2
     assert seeded["triggers"] == len(demo.TRIGGERS)
@@ -128,8 +128,10 @@ async def test_the_readme_queries_return_the_demo_data(db, redis, gql):
     }
     (organization,) = (await client.data(NESTED, **README_VARIABLES))["organizations"]["nodes"]
     (project,) = organization["projects"]["nodes"]
-    (dataset,) = project["datasets"]["nodes"]
-    assert (project["name"], dataset["name"]) == (demo.PROJECT, demo.DATASET)
+    by_name = {dataset["name"]: dataset for dataset in project["datasets"]["nodes"]}
+    assert project["name"] == demo.PROJECT
+    assert set(by_name) == {demo.DATASET, demo.FEEDBACK_DATASET}
+    dataset = by_name[demo.DATASET]
     assert dataset["itemsCount"] == demo.IMAGES
     scenes = [demo_images.layout(n) for n in range(demo.IMAGES)]
     train = {s.name: s for s in scenes if s.split == "train"}
@@ -301,6 +303,14 @@ async def test_the_demo_deployment_has_a_prediction_its_worker_fills(db, redis, 
     deployment = await db.deployments.find_one({"name": demo.DEPLOYMENT})
     asset = await db.predicted_assets.find_one({"deploymentId": deployment["_id"]})
     assert asset["champion"]["status"] == "pending"
+    # reviewed at once, as corrected: the scene's objects are ground truth in the feedback set
+    assert asset["review"]["status"] == "corrected"
+    [copy] = asset["review"]["feedback"]
+    feedback = await db.datasets.find_one({"name": demo.FEEDBACK_DATASET})
+    assert copy["datasetId"] == feedback["_id"]
+    assert feedback["annotationsCount"] == len(asset["review"]["annotations"]) > 0
+    assert deployment["continuousDeployment"]["policy"] == "ifBetter"
+    batch = await db.commands.find_one({"type": "predictBatch"})
     worker = start_worker(settings, **FAST)
     try:
         filled = await eventually(
@@ -308,8 +318,17 @@ async def test_the_demo_deployment_has_a_prediction_its_worker_fills(db, redis, 
             lambda found: found["champion"]["status"] != "pending",
             within_s=60,
         )
+        await eventually(
+            lambda: db.commands.find_one({"_id": batch["_id"]}),
+            lambda found: found["status"] == "success",
+            within_s=60,
+        )
     finally:
         stop(worker)
+    train = await db.items.count_documents(
+        {"datasetId": deployment["targetDatasetId"], "dir": "/train"}
+    )
+    assert await db.predicted_assets.count_documents({"batchId": batch["_id"]}) == train
     assert filled["champion"]["status"] == "success", filled["champion"]
     assert filled["champion"]["predictions"]
     assert filled["tags"] == ["demo"]

@@ -8,7 +8,7 @@ from bson import ObjectId
 from PIL import Image
 
 from gateway import demo_images
-from tests.datasets_world import make_world
+from tests.datasets_world import CREATE_DATASET, make_world
 from tests.test_batches import _all_ended
 from tests.test_clone import _finished
 from tests.test_executions import CREATE_SERVICE
@@ -51,6 +51,8 @@ async def test_predict_model_writes_the_detectors_predictions_into_a_run_and_com
     scenes = [demo_images.layout(n) for n in range(1, 5)]
     pictures = [demo_images.render(scene) for scene in scenes]
     items = [await world.upload(f"{i}.png", picture) for i, picture in enumerate(pictures)]
+    other = await world.client.data(CREATE_DATASET, project=world.project, input={"name": "o"})
+    await world.upload_to(other["createDataset"]["id"], "elsewhere.png", pictures[0])
     version = await _detector_version(world, "detect-colour-regions", {"labels": DETECTOR})
     predicted = await world.client.data(PREDICT, id=version, input={"datasetId": world.dataset})
     run = predicted["predictModel"]["modelRun"]
@@ -62,6 +64,9 @@ async def test_predict_model_writes_the_detectors_predictions_into_a_run_and_com
         await _all_ended(db, len(items))
         statuses = await db.executions.distinct("status", {"modelRunId": ObjectId(run["id"])})
         assert statuses == ["success"]
+        # only the run's dataset: the other dataset's item is not predicted
+        runs = await db.executions.find({"modelRunId": ObjectId(run["id"])}).to_list()
+        assert sorted(str(r["resource"]["id"]) for r in runs) == sorted(i["id"] for i in items)
         expected_total = 0
         for item, picture in zip(items, pictures, strict=True):
             regions = detect(Image.open(io.BytesIO(picture)), DetectorInput(labels=DETECTOR))

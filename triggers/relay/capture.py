@@ -4,8 +4,9 @@ An event holds the document after its change (inserts, updates) and before it (u
 deletes), from the change stream's pre- and post-images (gateway/indexes.py), so it is the
 state that change made, never a later one. Updates that touch only Loom's bookkeeping —
 `updatedAt`, an execution's lease renewed by its heartbeat, a predicted asset's slots marked
-as rolled up for monitoring — are no events: nothing a user filters on changed. Real field changes are, counters included (a trigger may ask for items
-whose `annotationsCount` reached 5).
+as rolled up for monitoring — are no events: nothing a user filters on changed. Real field
+changes are, counters included (a trigger may ask for items whose `annotationsCount` reached
+5).
 
 Events are ordered as their change-stream tokens are: a token is a hex string that sorts as
 the oplog does, so `token` orders an ordered trigger's executions of one resource exactly as
