@@ -322,6 +322,10 @@ async def test_two_concurrent_sweeps_roll_each_slot_up_exactly_once(member, db):
         assert totals == expected, unit
     for role in ("champion", "shadow"):
         assert await db.predicted_assets.count_documents({f"rolledUp.{role}": True}) == 1500
+    # deleting the deployment takes its rollups with it
+    delete = "mutation($id: ID!) { deleteDeployment(id: $id) }"
+    await world.client.data(delete, id=str(deployment["_id"]))
+    assert await db.deployment_rollups.count_documents({}) == 0
 
 
 async def test_bad_windows_are_refused_and_only_readers_of_the_deployment_see_stats(member, db):

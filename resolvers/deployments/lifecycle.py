@@ -274,9 +274,8 @@ async def update_deployment(
 
 async def delete_deployment(access: Access, deployment_id: ObjectId) -> None:
     """Delete a deployment, its switch history and its continuous-training trigger, in one
-    transaction, then its predicted
-    assets (any number of them: not in the transaction; a run still predicting for one of
-    them then fails, its asset gone)."""
+    transaction, then its predicted assets and monitoring rollups (any number of them: not in
+    the transaction; a run still predicting for one of them then fails, its asset gone)."""
     deployment = await writable(access, deployment_id)
     training = deployment.get("continuousTraining") or {}
 
@@ -292,6 +291,7 @@ async def delete_deployment(access: Access, deployment_id: ObjectId) -> None:
 
     await in_transaction(access.db, work)
     await access.db.predicted_assets.delete_many({"deploymentId": deployment_id})
+    await access.db.deployment_rollups.delete_many({"deploymentId": deployment_id})
 
 
 async def _switched(
