@@ -134,7 +134,7 @@ def _rle(doc: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
     return coco_mask.frPyObjects([xywh], height, width)[0]
 
 
-def _geometry(doc: dict[str, Any], ground: bool) -> tuple[list[float], float]:
+def geometry(doc: dict[str, Any], ground: bool) -> tuple[list[float], float]:
     """(enclosing box, area) of a shape for a bbox commit."""
     shape, coordinates = doc["type"], doc["coordinates"]
     if shape == "box":
@@ -213,7 +213,7 @@ async def _read_boxes(
     )  # fmt: skip
     area = box[:, 2] * box[:, 3]
     for row, shape in others:
-        box[row], area[row] = _geometry(shape, ground)
+        box[row], area[row] = geometry(shape, ground)
     rows.bbox.append(box)
     rows.area = area.tolist()
     return rows

@@ -9,10 +9,12 @@ import strawberry
 from strawberry.scalars import JSON
 
 from resolvers.deployments import feedback, promotion, training
+from resolvers.deployments import review_metrics as deployment_review_metrics
 from resolvers.deployments.feedback import ReviewStatus
+from resolvers.deployments.lifecycle import SwitchRole
 from resolvers.deployments.promotion import Policy
 from resolvers.inputs import object_id
-from schema.deployments import Deployment, user_or_none
+from schema.deployments import Deployment, SwitchRoleEnum, user_or_none
 from schema.inputs import as_input
 from schema.predicted_assets import PredictedAsset
 from schema.users import User
@@ -155,6 +157,63 @@ def continuous_deployment(deployment: dict[str, Any]) -> ContinuousDeployment | 
 class Proposal:
     deployment: Deployment
     decision: DeploymentDecision
+
+
+@strawberry.type(description="One label's supervised metrics on the reviewed assets.")
+class ReviewLabelMetrics:
+    label: str
+    ap: float | None
+    precision: float
+    recall: float
+    tp: int
+    fp: int
+    fn: int
+
+
+@strawberry.type(
+    description="A role's model version evaluated on the deployment's reviewed assets (their "
+    "ground truth), as a model run is: COCO AP, and precision/recall at minThreshold."
+)
+class ReviewMetrics:
+    role: SwitchRoleEnum
+    version_id: strawberry.ID
+    assets: int = strawberry.field(description="Reviewed assets this version predicted on.")
+    ap: float | None
+    ap50: float | None
+    ap75: float | None
+    ar100: float | None
+    precision: float
+    recall: float
+    stats: JSON = strawberry.field(description="Every COCO summary statistic, by name.")
+    per_label: list[ReviewLabelMetrics]
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "ReviewMetrics":
+        stats = doc["stats"]
+        return cls(
+            role=SwitchRole(doc["role"]),
+            version_id=strawberry.ID(str(doc["versionId"])),
+            assets=doc["assets"],
+            ap=stats["AP"],
+            ap50=stats["AP50"],
+            ap75=stats["AP75"],
+            ar100=stats["AR100"],
+            precision=doc["precision"],
+            recall=doc["recall"],
+            stats=stats,
+            per_label=[ReviewLabelMetrics(**entry) for entry in doc["perLabel"]],
+        )
+
+
+async def review_metrics(
+    info: strawberry.Info,
+    deployment: dict[str, Any],
+    since: datetime | None,
+    until: datetime | None,
+) -> list[ReviewMetrics]:
+    access = await info.context.access()
+    found = await deployment_review_metrics.review_metrics(access.db, deployment, since, until)
+    return [ReviewMetrics.from_doc(entry) for entry in found]
 
 
 def review_of(asset: dict[str, Any]) -> PredictionReview | None:

@@ -18,7 +18,12 @@ from schema.users import User, load_user
 
 if TYPE_CHECKING:
     from schema.datasets import Dataset
-    from schema.deployment_feedback import ContinuousDeployment, ContinuousTraining, ReviewCounts
+    from schema.deployment_feedback import (
+        ContinuousDeployment,
+        ContinuousTraining,
+        ReviewCounts,
+        ReviewMetrics,
+    )
     from schema.models import ModelVersion
     from schema.predicted_assets import PredictedAsset
     from schema.projects import Project
@@ -224,6 +229,20 @@ class Deployment(Node):
         from schema.deployment_feedback import continuous_training
 
         return continuous_training(self.doc)
+
+    @strawberry.field(
+        description="Champion and shadow versions side by side on the reviewed assets (those "
+        "reviewed in [since, until), any time if not given): COCO AP, precision, recall."
+    )
+    async def review_metrics(
+        self,
+        info: strawberry.Info,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Annotated["ReviewMetrics", strawberry.lazy("schema.deployment_feedback")]]:
+        from schema.deployment_feedback import review_metrics
+
+        return await review_metrics(info, self.doc, since, until)
 
     @strawberry.field(description="Continuous-deployment policy and last decision, if set.")
     def continuous_deployment(

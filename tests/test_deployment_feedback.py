@@ -6,6 +6,7 @@ reviews, through a trigger; other tenants and roles shut out."""
 
 import asyncio
 
+import pytest
 from bson import ObjectId
 
 from gateway import demo_images
@@ -16,6 +17,7 @@ from tests.test_clone import ADD_LABELS, _finished
 from tests.test_deployment_batches import PREDICT_BATCH, _all_settled
 from tests.test_deployment_predict import ECHOED, _deployment, _service, _version
 from tests.test_deployments import ADD_PROJECT_MEMBER
+from tests.test_model_run_commit import _pycocotools
 from tests.test_roles import ALL_CASES, _attempt, project_outcome
 from tests.test_trigger_firing import _relaying
 from tests.workers import worker_processes
@@ -238,3 +240,56 @@ async def test_deployment_changes_fire_their_projects_triggers_only(member, db, 
     assert event["before"]["active"] is True
     assert event["after"]["active"] is False
     assert await db.executions.count_documents({"triggerId": spy}) == 0
+
+
+METRICS = """query($id: ID!) { deployment(id: $id) { reviewMetrics {
+  role versionId assets ap ap50 precision recall stats
+  perLabel { label ap precision recall tp fp fn } } } }"""
+TRUCK = {"type": "box", "label": "truck", "confidence": 0.7,
+         "coordinates": {"left": 0, "top": 0, "right": 9, "bottom": 9}}  # fmt: skip
+
+
+def _coco_boxes(shapes: list[dict], scored: bool) -> list[dict]:
+    return [
+        {"box": s["coordinates"], "label": s["label"], "crowd": False,
+         **({"score": s["confidence"]} if scored else {})}
+        for s in shapes
+        if s["type"] == "box"
+    ]  # fmt: skip
+
+
+async def test_review_metrics_set_champion_and_shadow_side_by_side_as_pycocotools_does(
+    member, db, settings
+):
+    world = await make_world(member)
+    service = await _service(world)
+    champion = await _version(world, service, "echo", {"predictions": ECHOED})
+    shadow = await _version(world, service, "echo", {"predictions": [TRUCK]})
+    deployment = await _deployment(world, champion, shadowVersionId=shadow, minThreshold=0.4)
+    accepted, corrected, rejected = await _predicted(world, db, settings, deployment, 3)
+    await world.client.data(REVIEW, a=accepted, s="ACCEPTED")
+    await world.client.data(REVIEW, a=corrected, s="CORRECTED", ann=CORRECTION)
+    await world.client.data(REVIEW, a=rejected, s="REJECTED")
+    found = (await world.client.data(METRICS, id=deployment))["deployment"]["reviewMetrics"]
+    assert [(m["role"], m["versionId"], m["assets"]) for m in found] == [
+        ("CHAMPION", champion, 2), ("SHADOW", shadow, 2),
+    ]  # fmt: skip
+    reviewed = (
+        await db.predicted_assets.find({"_id": {"$in": [ObjectId(accepted), ObjectId(corrected)]}})
+        .sort("_id", 1)
+        .to_list()
+    )
+    truths = [_coco_boxes(asset["review"]["annotations"], False) for asset in reviewed]
+    for metrics, role in zip(found, ("champion", "shadow"), strict=True):
+        guesses = [_coco_boxes(asset[role]["predictions"], True) for asset in reviewed]
+        expected = _pycocotools(truths, guesses, [0, 1], use_cats=True)
+        assert metrics["ap"] == pytest.approx(expected.stats[0], abs=1e-9), role
+        assert metrics["ap50"] == pytest.approx(expected.stats[1], abs=1e-9), role
+    by_label = {(m["role"], e["label"]): e for m in found for e in m["perLabel"]}
+    # the champion found both cars and no truck; the shadow the truck and no car
+    assert by_label[("CHAMPION", "car")] | {"ap": None} == {
+        "label": "car", "ap": None, "precision": 0.5, "recall": 1.0, "tp": 2, "fp": 2, "fn": 0,
+    }  # fmt: skip
+    assert (by_label[("SHADOW", "truck")]["tp"], by_label[("SHADOW", "truck")]["fn"]) == (1, 0)
+    rival = await make_world(member, org="rival")
+    assert await rival.client.code(METRICS, id=deployment) == "NOT_FOUND"

@@ -27,6 +27,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from resolvers import files
 from resolvers.access import Access, Action
+from resolvers.annotation_shapes import validate_coordinates
 from resolvers.annotations import AnnotationInput, new_annotation
 from resolvers.deployments import training
 from resolvers.deployments.lifecycle import get_deployment, project_dataset, writable
@@ -104,12 +105,40 @@ async def detach_feedback_dataset(
     return detached
 
 
-def _truth(asset: dict[str, Any], review: ReviewInput) -> list[dict[str, Any]]:
+def _corrections(review: ReviewInput, item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The reviewer's annotations as annotation fields, each checked as an annotation of the
+    item is (its type, label and shape against the item's size)."""
+    checked = []
+    for index, given in enumerate(review.annotations or []):
+        fields = {**given.model_dump(by_alias=True), "itemId": str(item["_id"])}
+        try:
+            annotation = parse(AnnotationInput, fields)
+            coordinates = validate_coordinates(
+                annotation.type, annotation.coordinates, width=item["width"],
+                height=item["height"],
+            )  # fmt: skip
+        except BadUserInput as exc:
+            raise BadUserInput(f"annotations[{index}]: {exc.message}", field="annotations") from exc
+        checked.append(
+            {
+                "type": str(annotation.type),
+                "label": annotation.label,
+                "coordinates": coordinates,
+                "attributes": annotation.attributes,
+            }
+        )
+    return checked
+
+
+async def _truth(access: Access, asset: dict[str, Any], review: ReviewInput) -> list[dict]:
     """The review's ground truth as annotation fields (without the item)."""
     if review.status == ReviewStatus.REJECTED:
         return []
     if review.status == ReviewStatus.CORRECTED:
-        return [a.model_dump(by_alias=True) for a in review.annotations or []]
+        item = await access.db.items.find_one({"_id": asset["itemId"]})
+        if item is None:
+            raise Conflict("The predicted asset's item is gone: it cannot be corrected")
+        return _corrections(review, item)
     if asset["champion"]["status"] != str(SlotStatus.SUCCESS):
         raise Conflict("The champion has no predictions to accept (it has not succeeded)")
     return [
@@ -190,7 +219,7 @@ async def review_prediction(
     if asset["review"] is not None:
         raise _reviewed()
     deployment = await get_deployment(access, asset["deploymentId"])
-    truth = _truth(asset, review)
+    truth = await _truth(access, asset, review)
     copies, annotations = [], []
     if review.status != ReviewStatus.REJECTED:
         copies, annotations = await _feedback(access, deployment, asset, truth)
