@@ -16,6 +16,7 @@ from tests.snapshots import snapshot
 from tests.test_clone import ADD_LABELS, _finished
 from tests.test_deployment_batches import PREDICT_BATCH, _all_settled
 from tests.test_deployment_predict import ECHOED, _deployment, _service, _version
+from tests.test_deployment_promotion import PROPOSE, SET_POLICY
 from tests.test_deployments import ADD_PROJECT_MEMBER
 from tests.test_model_run_commit import _pycocotools
 from tests.test_roles import ALL_CASES, _attempt, project_outcome
@@ -179,12 +180,15 @@ async def test_continuous_training_fires_once_per_threshold_crossing_of_concurre
     assert await db.triggers.count_documents({"_id": trigger}) == 0
 
 
-async def test_reviewing_follows_the_write_annotations_role_table(member, db, settings):
+async def test_reviewing_and_managing_the_loop_follow_the_role_tables(member, db, settings):
     world = await make_world(member)
     service = await _service(world)
     champion = await _version(world, service, "echo", {"predictions": []})
+    candidate = await _version(world, service, "echo", {"predictions": []})
     deployment = await _deployment(world, champion)
     assets = await _predicted(world, db, settings, deployment, len(ALL_CASES))
+    await world.client.data(SET_POLICY, d=deployment, input={"policy": "MANUAL"})
+    training = {"threshold": 5, "trainFunction": "echo"}
     for case, asset in zip(ALL_CASES, assets, strict=True):
         client, doc = await member("acme", case.org_role.value)
         if case.project_role is not None:
@@ -199,7 +203,14 @@ async def test_reviewing_follows_the_write_annotations_role_table(member, db, se
         stored = await db.predicted_assets.find_one({"_id": ObjectId(asset)})
         assert (stored["review"] is None) == (expected is not None), case.id
         managing = project_outcome(case, Action.MANAGE_MODELS)
+        assert await _attempt(client, ATTACH, d=deployment, ds=world.dataset) == managing, case.id
         assert await _attempt(client, DETACH, d=deployment, ds=world.dataset) == managing, case.id
+        policy = {"policy": "MANUAL"}
+        assert await _attempt(client, SET_POLICY, d=deployment, input=policy) == managing, case.id
+        assert await _attempt(client, PROPOSE, d=deployment, v=candidate) == managing, case.id
+        triggers = managing or project_outcome(case, Action.MANAGE_TRIGGERS)
+        outcome = await _attempt(client, SET_TRAINING, d=deployment, input=training)
+        assert outcome == triggers, case.id
 
 
 CREATE_TRIGGER = """mutation($p: ID!, $input: TriggerInput!) {
