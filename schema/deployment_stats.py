@@ -10,7 +10,8 @@ import strawberry
 from bson import ObjectId
 from strawberry.scalars import JSON
 
-from resolvers.deployments import stats
+from resolvers.deployments import stats, training_drift
+from resolvers.deployments.lifecycle import get_deployment
 from resolvers.deployments.predictions import Role
 
 if TYPE_CHECKING:
@@ -146,6 +147,27 @@ class Drift:
     score_ks: KsMeasure | None
 
 
+@strawberry.type(
+    description="The champion's predictions in the window against its training data (null "
+    "measures when either side has none)."
+)
+class TrainingDrift:
+    dataset_id: strawberry.ID
+    model_run_id: strawberry.ID | None
+    object_count: int = strawberry.field(description="Predictions in the window.")
+    reference_label_count: int = strawberry.field(description="Annotations of the dataset.")
+    reference_score_count: int = strawberry.field(description="Predictions of the model run.")
+    label_psi: PsiMeasure | None
+    score_psi: PsiMeasure | None
+    score_ks: KsMeasure | None
+
+
+def _ks(found: stats.Ks | None) -> KsMeasure | None:
+    if found is None:
+        return None
+    return KsMeasure(d=found.d, critical_value=found.critical_value, drifted=found.drifted)
+
+
 def _psi(found: stats.Psi | None) -> PsiMeasure | None:
     return None if found is None else PsiMeasure(value=found.value, verdict=found.verdict)
 
@@ -201,9 +223,34 @@ class DeploymentStats:
             reference_object_count=found.reference_count,
             score_psi=_psi(found.score_psi),
             label_psi=_psi(found.label_psi),
-            score_ks=None
-            if ks is None
-            else KsMeasure(d=ks.d, critical_value=ks.critical_value, drifted=ks.drifted),
+            score_ks=_ks(ks),
+        )
+
+    @strawberry.field(
+        description="The champion's drift from its training data: a dataset of the project "
+        "(label distribution of its annotations) and, optionally, a model run on it (score "
+        "distribution of its predictions)."
+    )
+    async def training_drift(
+        self,
+        info: strawberry.Info,
+        dataset_id: strawberry.ID,
+        model_run_id: strawberry.ID | None = None,
+    ) -> TrainingDrift:
+        access = await info.context.access()
+        deployment = await get_deployment(access, self.found.deployment_id)
+        found = await training_drift.training_drift(
+            access, deployment, self.found, {"datasetId": dataset_id, "modelRunId": model_run_id}
+        )
+        return TrainingDrift(
+            dataset_id=strawberry.ID(str(found.dataset_id)),
+            model_run_id=strawberry.ID(str(found.model_run_id)) if found.model_run_id else None,
+            object_count=found.count,
+            reference_label_count=found.reference_label_count,
+            reference_score_count=found.reference_score_count,
+            label_psi=_psi(found.label_psi),
+            score_psi=_psi(found.score_psi),
+            score_ks=_ks(found.score_ks),
         )
 
 

@@ -17,8 +17,10 @@ from bson import ObjectId
 from scipy import stats as scipy_stats
 
 from resolvers.deployments.rollups import roll_up
-from tests.datasets_world import World, make_world
+from tests.datasets_world import World, image_bytes, make_world
 from tests.test_deployments import ADD_PROJECT_MEMBER, CREATE_MODEL, CREATE_VERSION
+from tests.test_model_run_commit import CREATE_MANY, UPLOAD
+from tests.test_predictions import CREATE_RUN
 from tests.test_roles import ALL_CASES, _attempt, project_visible
 
 CREATE_DEPLOYMENT = """mutation($p: ID!, $input: DeploymentInput!) {
@@ -364,3 +366,80 @@ async def test_bad_windows_are_refused_and_only_readers_of_the_deployment_see_st
             )  # fmt: skip
         outcome = await _attempt(client, STATS, d=d, w=good)
         assert outcome == (None if project_visible(case) else "NOT_FOUND"), case.id
+
+
+TRAINING_DRIFT = """query($d: ID!, $w: StatsWindowInput!, $ds: ID!, $run: ID) {
+  deployment(id: $d) { stats(window: $w) { trainingDrift(datasetId: $ds, modelRunId: $run) {
+    datasetId modelRunId objectCount referenceLabelCount referenceScoreCount
+    labelPsi { value verdict } scorePsi { value } scoreKs { d criticalValue drifted } } } } }"""
+
+
+def _numpy_psi(a: np.ndarray, b: np.ndarray) -> float:
+    p, q = np.maximum(a / a.sum(), 1e-4), np.maximum(b / b.sum(), 1e-4)
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+async def test_training_drift_compares_the_window_with_a_dataset_and_a_model_run(member, db):
+    world = await make_world(member)
+    deployment = await _deployment(world, db)
+    start = _start()
+    window = {"from": _iso(start), "to": _iso(start + HOURS_3)}
+    current = History(deployment, np.random.default_rng(13))
+    await db.predicted_assets.insert_many(
+        current.assets(start, HOURS_3, 300, _uniform, [0.6, 0.3, 0.1])
+    )
+    await roll_up(db)
+    rng = np.random.default_rng(17)
+    items = [(await world.upload(f"t{n}.png", image_bytes("PNG", 8, 8)))["id"] for n in range(4)]
+    truth = [str(x) for x in rng.choice(LABELS, size=80, p=[0.2, 0.3, 0.5])]
+    await world.client.data(
+        CREATE_MANY,
+        inputs=[{"itemId": items[n % 4], "type": "CLASSIFICATION", "label": label}
+                for n, label in enumerate(truth)],
+    )  # fmt: skip
+    run = await world.client.data(
+        CREATE_RUN,
+        input={"modelVersionId": str(deployment["championVersionId"]),
+               "datasetId": world.dataset, "name": "training"},
+    )  # fmt: skip
+    run_id = run["createModelRun"]["id"]
+    run_scores = rng.binomial(100, 0.8, size=90)
+    await world.client.data(
+        UPLOAD,
+        run=run_id,
+        p=[{"itemId": items[n % 4], "type": "CLASSIFICATION", "label": "car",
+            "confidence": int(s) / 100, "annotationId": f"p{n}"}
+           for n, s in enumerate(run_scores)],
+        update=False,
+    )  # fmt: skip
+    answer = await world.client.data(
+        TRAINING_DRIFT, d=str(deployment["_id"]), w=window, ds=world.dataset, run=run_id
+    )
+    drift = answer["deployment"]["stats"]["trainingDrift"]
+    scores = current.champion.all_scores
+    assert (drift["objectCount"], drift["referenceLabelCount"], drift["referenceScoreCount"]) == (
+        len(scores), 80, 90,
+    )  # fmt: skip
+    now_labels, truth_labels = Counter(current.champion.all_labels), Counter(truth)
+    label_psi = _numpy_psi(
+        np.array([now_labels[x] for x in LABELS]), np.array([truth_labels[x] for x in LABELS])
+    )
+    assert drift["labelPsi"]["value"] == pytest.approx(label_psi, rel=1e-9)
+    score_psi = _numpy_psi(
+        np.bincount(scores, minlength=101), np.bincount(run_scores, minlength=101)
+    )
+    assert drift["scorePsi"]["value"] == pytest.approx(score_psi, rel=1e-9)
+    ks = scipy_stats.ks_2samp(scores / 100, run_scores / 100)
+    assert drift["scoreKs"]["d"] == pytest.approx(ks.statistic, abs=1e-12)
+    assert drift["scoreKs"]["drifted"] is True
+    # without a run: labels only; another project's run or dataset is refused
+    labels_only = await world.client.data(
+        TRAINING_DRIFT, d=str(deployment["_id"]), w=window, ds=world.dataset
+    )
+    assert labels_only["deployment"]["stats"]["trainingDrift"]["scoreKs"] is None
+    rival = await make_world(member, org="rival")
+    for variables in ({"ds": rival.dataset}, {"ds": world.dataset, "run": str(ObjectId())}):
+        code = await world.client.code(
+            TRAINING_DRIFT, d=str(deployment["_id"]), w=window, **variables
+        )
+        assert code == "BAD_USER_INPUT", variables

@@ -53,6 +53,12 @@ class Unit(StrEnum):
     HOUR = "hour"
 
 
+def score_bin_of(confidence: str) -> dict[str, Any]:
+    """The 0.01 score bin (0..100, 100 holding 1.0 only) of a confidence, as an expression."""
+    scaled = {"$add": [{"$multiply": [confidence, 100]}, 1e-9]}
+    return {"$min": [100, {"$max": [0, {"$floor": scaled}]}]}
+
+
 def unrolled(role: Role) -> dict[str, Any]:
     """The filter of assets whose `role` slot is settled but not yet rolled up."""
     return {f"rolledUp.{role}": None, f"{role}.status": {"$in": SETTLED}}
@@ -76,12 +82,7 @@ def counter_stages(role: Role, key: dict[str, Any]) -> list[dict[str, Any]]:
             ]
         }
     }
-    score_bin = {
-        "$min": [
-            100,
-            {"$max": [0, {"$floor": {"$add": [{"$multiply": ["$$p.confidence", 100]}, 1e-9]}}]},
-        ]
-    }
+    score_bin = score_bin_of("$$p.confidence")
     on_success = [
         {"k": "assets", "v": 1},
         {"k": _key("latency:", latency_bin), "v": 1},

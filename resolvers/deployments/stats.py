@@ -400,7 +400,7 @@ def ks(current: list[int], reference: list[int]) -> Ks:
     return Ks(d, KS_COEFFICIENT * math.sqrt((n + m) / (n * m)))
 
 
-async def _champion_total(db: AsyncDatabase, deployment_id: ObjectId, span: Span) -> Summary:
+async def champion_total(db: AsyncDatabase, deployment_id: ObjectId, span: Span) -> Summary:
     counts = await _counts(db, deployment_id, span, None, (Role.CHAMPION,))
     total: Counter[str] = Counter()
     for by_bucket in counts.values():
@@ -412,8 +412,8 @@ async def _champion_total(db: AsyncDatabase, deployment_id: ObjectId, span: Span
 async def drift(db: AsyncDatabase, stats: Stats, data: dict[str, Any]) -> Drift:
     """The drift of the window's champion scores and labels from a reference window's."""
     reference_span = parse(ReferenceWindow, data).span()
-    current = await _champion_total(db, stats.deployment_id, stats.span.whole())
-    reference = await _champion_total(db, stats.deployment_id, reference_span)
+    current = await champion_total(db, stats.deployment_id, stats.span.whole())
+    reference = await champion_total(db, stats.deployment_id, reference_span)
     n, m = current.object_count, reference.object_count
     if not n or not m:
         return Drift(reference_span, n, m, None, None, None)
