@@ -23,8 +23,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import batches, commands, dql, idempotency, json_documents
-from resolvers.access import Access, Action
-from resolvers.deployments.lifecycle import get_deployment
+from resolvers.access import Access
 from resolvers.deployments.predictions import (
     SHADOW_BEHIND_MS,
     Plan,
@@ -33,8 +32,8 @@ from resolvers.deployments.predictions import (
     Tag,
     new_asset,
     plan_of,
+    predicting_deployment,
 )
-from resolvers.errors import Conflict
 from resolvers.inputs import Input, parse
 from resolvers.transactions import in_transaction
 
@@ -69,10 +68,7 @@ async def start_predict_batch(
     if (first := await idempotency.first_result(access.db, key)) is not None:
         return await commands.get_command(access, first)
     request = parse(PredictBatchInput, data)
-    deployment = await get_deployment(access, deployment_id)
-    await access.require_project(deployment, Action.RUN_EXECUTIONS)
-    if not deployment["active"]:
-        raise Conflict(f"Deployment {deployment['name']!r} is not active")
+    deployment = await predicting_deployment(access, deployment_id)
     metadata = json_documents.check(request.metadata, "metadata")
     dql.parse(dql.envelope("items", request.filter))
     plan = await plan_of(access, deployment)

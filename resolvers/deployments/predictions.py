@@ -244,6 +244,15 @@ def new_asset(
     return asset, runs
 
 
+async def predicting_deployment(access: Access, deployment_id: ObjectId) -> dict[str, Any]:
+    """The deployment, if the caller may run its predictions and it is active (CONFLICT)."""
+    deployment = await get_deployment(access, deployment_id)
+    await access.require_project(deployment, Action.RUN_EXECUTIONS)
+    if not deployment["active"]:
+        raise Conflict(f"Deployment {deployment['name']!r} is not active")
+    return deployment
+
+
 async def start_predict(
     access: Access,
     deployment_id: ObjectId,
@@ -255,10 +264,7 @@ async def start_predict(
     """Record a predicted asset and the executions of its champion (and shadow), in one
     transaction, then queue them; (the asset as created, the request)."""
     request = parse(PredictRequest, data)
-    deployment = await get_deployment(access, deployment_id)
-    await access.require_project(deployment, Action.RUN_EXECUTIONS)
-    if not deployment["active"]:
-        raise Conflict(f"Deployment {deployment['name']!r} is not active")
+    deployment = await predicting_deployment(access, deployment_id)
     metadata = json_documents.check(request.metadata, "metadata")
     plan = await plan_of(access, deployment)
     item = await _item(access, deployment, request, upload)
