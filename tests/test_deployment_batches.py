@@ -10,8 +10,7 @@ from tests.datasets_world import make_world
 from tests.snapshots import snapshot
 from tests.test_clone import _finished
 from tests.test_deployment_predict import ECHOED, PREDICT, _deployment, _service, _version
-from tests.test_deployments import ADD_PROJECT_MEMBER
-from tests.test_roles import ALL_CASES, _attempt, project_outcome
+from tests.test_roles import ALL_CASES, _attempt, project_caller, project_outcome
 from tests.workers import worker_processes
 
 PREDICT_BATCH = """mutation($d: ID!, $f: JSON, $tags: [String!], $m: JSON, $key: String) {
@@ -106,14 +105,7 @@ async def test_predict_and_predict_batch_follow_the_run_executions_role_table(me
     champion = await _version(world, service, "echo", {"predictions": []})
     deployment = await _deployment(world, champion)
     for case in ALL_CASES:
-        client, doc = await member("acme", case.org_role.value)
-        if case.project_role is not None:
-            await world.client.data(
-                ADD_PROJECT_MEMBER,
-                project=world.project,
-                user=str(doc["userId"]),
-                role=case.project_role.name,
-            )
+        client = await project_caller(member, world, case)
         expected = project_outcome(case, Action.RUN_EXECUTIONS)
         before = await snapshot(db)
         batch = await _attempt(client, PREDICT_BATCH, d=deployment)

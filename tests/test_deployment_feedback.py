@@ -17,9 +17,8 @@ from tests.test_clone import ADD_LABELS, _finished
 from tests.test_deployment_batches import PREDICT_BATCH, _all_settled
 from tests.test_deployment_predict import ECHOED, _deployment, _service, _version
 from tests.test_deployment_promotion import PROPOSE, SET_POLICY
-from tests.test_deployments import ADD_PROJECT_MEMBER
 from tests.test_model_run_commit import _pycocotools
-from tests.test_roles import ALL_CASES, _attempt, project_outcome
+from tests.test_roles import ALL_CASES, _attempt, project_caller, project_outcome
 from tests.test_trigger_firing import _relaying
 from tests.workers import worker_processes
 
@@ -190,14 +189,7 @@ async def test_reviewing_and_managing_the_loop_follow_the_role_tables(member, db
     await world.client.data(SET_POLICY, d=deployment, input={"policy": "MANUAL"})
     training = {"threshold": 5, "trainFunction": "echo"}
     for case, asset in zip(ALL_CASES, assets, strict=True):
-        client, doc = await member("acme", case.org_role.value)
-        if case.project_role is not None:
-            await world.client.data(
-                ADD_PROJECT_MEMBER,
-                project=world.project,
-                user=str(doc["userId"]),
-                role=case.project_role.name,
-            )
+        client = await project_caller(member, world, case)
         expected = project_outcome(case, Action.WRITE_ANNOTATIONS)
         assert await _attempt(client, REVIEW, a=asset, s="REJECTED") == expected, case.id
         stored = await db.predicted_assets.find_one({"_id": ObjectId(asset)})

@@ -18,10 +18,10 @@ from scipy import stats as scipy_stats
 
 from resolvers.deployments.rollups import roll_up
 from tests.datasets_world import World, image_bytes, make_world
-from tests.test_deployments import ADD_PROJECT_MEMBER, CREATE_MODEL, CREATE_VERSION
+from tests.test_deployments import CREATE_MODEL, CREATE_VERSION
 from tests.test_model_run_commit import CREATE_MANY, UPLOAD
 from tests.test_predictions import CREATE_RUN
-from tests.test_roles import ALL_CASES, _attempt, project_visible
+from tests.test_roles import ALL_CASES, _attempt, project_caller, project_visible
 
 CREATE_DEPLOYMENT = """mutation($p: ID!, $input: DeploymentInput!) {
   createDeployment(projectId: $p, input: $input) { id } }"""
@@ -358,12 +358,7 @@ async def test_bad_windows_are_refused_and_only_readers_of_the_deployment_see_st
     rival = await make_world(member, org="rival")
     assert await rival.client.code(STATS, d=d, w=good) == "NOT_FOUND"
     for case in ALL_CASES:
-        client, doc = await member("acme", case.org_role.value)
-        if case.project_role is not None:
-            await world.client.data(
-                ADD_PROJECT_MEMBER, project=world.project, user=str(doc["userId"]),
-                role=case.project_role.name,
-            )  # fmt: skip
+        client = await project_caller(member, world, case)
         outcome = await _attempt(client, STATS, d=d, w=good)
         assert outcome == (None if project_visible(case) else "NOT_FOUND"), case.id
 

@@ -13,7 +13,7 @@ from tests.datasets_world import CREATE_DATASET, CREATE_PROJECT, World, make_wor
 from tests.graphql_client import GraphQLClient
 from tests.snapshots import snapshot
 from tests.test_executions import CREATE_SERVICE
-from tests.test_roles import ALL_CASES, Case, _attempt, project_outcome
+from tests.test_roles import ALL_CASES, Case, _attempt, project_caller, project_outcome
 
 MODEL_FIELDS = """id name description tags labels datasetId configuration inputType outputType
   status subsets { name filter } functions { serviceId predict train evaluate service { id } }
@@ -729,14 +729,7 @@ async def _callers(member) -> tuple[World, list[Caller]]:
     world = await make_world(member)
     callers = []
     for case in ALL_CASES:
-        client, doc = await member("acme", case.org_role.value)
-        if case.project_role is not None:
-            await world.client.data(
-                ADD_PROJECT_MEMBER,
-                project=world.project,
-                user=str(doc["userId"]),
-                role=case.project_role.name,
-            )
+        client = await project_caller(member, world, case)
         model = await _model(
             world.client,
             world.project,

@@ -7,6 +7,7 @@ wrong table fails too. Visible-but-not-permitted is FORBIDDEN; invisible is NOT_
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from bson import ObjectId
@@ -105,6 +106,20 @@ async def _attempt(client: GraphQLClient, query: str, **variables) -> str | None
         return None
     assert len(body["errors"]) == 1, body
     return body["errors"][0]["extensions"]["code"]
+
+
+async def project_caller(member, world: Any, case: Case) -> GraphQLClient:
+    """A new user of the world's organization in the case's organization role, made a member
+    of the world's project in the case's project role, if it has one."""
+    client, doc = await member("acme", case.org_role.value)
+    if case.project_role is not None:
+        await world.client.data(
+            ADD_PROJECT_MEMBER,
+            project=world.project,
+            user=str(doc["userId"]),
+            role=case.project_role.name,
+        )
+    return client
 
 
 async def _user(member, role: str) -> tuple[GraphQLClient, str, str]:
