@@ -19,6 +19,7 @@ from resolvers import annotations, datasets, items, projects
 from resolvers.access import Access
 from resolvers.errors import NotFound, Unauthenticated
 from resolvers.pagination import Page
+from resolvers.versions import lifecycle
 from triggers import commands
 from triggers import executions as execution_jobs
 from triggers.webhooks import delivery_queue
@@ -40,9 +41,9 @@ def by_id(db: AsyncDatabase, collection: str) -> DataLoader[ObjectId, dict[str, 
     return DataLoader(load_fn=load)
 
 
-AnnotationsKey = tuple[ObjectId, str, tuple[str, ...] | None]
+AnnotationsKey = tuple[ObjectId, str, tuple[str, ...] | None, ObjectId | None]
 """(item id, the canonical JSON of the MongoDB query the annotations must match, the document
-fields to read — None for all)."""
+fields to read — None for all, the dataset version read — None for the live annotations)."""
 
 
 def annotations_of_items(db: AsyncDatabase) -> DataLoader[AnnotationsKey, list[dict[str, Any]]]:
@@ -50,13 +51,15 @@ def annotations_of_items(db: AsyncDatabase) -> DataLoader[AnnotationsKey, list[d
     per tick."""
 
     async def load(keys: list[AnnotationsKey]) -> list[list[dict[str, Any]]]:
-        by_read: dict[tuple[str, tuple[str, ...] | None], list[ObjectId]] = {}
-        for item_id, query, fields in keys:
-            by_read.setdefault((query, fields), []).append(item_id)
+        by_read: dict[tuple[str, tuple[str, ...] | None, ObjectId | None], list[ObjectId]] = {}
+        for item_id, *read in keys:
+            by_read.setdefault(tuple(read), []).append(item_id)
         found: dict[AnnotationsKey, list[dict[str, Any]]] = {}
-        for (query, fields), item_ids in by_read.items():
-            grouped = await annotations.of_items(db, item_ids, json_util.loads(query), fields)
-            found.update({(item_id, query, fields): docs for item_id, docs in grouped.items()})
+        for (query, fields, version), item_ids in by_read.items():
+            grouped = await annotations.of_items(
+                db, item_ids, json_util.loads(query), fields, version
+            )
+            found.update({(item, query, fields, version): docs for item, docs in grouped.items()})
         return [found.get(key, []) for key in keys]
 
     return DataLoader(load_fn=load)
@@ -110,6 +113,22 @@ class Loaders:
         return by_id(self._db, "items")
 
     @cached_property
+    def version_items(self) -> DataLoader[tuple[ObjectId, ObjectId], dict[str, Any]]:
+        """(version id, item id) → that item as the version holds it. The version must have
+        passed the caller's access check."""
+
+        async def load(keys: list[tuple[ObjectId, ObjectId]]) -> list[Any]:
+            query = {
+                "versionId": {"$in": list({version for version, _ in keys})},
+                "itemId": {"$in": list({item for _, item in keys})},
+            }
+            docs = self._db.version_items.find(query)
+            found = {(d["versionId"], d["itemId"]): d async for d in docs}
+            return [found.get(key) or NotFound(f"item {key[1]} not in version") for key in keys]
+
+        return DataLoader(load_fn=load)
+
+    @cached_property
     def commands(self) -> DataLoader[ObjectId, dict[str, Any]]:
         return by_id(self._db, "commands")
 
@@ -156,15 +175,28 @@ class Loaders:
     @cached_property
     def items_of_dataset(self) -> DataLoader[ConnectionKey, Page]:
         async def fetch(dataset_ids: list[ObjectId], arguments: Any) -> dict:
-            dql_json, page, sort = arguments
+            dql_json, page, sort, source = arguments
             dql_input = json.loads(dql_json) if dql_json is not None else None
             found = await items.items_of_datasets(
-                await self._access(), dataset_ids, dql_input, page, list(sort) if sort else None
+                await self._access(),
+                dataset_ids,
+                dql_input,
+                page,
+                list(sort) if sort else None,
+                source,
             )
-            for item_page in found.values():
-                for doc in item_page.docs:
-                    self.items.prime(doc["_id"], doc)
+            if source is items.LIVE:
+                for item_page in found.values():
+                    for doc in item_page.docs:
+                        self.items.prime(doc["_id"], doc)
             return found
+
+        return connections_of(fetch)
+
+    @cached_property
+    def versions_of_dataset(self) -> DataLoader[ConnectionKey, Page]:
+        async def fetch(dataset_ids: list[ObjectId], page: Any) -> dict:
+            return await lifecycle.versions_of_datasets(await self._access(), dataset_ids, page)
 
         return connections_of(fetch)
 

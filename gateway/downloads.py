@@ -1,16 +1,20 @@
-"""`GET /items/{id}/file`: an item's bytes, streamed from GridFS, for callers who may see it."""
+"""`GET /items/{id}/file` (and `/versions/{version}/items/{id}/file`): an item's bytes,
+streamed from GridFS, for callers who may see it."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.context import bearer_key
+from resolvers.access import Access
 from resolvers.errors import LoomError, NotFound, Unauthenticated
 from resolvers.files import CHUNK, open_content
 from resolvers.inputs import object_id
 from resolvers.items import get_item
+from resolvers.versions.lifecycle import get_version
 
 _STATUS = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403, "NOT_FOUND": 404, "BAD_USER_INPUT": 400}
 
@@ -21,6 +25,29 @@ def _error(error: LoomError, request_id: str) -> JSONResponse:
 
 
 async def item_file(request: Request) -> Response:
+    async def find(access: Access) -> dict[str, Any]:
+        return await get_item(access, object_id(request.path_params["item_id"]))
+
+    return await _file(request, find)
+
+
+async def version_item_file(request: Request) -> Response:
+    """An item's bytes as a dataset version holds it (the live item may be gone)."""
+
+    async def find(access: Access) -> dict[str, Any]:
+        version = await get_version(access, object_id(request.path_params["version_id"]))
+        item_id = object_id(request.path_params["item_id"])
+        item = await access.db.version_items.find_one(
+            {"versionId": version["_id"], "itemId": item_id}
+        )
+        if item is None:
+            raise NotFound("Item not found in this version", id=str(item_id))
+        return item
+
+    return await _file(request, find)
+
+
+async def _file(request: Request, find: Callable[[Access], Awaitable[dict[str, Any]]]) -> Response:
     db = request.app.state.connections.db
     request_id = request.scope["state"]["request_id"]
     try:
@@ -28,10 +55,10 @@ async def item_file(request: Request) -> Response:
         if key is None:
             raise Unauthenticated("Send an API key: 'Authorization: Bearer <key>'")
         access, _ = await request.app.state.auth_cache.authenticate(db, key)
-        item = await get_item(access, object_id(request.path_params["item_id"]))
+        item = await find(access)
         stream = await open_content(db, item["sha256"])
         if stream is None:
-            raise NotFound("The item's file is missing", id=str(item["_id"]))
+            raise NotFound("The item's file is missing", id=str(request.path_params["item_id"]))
     except LoomError as exc:
         return _error(exc, request_id)
 

@@ -240,6 +240,23 @@ INDEXES: dict[str, list[IndexModel]] = {
             name="classifications_by_item",
         ),
     ],
+    # Dataset versions (resolvers/versions/): copies of items and annotations, read as the
+    # live ones are, per version instead of per dataset.
+    "dataset_versions": [
+        IndexModel([("datasetId", ASCENDING), ("name", ASCENDING)], unique=True),
+        IndexModel([("datasetId", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)]),
+    ],
+    "version_items": [
+        IndexModel([("versionId", ASCENDING), ("itemId", ASCENDING)], unique=True),
+        *(
+            IndexModel([("versionId", ASCENDING), (field, ASCENDING), ("_id", ASCENDING)])
+            for field in ("filename", "name", "createdAt", "updatedAt", "size", "split")
+        ),
+    ],
+    "version_annotations": [
+        IndexModel([("versionId", ASCENDING), ("itemId", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("versionId", ASCENDING), ("annotationId", ASCENDING)], unique=True),
+    ],
     # A commit's per-item matching state and match records (resolvers/model_run_commit.py).
     "model_run_items": [
         IndexModel([("runId", ASCENDING), ("itemId", ASCENDING)], unique=True),
@@ -266,6 +283,7 @@ CHANGE_IMAGES = (
     "triggers",
     "predicted_assets",
     "deployments",
+    "dataset_versions",
 )
 """Collections whose change events carry the document as it was right after the change (not
 as it is when the event is read), so subscribers see every state, not a later one twice, and

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     command_lease_s: float = Field(30.0, gt=0)
     command_sweep_s: float = Field(10.0, gt=0)
     clone_batch_size: int = Field(500, ge=1, le=5000)
+    version_batch_size: int = Field(2000, ge=1, le=10_000)
     batch_page_size: int = Field(1000, ge=1, le=10_000)
     execution_lease_s: float = Field(30.0, gt=0)
     worker_max_jobs: int = Field(10, ge=1, le=1000)

@@ -18,6 +18,7 @@ from resolvers.pagination import Page, PageRequest, paginate_many
 from resolvers.projects import get_project
 from resolvers.timestamps import new_document, now
 from resolvers.transactions import in_transaction
+from resolvers.versions import removal
 
 LABEL_UPDATE_ATTEMPTS = 5
 
@@ -85,6 +86,21 @@ async def get_dataset(access: Access, dataset_id: ObjectId) -> dict[str, Any]:
     return doc
 
 
+async def _changeable(access: Access, dataset_id: ObjectId) -> dict[str, Any]:
+    """The dataset a write names; CONFLICT when the id is one of a (visible) dataset version,
+    which is immutable, so a write sent through a version says why it cannot be."""
+    try:
+        return await get_dataset(access, dataset_id)
+    except NotFound:
+        version = await access.find_visible("dataset_versions", dataset_id)
+        if version is not None and not version["deleting"]:
+            raise Conflict(
+                f"{version['name']!r} is a dataset version: versions are immutable",
+                id=str(dataset_id),
+            ) from None
+        raise
+
+
 async def datasets_of_projects(
     access: Access, project_ids: list[ObjectId], page: PageRequest
 ) -> dict[ObjectId, Page]:
@@ -96,8 +112,9 @@ async def datasets_of_projects(
 
 
 async def writable_dataset(access: Access, dataset_id: ObjectId, action: Action) -> dict[str, Any]:
-    """A dataset the caller may change with `action`; CONFLICT while it is readonly."""
-    dataset = await get_dataset(access, dataset_id)
+    """A dataset the caller may change with `action`; CONFLICT while it is readonly, or when
+    the id is a dataset version's."""
+    dataset = await _changeable(access, dataset_id)
     await access.require_project(dataset, action)
     if dataset["readonly"]:
         raise Conflict(f"Dataset {dataset['name']!r} is readonly", id=str(dataset_id))
@@ -108,7 +125,7 @@ async def update_dataset(
     access: Access, dataset_id: ObjectId, data: dict[str, Any]
 ) -> dict[str, Any]:
     """Rename, describe, or switch readonly on and off (allowed while readonly)."""
-    dataset = await get_dataset(access, dataset_id)
+    dataset = await _changeable(access, dataset_id)
     await access.require_project(dataset, Action.MANAGE_DATASETS)
     changes = parse(DatasetChanges, data).model_dump(exclude_none=True, by_alias=True)
     if dataset["readonly"] and set(changes) - {"readonly"}:
@@ -124,21 +141,34 @@ async def update_dataset(
 
 
 async def delete_dataset(access: Access, dataset_id: ObjectId, confirm_name: str) -> None:
-    """Delete a dataset with its items, annotations and files no other item references.
+    """Delete a dataset with its versions, items, annotations and the files nothing else
+    references; CONFLICT while a model's subset names one of its versions.
 
     The dataset is first marked `deleting` (it disappears at once); the cascade then runs
     batch by batch, so a crash mid-way leaves a dataset that a retried delete finishes.
     """
-    dataset = await access.visible(
-        "datasets", dataset_id, project_field="projectId", entity="Dataset"
-    )
+    try:
+        dataset = await access.visible(
+            "datasets", dataset_id, project_field="projectId", entity="Dataset"
+        )
+    except NotFound:
+        await _changeable(access, dataset_id)
+        raise
     await access.require_project(dataset, Action.MANAGE_DATASETS)
     if confirm_name != dataset["name"]:
         raise BadUserInput("Type the dataset's exact name to confirm", field="confirmName")
     if dataset["readonly"]:
         raise Conflict(f"Dataset {dataset['name']!r} is readonly", id=str(dataset_id))
     db = access.db
+    version_ids = await db.dataset_versions.distinct("_id", {"datasetId": dataset_id})
+    if users := await removal.users_of(db, version_ids):
+        names = ", ".join(repr(model["name"]) for model in users)
+        raise Conflict(
+            f"Versions of dataset {dataset['name']!r} are used by the subsets of {names}",
+            id=str(dataset_id),
+        )
     await db.datasets.update_one({"_id": dataset_id}, {"$set": {"deleting": True}})
+    await removal.remove_versions(db, version_ids)
     await db.annotations.delete_many({"datasetId": dataset_id})
 
     async def next_batch(session: AsyncClientSession) -> list[dict[str, Any]]:

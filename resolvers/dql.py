@@ -24,6 +24,12 @@ compare with numbers (ints and floats exactly; NaN equals nothing we accept), st
 their own kind. Other BSON types (binary, Decimal128, …) never satisfy a comparison in memory;
 Loom stores none in the fields DQL reaches.
 
+A dataset version holds its items and annotations as copies (resolvers/versions/): the same
+fields, with the original ids under `itemId` / `annotationId` (each copy has its own `_id`) and
+the item's place in the version's split under `split`. `parse(..., in_version=True)` and
+`to_mongo(..., in_version=True)` translate the same DQL for those copies: `id` reads the
+original id, and items may be filtered on `split`.
+
 Wildcards in plain values, as Dataloop's DQL has them: a string containing `*` given as a bare
 value, to `$eq`, `$ne`, or as a member of `$in` / `$nin`, is a `$glob` pattern (`{"name":
 "dog*"}`, dtlpy's recursive directory filter `{"filename": "/test/**"}`, `{"mimetype":
@@ -193,6 +199,11 @@ RESOURCE_FIELDS: dict[str, dict[str, str]] = {
     },
 }
 """Per resource, each wire field name and the MongoDB field it reads."""
+RESOURCE_FIELDS["version_items"] = {**RESOURCE_FIELDS["items"], "id": "itemId", "split": "split"}
+RESOURCE_FIELDS["version_annotations"] = {**RESOURCE_FIELDS["annotations"], "id": "annotationId"}
+IN_VERSION = {"items": "version_items", "annotations": "version_annotations"}
+"""The resources a dataset version holds copies of, and the fields of those copies."""
+PUBLIC_RESOURCES = tuple(r for r in RESOURCE_FIELDS if r not in IN_VERSION.values())
 QUERY_RESOURCES = ("items", "annotations", "executions", "predicted_assets")
 """What a whole DQL query may be over; datasets are only matched in memory (triggers)."""
 
@@ -204,6 +215,7 @@ _OPEN_PREFIXES = {
     "deployments": (),
     "predicted_assets": ("metadata",),
 }
+_OPEN_PREFIXES.update({stored: _OPEN_PREFIXES[resource] for resource, stored in IN_VERSION.items()})
 """Free-form sub-documents: any `prefix.<path>` may be filtered on."""
 _ID_FIELDS = frozenset(
     {
@@ -223,6 +235,7 @@ _ID_FIELDS = frozenset(
         "targetDatasetId",
         "champion.versionId",
         "shadow.versionId",
+        "annotationId",
     }
 )
 _DATE_FIELDS = frozenset({"createdAt", "updatedAt", "startedAt"})
@@ -275,9 +288,15 @@ class DqlQuery:
         return self.page * size, size
 
 
-def to_mongo(resource: str, filter: dict[str, Any] | None) -> dict[str, Any]:
-    """The MongoDB query for a DQL filter of `resource` (`{}` for none)."""
-    return _query(_validated(resource, filter))
+def to_mongo(
+    resource: str, filter: dict[str, Any] | None, *, in_version: bool = False
+) -> dict[str, Any]:
+    """The MongoDB query for a DQL filter of `resource` (`{}` for none); `in_version`: over a
+    dataset version's copies of that resource."""
+    if not in_version:
+        return _query(_validated(resource, filter))
+    _check_size(filter, "filter")
+    return _query(_compile(IN_VERSION[_resource(resource, tuple(IN_VERSION))], filter, "filter"))
 
 
 def matches(resource: str, filter: dict[str, Any] | None, doc: dict[str, Any]) -> bool:
@@ -307,8 +326,9 @@ def from_json(resource: str, doc: dict[str, Any]) -> dict[str, Any]:
     return converted
 
 
-def parse(dql: dict[str, Any]) -> DqlQuery:
-    """Validate a whole DQL query: envelope, filters, join, sort and paging."""
+def parse(dql: dict[str, Any], *, in_version: bool = False) -> DqlQuery:
+    """Validate a whole DQL query: envelope, filters, join, sort and paging; `in_version`:
+    translated for a dataset version's copies (module docstring)."""
     if not isinstance(dql, dict):
         raise BadUserInput("A DQL query must be a JSON object", field="dql")
     _check_size(dql, "dql")
@@ -319,11 +339,14 @@ def parse(dql: dict[str, Any]) -> DqlQuery:
             field=str(unknown[0]),
         )
     resource = _resource(dql.get("resource"), QUERY_RESOURCES)
+    stored = IN_VERSION.get(resource, resource) if in_version else resource
+    if in_version and stored == resource:
+        raise BadUserInput(f"A dataset version holds no {resource}", field="resource")
     query = DqlQuery(
         resource=resource,
-        filter=_query(_compile(resource, dql.get("filter"), "filter")),
-        join=_join(resource, dql.get("join")),
-        sort=_sort(resource, dql.get("sort")),
+        filter=_query(_compile(stored, dql.get("filter"), "filter")),
+        join=_join(resource, dql.get("join"), in_version),
+        sort=_sort(stored, dql.get("sort")),
         page=_page(dql.get("page")),
         page_size=_page_size(dql.get("pageSize")),
     )
@@ -383,7 +406,7 @@ def _validated(resource: str, filter: dict[str, Any] | None) -> _Filter:
     return _compile(resource, filter, "filter")
 
 
-def _resource(resource: Any, among: Sequence[str] = tuple(RESOURCE_FIELDS)) -> str:
+def _resource(resource: Any, among: Sequence[str] = PUBLIC_RESOURCES) -> str:
     if not isinstance(resource, str) or resource not in among:
         raise BadUserInput(
             f"resource must be one of {', '.join(among)}, not {resource!r}",
@@ -477,7 +500,7 @@ def _conditions(resource: str, wire: str, value: Any, where: str) -> tuple[tuple
         conditions = tuple(
             (op, _operand(op, arg, kind, f"{where}.{op}")) for op, arg in value.items()
         )
-    if resource == "annotations" and wire == "type":
+    if resource in ("annotations", IN_VERSION["annotations"]) and wire == "type":
         return tuple((op, _annotation_types(op, arg)) for op, arg in conditions)
     return conditions
 
@@ -615,7 +638,7 @@ def _milliseconds(moment: datetime) -> datetime:
 # -- the envelope ---------------------------------------------------------------------------
 
 
-def _join(resource: str, join: Any) -> DqlJoin | None:
+def _join(resource: str, join: Any, in_version: bool) -> DqlJoin | None:
     if join is None:
         return None
     if resource != "items":
@@ -634,11 +657,19 @@ def _join(resource: str, join: Any) -> DqlJoin | None:
             'join.on must be {"resource": "annotations", "local": "itemId", "forigen": "id"}',
             field="join.on",
         )
+    items, annotations = (
+        (IN_VERSION["items"], IN_VERSION["annotations"])
+        if in_version
+        else (
+            "items",
+            "annotations",
+        )
+    )
     return DqlJoin(
         resource="annotations",
-        filter=_query(_compile("annotations", join.get("filter"), "join.filter")),
-        local=RESOURCE_FIELDS["annotations"]["itemId"],
-        foreign=RESOURCE_FIELDS["items"]["id"],
+        filter=_query(_compile(annotations, join.get("filter"), "join.filter")),
+        local=RESOURCE_FIELDS[annotations]["itemId"],
+        foreign=RESOURCE_FIELDS[items]["id"],
     )
 
 

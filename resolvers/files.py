@@ -6,6 +6,11 @@ atomic `find_one_and_delete(refs <= 0)`, and a reference is only ever added by `
 existing blob inside the transaction that creates the item — so a file cannot vanish under an
 item that was committed with a reference to it.
 
+A dataset version copies its items from an earlier moment (resolvers/versions/snapshots.py): it
+may add a reference to content whose last live reference went after that moment. So while a
+version is being copied, nothing is deleted: unreferenced blobs wait at refs <= 0 for the
+copy to end (referencing them again, or not) and for the next `sweep`.
+
 A crash can still leave garbage behind, never a dangling reference: a blob at refs <= 0 (between
 the commit that dropped its last reference and `collect`), or a GridFS copy no blob points to
 (between `write` and the transaction that references or discards it). `sweep` deletes both.
@@ -25,10 +30,13 @@ from PIL import Image, UnidentifiedImageError
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from resolvers.commands import UNFINISHED
 from resolvers.timestamps import now
 
 BUCKET = "files"
 CHUNK = 1 << 20
+SNAPSHOT_COMMAND = "datasetVersion"
+"""The command that copies a dataset version: while one is unfinished, no blob is deleted."""
 
 
 @dataclass
@@ -122,7 +130,11 @@ async def unreference(
 
 
 async def collect(db: AsyncDatabase, sha256s: list[str]) -> None:
-    """Delete content nobody references any more (after the unreferencing commit)."""
+    """Delete content nobody references any more (after the unreferencing commit), unless a
+    version being copied may still reference it (the module's docstring)."""
+    copying = {"type": SNAPSHOT_COMMAND, "status": {"$in": UNFINISHED}}
+    if sha256s and await db.commands.find_one(copying, {"_id": 1}) is not None:
+        return
     for sha256 in sha256s:
         gone = await db.blobs.find_one_and_delete({"_id": sha256, "refs": {"$lte": 0}})
         if gone is not None:

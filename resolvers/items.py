@@ -6,7 +6,7 @@ Every item has `type: "file"`, as in Dataloop, whose default item filter (`{"typ
 
 import mimetypes
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import IO, Annotated, Any
 
 from bson import ObjectId
@@ -308,14 +308,34 @@ MAX_SCANNED_SORT_ITEMS = 100_000
 """Items a dataset may hold for a sort without an index: bounds what one page reads."""
 
 
-def _sort_keys(sort: Sort) -> list[str]:
+@dataclass(frozen=True)
+class ItemSource:
+    """Where pages of items are read: datasets' live items, or dataset versions' copies of
+    them (resolvers/versions/snapshots.py), which hold the original id under `id_field`."""
+
+    items: str
+    annotations: str
+    parent_field: str
+    parents: str
+    id_field: str
+    in_version: bool
+
+
+LIVE = ItemSource("items", "annotations", "datasetId", "datasets", "_id", False)
+IN_VERSION = ItemSource(
+    "version_items", "version_annotations", "versionId", "dataset_versions", "itemId", True
+)
+
+
+def _sort_keys(sort: Sort, source: ItemSource) -> list[str]:
     """The keys of `sort` that have no index; BAD_USER_INPUT for keys that are not sortable."""
+    sortable = SORTABLE | {source.id_field}
     scanned = [
         field
         for field, _ in sort
-        if field not in SORTABLE and (field in SCANNED_SORTS or field.startswith("metadata.user."))
+        if field not in sortable and (field in SCANNED_SORTS or field.startswith("metadata.user."))
     ]
-    unsortable = [f for f, _ in sort if f not in SORTABLE and f not in scanned]
+    unsortable = [f for f, _ in sort if f not in sortable and f not in scanned]
     if unsortable:
         raise BadUserInput(
             f"Items can be ordered by {', '.join(sorted(SORTABLE - {'_id'}))} (indexed), "
@@ -326,9 +346,11 @@ def _sort_keys(sort: Sort) -> list[str]:
     return scanned
 
 
-async def _check_scan(access: Access, dataset_ids: list[ObjectId], scanned: list[str]) -> None:
-    datasets = access.db.datasets.find({"_id": {"$in": dataset_ids}}, {"itemsCount": 1})
-    largest = max([d["itemsCount"] async for d in datasets], default=0)
+async def _check_scan(
+    access: Access, source: ItemSource, parent_ids: list[ObjectId], scanned: list[str]
+) -> None:
+    parents = access.db[source.parents].find({"_id": {"$in": parent_ids}}, {"itemsCount": 1})
+    largest = max([d["itemsCount"] async for d in parents], default=0)
     if largest > MAX_SCANNED_SORT_ITEMS:
         raise LimitExceeded(
             "maxScannedSortItems",
@@ -344,32 +366,35 @@ async def items_of_datasets(
     dql_input: Any,
     page: PageRequest,
     sort: Sort | None = None,
+    source: ItemSource = LIVE,
 ) -> dict[ObjectId, Page]:
-    """A page of items for each of several visible datasets, in one round trip (two with an
-    annotations join): filtered by DQL (a bare filter or a whole DQL query), ordered by
-    `sort`, else the query's own sort, else by filename.
+    """A page of items for each of several visible datasets (or versions, from
+    `IN_VERSION`), in one round trip (two with an annotations join): filtered by DQL (a bare
+    filter or a whole DQL query), ordered by `sort`, else the query's own sort, else by
+    filename.
 
     A query's `page`/`pageSize` pick dtlpy's page (page 0 first) of that order; `first`/`after`
     then walk that page with cursors. Without them the cursors walk every matching item."""
     clauses: list[dict[str, Any]] = [await access.scope()]
     if dql_input is not None:
-        query = dql.parse(dql.envelope("items", dql_input))
+        query = dql.parse(dql.envelope("items", dql_input), in_version=source.in_version)
         clauses.append(query.filter)
         if query.join is not None:
-            item_ids = await access.db.annotations.distinct(
-                "itemId", {"$and": [{"datasetId": {"$in": dataset_ids}}, query.join.filter]}
+            parents = {source.parent_field: {"$in": dataset_ids}}
+            item_ids = await access.db[source.annotations].distinct(
+                query.join.local, {"$and": [parents, query.join.filter]}
             )
-            clauses.append({"_id": {"$in": item_ids}})
+            clauses.append({query.join.foreign: {"$in": item_ids}})
         sort = sort or query.sort
         if query.window is not None:
             page = replace(page, window=Window(*query.window))
     sort = sort or [("filename", 1)]
-    scanned = _sort_keys(sort)
+    scanned = _sort_keys(sort, source)
     if scanned:
-        await _check_scan(access, dataset_ids, scanned)
+        await _check_scan(access, source, dataset_ids, scanned)
     return await paginate_many(
-        access.db.items,
-        "datasetId",
+        access.db[source.items],
+        source.parent_field,
         dataset_ids,
         {"$and": clauses},
         page,

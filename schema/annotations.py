@@ -30,6 +30,7 @@ class ModelInfo:
 @strawberry.type(description="A label on an item, with its shape.")
 class Annotation(Node):
     item_id: strawberry.Private[Any]
+    version_id: strawberry.Private[Any]
     dataset_id: strawberry.ID
     type: AnnotationTypeEnum
     label: str
@@ -53,17 +54,22 @@ class Annotation(Node):
     ) -> Annotated["Item", strawberry.lazy("schema.items")]:
         from schema.items import Item
 
+        if self.version_id is not None:
+            key = (self.version_id, self.item_id)
+            return Item.from_doc(await info.context.loaders.version_items.load(key))
         return Item.from_doc(await info.context.loaders.items.load(self.item_id))
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> "Annotation":
+    def from_doc(cls, doc: dict[str, Any], version_id: Any = None) -> "Annotation":
         """From a whole document, or one read with only the fields a query selected
-        (DOCUMENT_FIELDS): the others are left None, and nothing reads them."""
+        (DOCUMENT_FIELDS): the others are left None, and nothing reads them. With
+        `version_id`: an annotation as that dataset version holds it (its item too)."""
         model = doc.get("modelInfo")
         kind, status, parent = doc.get("type"), doc.get("status"), doc.get("parentId")
         return cls(
             id=strawberry.ID(str(doc["_id"])),
             item_id=doc["itemId"],
+            version_id=version_id,
             dataset_id=doc.get("datasetId") and strawberry.ID(str(doc["datasetId"])),
             type=kind and ANNOTATION_TYPES[kind],
             label=doc.get("label"),
@@ -108,16 +114,20 @@ DOCUMENT_FIELDS: dict[str, tuple[str, ...]] = {
 """The document fields each GraphQL field of Annotation is built from (`_id` always comes)."""
 
 
-async def item_annotations(info: strawberry.Info, item_id: Any, dql: Any) -> list[Annotation]:
-    """An item's annotations through the per-request loader: the items of one page cost one
-    query together, whatever their number."""
-    read = annotations.read_of(dql)
+async def item_annotations(
+    info: strawberry.Info, item_id: Any, dql: Any, version_id: Any = None
+) -> list[Annotation]:
+    """An item's annotations (in a dataset version, with `version_id`) through the
+    per-request loader: the items of one page cost one query together, whatever their
+    number."""
+    read = annotations.read_of(dql, in_version=version_id is not None)
     query = json_util.dumps(read.query, sort_keys=True)
     fields = projection(info, DOCUMENT_FIELDS, "itemId")
     if fields is not None:
         fields = tuple(sorted({*fields, *(field for field, _ in read.sort)}))
-    docs = await info.context.loaders.annotations_of_item.load((item_id, query, fields))
-    return [Annotation.from_doc(doc) for doc in annotations.arrange(docs, read)]
+    key = (item_id, query, fields, version_id)
+    docs = await info.context.loaders.annotations_of_item.load(key)
+    return [Annotation.from_doc(doc, version_id) for doc in annotations.arrange(docs, read)]
 
 
 @strawberry.input

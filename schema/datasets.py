@@ -13,6 +13,7 @@ from schema.inputs import as_input
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
 
 if TYPE_CHECKING:
+    from schema.dataset_versions import DatasetVersion
     from schema.items import DuplicateGroup, Item, ItemOrder
     from schema.projects import Project
 
@@ -71,6 +72,14 @@ class Dataset(Node):
         from schema.items import list_items
 
         return await list_items(info, object_id(self.id), filter, first, after, order_by)
+
+    @strawberry.field(description="The dataset's versions (immutable snapshots), newest first.")
+    async def versions(
+        self, info: strawberry.Info, first: int = DEFAULT_PAGE_SIZE, after: str | None = None
+    ) -> Connection[Annotated["DatasetVersion", strawberry.lazy("schema.dataset_versions")]]:
+        from schema.dataset_versions import dataset_versions
+
+        return await dataset_versions(info, object_id(self.id), first, after)
 
     @strawberry.field(description="Groups of items with identical content, largest first.")
     async def duplicates(

@@ -46,6 +46,7 @@ class ItemOrder:
 class Item(Node):
     id_value: strawberry.Private[Any]
     dataset_id: strawberry.Private[Any]
+    version_id: strawberry.Private[Any]
     name: str
     dir: str
     filename: str = strawberry.field(description="dir + name: the item's path in the dataset.")
@@ -68,13 +69,18 @@ class Item(Node):
 
     @strawberry.field(description="Where to GET the file (with the same Bearer key).")
     def download_url(self) -> str:
+        if self.version_id is not None:
+            return f"/versions/{self.version_id}/items/{self.id}/file"
         return f"/items/{self.id}/file"
 
-    @strawberry.field(description="The item's annotations, optionally filtered by DQL.")
+    @strawberry.field(
+        description="The item's annotations, optionally filtered by DQL; an item read from a "
+        "dataset version has the annotations that version holds."
+    )
     async def annotations(
         self, info: strawberry.Info, filter: JSON | None = None
     ) -> list[Annotation]:
-        return await item_annotations(info, self.id_value, filter)
+        return await item_annotations(info, self.id_value, filter, self.version_id)
 
     @strawberry.field(description="The item's predictions in a model run.")
     async def predictions(
@@ -90,10 +96,15 @@ class Item(Node):
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "Item":
+        """From a live item, or from a dataset version's copy of one (which holds the item's
+        id under `itemId`)."""
+        version_id = doc.get("versionId")
+        item_id = doc["itemId"] if version_id is not None else doc["_id"]
         return cls(
-            id=strawberry.ID(str(doc["_id"])),
-            id_value=doc["_id"],
+            id=strawberry.ID(str(item_id)),
+            id_value=item_id,
             dataset_id=doc["datasetId"],
+            version_id=version_id,
             name=doc["name"],
             dir=doc["dir"],
             filename=doc["filename"],
@@ -128,10 +139,12 @@ async def list_items(
     first: int,
     after: str | None,
     order_by: ItemOrder | None,
+    source: items.ItemSource = items.LIVE,
 ) -> Connection[Item]:
+    """A page of a dataset's items, or (`source` IN_VERSION) of a dataset version's."""
     sort = ((order_by.field.value, order_by.direction.value),) if order_by else None
     dql_json = json.dumps(dql, sort_keys=True) if dql is not None else None
-    arguments = (dql_json, page_request(info, first, after), sort)
+    arguments = (dql_json, page_request(info, first, after), sort, source)
     page = await info.context.loaders.items_of_dataset.load((dataset_id, arguments))
     return Connection.of(page, Item.from_doc)
 

@@ -19,6 +19,11 @@ from schema.cron_triggers import (
     CronTriggerQueries,
     ScheduledRun,
 )
+from schema.dataset_versions import (
+    DatasetVersion,
+    DatasetVersionMutations,
+    DatasetVersionQueries,
+)
 from schema.datasets import Dataset, DatasetMutations, DatasetQueries
 from schema.deployment_feedback import DeploymentFeedbackMutations
 from schema.deployments import Deployment, DeploymentMutations, DeploymentQueries
@@ -44,6 +49,7 @@ NODE_COLLECTIONS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Nod
     "organizations": ({"project_field": None, "org_field": "_id"}, Organization.from_doc),
     "projects": ({"project_field": "_id"}, Project.from_doc),
     "datasets": ({}, Dataset.from_doc),
+    "dataset_versions": ({}, DatasetVersion.from_doc),
     "items": ({}, Item.from_doc),
     "annotations": ({}, Annotation.from_doc),
     "services": ({}, Service.from_doc),
@@ -90,6 +96,7 @@ class Query(
     OrganizationQueries,
     ProjectQueries,
     DatasetQueries,
+    DatasetVersionQueries,
     ItemQueries,
     AnnotationQueries,
     CommandQueries,
@@ -114,6 +121,7 @@ class Mutation(
     OrganizationMutations,
     ProjectMutations,
     DatasetMutations,
+    DatasetVersionMutations,
     ItemMutations,
     AnnotationMutations,
     CommandMutations,

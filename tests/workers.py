@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from gateway.settings import Settings
 from tests.conftest import REPO
+from triggers.commands import run_command
+from triggers.patience import Patience
 
 
 def start_worker(settings: Settings, **env: str) -> subprocess.Popen:
@@ -47,3 +50,17 @@ def worker_processes(settings: Settings, **env: str) -> Iterator[Callable[[], su
     finally:
         for worker in started:
             stop(worker)
+
+
+async def run_command_here(db: Any, redis: Any, settings: Settings, command_id: str) -> None:
+    """Carry out a queued command in this process with the worker's own job function
+    (triggers/commands.py), for tests about what a command does rather than how it is
+    queued."""
+    ctx = {
+        "db": db,
+        "redis": redis,
+        "settings": settings,
+        "worker_id": "test-process",
+        "patience": Patience(settings.transient_retry_s),
+    }
+    await run_command(ctx, command_id)

@@ -25,6 +25,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import batches, clone, commands, model_run_commit, prediction_uploads
 from resolvers.deployments import batches as deployment_batches
+from resolvers.versions import snapshots
 from triggers.executions import enqueue_many
 from triggers.patience import MAX_WAIT_S, GaveUp, Patience
 
@@ -35,6 +36,10 @@ Runner = Callable[[dict[str, Any], dict[str, Any], timedelta], Awaitable[None]]
 
 async def _clone(ctx: dict[str, Any], command: dict[str, Any], lease: timedelta) -> None:
     await clone.run_clone(ctx["db"], command, ctx["settings"].clone_batch_size, lease)
+
+
+async def _snapshot(ctx: dict[str, Any], command: dict[str, Any], lease: timedelta) -> None:
+    await snapshots.run_snapshot(ctx["db"], command, ctx["settings"].version_batch_size, lease)
 
 
 def _enqueue(ctx: dict[str, Any]) -> Callable[[list[dict[str, Any]], int], Awaitable[None]]:
@@ -80,12 +85,19 @@ async def _commit_model_run(ctx: dict[str, Any], command: dict[str, Any], lease:
 
 RUNNERS: dict[str, Runner] = {
     clone.KIND: _clone,
+    snapshots.KIND: _snapshot,
     batches.EXECUTE: _execute_batch,
     batches.RERUN: _rerun_batch,
     prediction_uploads.KIND: _upload_predictions,
     deployment_batches.KIND: _predict_batch,
     model_run_commit.KIND: _commit_model_run,
 }
+
+
+FAILURES: dict[str, Callable[[AsyncDatabase, dict[str, Any], str], Awaitable[None]]] = {
+    snapshots.KIND: snapshots.mark_failed,
+}
+"""What else a command's failure fails, by kind (a version whose copy failed)."""
 
 
 def job_id(command: dict[str, Any]) -> str:
@@ -114,6 +126,8 @@ async def run_command(ctx: dict[str, Any], command_id: str) -> None:
     error = await _carry_out(ctx, command, lease)
     if error is _LEFT:
         return
+    if error is not None and command["type"] in FAILURES:
+        await FAILURES[command["type"]](db, command, error)
     try:
         await patience.call("finishing a command", lambda: commands.finish(db, command, error))
     except GaveUp as exc:

@@ -1,0 +1,1 @@
+"""Dataset versions: immutable snapshots of a dataset, their splits, forks and comparisons."""

@@ -1,0 +1,278 @@
+"""Taking a dataset version: the matching items and their annotations, as they were when it
+was asked for, copied into the version's own collections by a Command.
+
+Copies, not references by revision. A version's items and annotations are documents of
+`version_items` / `version_annotations`: the live fields, the original ids under `itemId` /
+`annotationId`, and the version's id. Reading a version is then the same indexed DQL query as
+reading a dataset; no write path of the live data touches these collections, so immutability
+holds by construction; and deleting live items, or the version, costs one pass. Files are not
+copied: each version item adds a reference to its blob, as clones do (resolvers/files.py).
+
+One moment, even across chunks and a crashed worker: `createDatasetVersion` records the
+cluster time of its own commit, and every read of the copy is a snapshot read at that time
+(`readConcern: snapshot, atClusterTime`), so writes committed after the mutation returned
+never reach the version, however long the copy takes or whoever resumes it. MongoDB keeps
+that history for `minSnapshotHistoryWindowInSeconds` (300 s by default): a copy that cannot
+start or finish within it fails with a message saying so.
+
+The copy itself moves raw BSON: the server reshapes each document (`$set` / `$unset` in the
+read's pipeline) and the worker inserts the bytes it got, decoding only ids and hashes. Each
+chunk commits in one transaction — its items, their annotations, file references and the
+command's cursor — so a resumed command continues after the last chunk, copying nothing twice.
+"""
+
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from bson import ObjectId, Timestamp
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from resolvers import commands, dql, files
+from resolvers.access import Access, Action
+from resolvers.datasets import get_dataset
+from resolvers.errors import Conflict, LoomError
+from resolvers.inputs import Description, Input, Name, parse
+from resolvers.timestamps import new_document, now
+from resolvers.transactions import in_transaction
+
+KIND = files.SNAPSHOT_COMMAND
+SNAPSHOT_TOO_OLD = 239
+_RAW = CodecOptions(document_class=RawBSONDocument)
+
+
+class VersionStatus(StrEnum):
+    CREATING = "creating"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class VersionInput(Input):
+    name: Name
+    description: Description = ""
+    filter: dict[str, Any] | None = None
+
+
+class SnapshotLost(LoomError):
+    """The dataset as of the version's moment is no longer in MongoDB's snapshot history."""
+
+
+def name_taken(name: str) -> Conflict:
+    return Conflict(f"A version named {name!r} already exists for this dataset", field="name")
+
+
+async def create_version(
+    access: Access,
+    dataset_id: ObjectId,
+    data: dict[str, Any],
+    enqueue: Callable[[dict[str, Any]], Awaitable[None]],
+) -> dict[str, Any]:
+    """Record the version and its command in one transaction, note the cluster time of that
+    commit as the version's moment, and queue the copy."""
+    dataset = await get_dataset(access, dataset_id)
+    await access.require_project(dataset, Action.MANAGE_DATASETS)
+    version_input = parse(VersionInput, data)
+    if version_input.filter is not None:
+        dql.parse(dql.envelope("items", version_input.filter))
+    version = new_document(
+        access.user_id,
+        orgId=dataset["orgId"],
+        projectId=dataset["projectId"],
+        datasetId=dataset_id,
+        name=version_input.name,
+        description=version_input.description,
+        filter=json.dumps(version_input.filter, sort_keys=True) if version_input.filter else None,
+        labels=dataset["labels"],
+        status=str(VersionStatus.CREATING),
+        error=None,
+        itemsCount=0,
+        annotationsCount=0,
+        split=None,
+        snapshotTime=None,
+        deleting=False,
+    )
+    command = commands.new_command(access, dataset, KIND, {"versionId": version["_id"]})
+    version["commandId"] = command["_id"]
+    async with access.db.client.start_session() as session:
+
+        async def record(session: AsyncClientSession) -> None:
+            try:
+                await access.db.dataset_versions.insert_one(version, session=session)
+            except DuplicateKeyError as exc:
+                raise name_taken(version_input.name) from exc
+            await access.db.commands.insert_one(command, session=session)
+
+        await session.with_transaction(record)
+        moment = session.operation_time
+    version["snapshotTime"] = moment
+    await access.db.dataset_versions.update_one(
+        {"_id": version["_id"]}, {"$set": {"snapshotTime": moment}}
+    )
+    await enqueue(command)
+    return version
+
+
+def _snapshot_read(
+    collection: str, pipeline: list[dict[str, Any]], moment: Timestamp
+) -> dict[str, Any]:
+    return {
+        "aggregate": collection,
+        "pipeline": pipeline,
+        "cursor": {},
+        "readConcern": {"level": "snapshot", "atClusterTime": moment},
+    }
+
+
+async def _read_at(
+    db: AsyncDatabase, collection: str, pipeline: list[dict[str, Any]], moment: Timestamp
+) -> list[RawBSONDocument]:
+    """Raw documents of `collection` as they were at `moment`."""
+    try:
+        cursor = await db.cursor_command(
+            _snapshot_read(collection, pipeline, moment), codec_options=_RAW
+        )
+        return await cursor.to_list()
+    except OperationFailure as exc:
+        if exc.code == SNAPSHOT_TOO_OLD:
+            raise SnapshotLost(
+                "The dataset as it was when this version was asked for is no longer in "
+                "MongoDB's snapshot history (minSnapshotHistoryWindowInSeconds); create the "
+                "version again"
+            ) from exc
+        raise
+
+
+def _items_query(version: dict[str, Any]) -> tuple[dict[str, Any], dql.DqlJoin | None]:
+    """The version's item filter as a MongoDB query over its dataset, and its join."""
+    clauses: list[dict[str, Any]] = [{"datasetId": version["datasetId"]}]
+    join = None
+    if version["filter"] is not None:
+        query = dql.parse(dql.envelope("items", json.loads(version["filter"])))
+        clauses.append(query.filter)
+        join = query.join
+    return {"$and": clauses}, join
+
+
+async def _joined(
+    db: AsyncDatabase, join: dql.DqlJoin, item_ids: list[ObjectId], moment: Timestamp
+) -> set[ObjectId]:
+    """Which of these items had an annotation matching the join's filter at `moment`."""
+    pipeline = [
+        {"$match": {"$and": [{"itemId": {"$in": item_ids}}, join.filter]}},
+        {"$group": {"_id": "$itemId"}},
+    ]
+    return {doc["_id"] for doc in await _read_at(db, "annotations", pipeline, moment)}
+
+
+async def run_snapshot(
+    db: AsyncDatabase, command: dict[str, Any], batch_size: int, lease: timedelta
+) -> None:
+    """Copy the version's items and annotations chunk by chunk, from the command's cursor."""
+    version = await db.dataset_versions.find_one({"_id": command["input"]["versionId"]})
+    if version is None or version["deleting"]:
+        return
+    await _copy(db, version, command, batch_size, lease)
+    counts = {
+        "itemsCount": await db.version_items.count_documents({"versionId": version["_id"]}),
+        "annotationsCount": await db.version_annotations.count_documents(
+            {"versionId": version["_id"]}
+        ),
+    }
+    await db.dataset_versions.update_one(
+        {"_id": version["_id"]},
+        {"$set": {**counts, "status": str(VersionStatus.READY), "updatedAt": now()}},
+    )
+
+
+async def mark_failed(db: AsyncDatabase, command: dict[str, Any], error: str) -> None:
+    """The version of a command that failed failed with it (its copies stay until it is
+    deleted, as a failed clone's do)."""
+    await db.dataset_versions.update_one(
+        {"_id": command["input"]["versionId"]},
+        {"$set": {"status": str(VersionStatus.FAILED), "error": error, "updatedAt": now()}},
+    )
+
+
+async def _moment(db: AsyncDatabase, version: dict[str, Any]) -> Timestamp:
+    """The version's moment; a version whose mutation died before noting it takes now's."""
+    if version["snapshotTime"] is not None:
+        return version["snapshotTime"]
+    async with db.client.start_session() as session:
+        await db.dataset_versions.find_one({"_id": version["_id"]}, session=session)
+        moment = session.operation_time
+    await db.dataset_versions.update_one(
+        {"_id": version["_id"]}, {"$set": {"snapshotTime": moment}}
+    )
+    return moment
+
+
+async def _copy(
+    db: AsyncDatabase,
+    version: dict[str, Any],
+    command: dict[str, Any],
+    batch_size: int,
+    lease: timedelta,
+) -> None:
+    moment = await _moment(db, version)
+    query, join = _items_query(version)
+    counted = await _read_at(db, "items", [{"$match": query}, {"$count": "n"}], moment)
+    total = max(counted[0]["n"] if counted else 0, 1)
+    marks = {"versionId": version["_id"], "split": None}
+    cursor: ObjectId | None = command["cursor"]
+    done = await db.version_items.count_documents({"versionId": version["_id"]})
+    while True:
+        after = [{"_id": {"$gt": cursor}}] if cursor else []
+        items = await _read_at(
+            db,
+            "items",
+            [
+                {"$match": {"$and": [query, *after]}},
+                {"$sort": {"_id": 1}},
+                {"$limit": batch_size},
+                {"$set": {**marks, "itemId": "$_id"}},
+                {"$unset": "_id"},
+            ],
+            moment,
+        )
+        if not items:
+            return
+        cursor = items[-1]["itemId"]
+        if join is not None:
+            kept = await _joined(db, join, [item["itemId"] for item in items], moment)
+            items = [item for item in items if item["itemId"] in kept]
+        annotations = await _read_at(
+            db,
+            "annotations",
+            [
+                {"$match": {"itemId": {"$in": [item["itemId"] for item in items]}}},
+                {"$set": {"versionId": version["_id"], "annotationId": "$_id"}},
+                {"$unset": "_id"},
+            ],
+            moment,
+        )
+        done += len(items)
+        progress = min(99, done * 100 // total)
+
+        async def commit(
+            session: AsyncClientSession,
+            items: list[RawBSONDocument] = items,
+            annotations: list[RawBSONDocument] = annotations,
+            last: ObjectId = cursor,
+            progress: int = progress,
+        ) -> None:
+            if items:
+                await db.version_items.insert_many(items, session=session)
+                hashes = Counter(item["sha256"] for item in items)
+                await files.add_references(db, hashes, session)
+            if annotations:
+                await db.version_annotations.insert_many(annotations, session=session)
+            await commands.advance(db, command, last, progress, lease, session)
+
+        await in_transaction(db, commit)

@@ -1,0 +1,163 @@
+"""Dataset versions: immutable snapshots of a dataset, read with the same item types."""
+
+import json
+from datetime import UTC, datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from resolvers.inputs import object_id
+from resolvers.items import IN_VERSION
+from resolvers.versions import lifecycle, snapshots
+from schema.commands import Command
+from schema.datasets import Dataset, Label
+from schema.inputs import as_input
+from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
+
+if TYPE_CHECKING:
+    from schema.items import Item, ItemOrder
+
+
+@strawberry.enum
+class DatasetVersionStatus(Enum):
+    CREATING = "creating"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@strawberry.type(
+    description="A dataset's items and annotations as they were at one moment: immutable."
+)
+class DatasetVersion(Node):
+    dataset_id: strawberry.Private[Any]
+    command_id: strawberry.Private[Any]
+    name: str
+    description: str
+    status: DatasetVersionStatus
+    error: str | None
+    filter: JSON | None = strawberry.field(description="The DQL that chose its items, if any.")
+    items_count: int
+    annotations_count: int
+    labels: list[Label] = strawberry.field(description="The dataset's ontology at that moment.")
+    snapshot_at: datetime | None = strawberry.field(
+        description="The moment the version holds the dataset as of (its request's commit)."
+    )
+    created_at: datetime
+    updated_at: datetime
+
+    @strawberry.field
+    async def dataset(self, info: strawberry.Info) -> Dataset:
+        return Dataset.from_doc(await info.context.loaders.datasets.load(self.dataset_id))
+
+    @strawberry.field(description="The Command that took (or is taking) the snapshot.")
+    async def command(self, info: strawberry.Info) -> Command:
+        return Command.from_doc(await info.context.loaders.commands.load(self.command_id))
+
+    @strawberry.field(
+        description="The version's items as they were, filtered by DQL (`split` names a "
+        "split's subset), in keyset pages; their annotations are the version's."
+    )
+    async def items(
+        self,
+        info: strawberry.Info,
+        filter: JSON | None = None,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+        order_by: Annotated["ItemOrder", strawberry.lazy("schema.items")] | None = None,
+    ) -> Connection[Annotated["Item", strawberry.lazy("schema.items")]]:
+        from schema.items import list_items
+
+        return await list_items(
+            info, object_id(self.id), filter, first, after, order_by, source=IN_VERSION
+        )
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "DatasetVersion":
+        moment = doc["snapshotTime"]
+        return cls(
+            id=strawberry.ID(str(doc["_id"])),
+            dataset_id=doc["datasetId"],
+            command_id=doc["commandId"],
+            name=doc["name"],
+            description=doc["description"],
+            status=DatasetVersionStatus(doc["status"]),
+            error=doc["error"],
+            filter=json.loads(doc["filter"]) if doc["filter"] else None,
+            items_count=doc["itemsCount"],
+            annotations_count=doc["annotationsCount"],
+            labels=[Label.from_doc(label) for label in doc["labels"]],
+            snapshot_at=datetime.fromtimestamp(moment.time, UTC) if moment else None,
+            created_at=doc["createdAt"],
+            updated_at=doc["updatedAt"],
+        )
+
+
+async def dataset_versions(
+    info: strawberry.Info, dataset_id: Any, first: int, after: str | None
+) -> Connection[DatasetVersion]:
+    key = (dataset_id, page_request(info, first, after))
+    page = await info.context.loaders.versions_of_dataset.load(key)
+    return Connection.of(page, DatasetVersion.from_doc)
+
+
+@strawberry.input
+class DatasetVersionInput:
+    name: str
+    description: str | None = strawberry.UNSET
+    filter: JSON | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="DQL over the dataset's items (a filter or a whole query, joins too): "
+        "the version holds only these. Without it, every item.",
+    )
+
+
+@strawberry.input
+class DatasetVersionChangesInput:
+    name: str | None = strawberry.UNSET
+    description: str | None = strawberry.UNSET
+
+
+@strawberry.type
+class DatasetVersionQueries:
+    @strawberry.field
+    async def dataset_version(self, info: strawberry.Info, id: strawberry.ID) -> DatasetVersion:
+        access = await info.context.access()
+        return DatasetVersion.from_doc(await lifecycle.get_version(access, object_id(id)))
+
+
+@strawberry.type
+class DatasetVersionMutations:
+    @strawberry.mutation(
+        description="Snapshot a dataset's items (those matching `filter`) and their "
+        "annotations as they are now. A worker copies them: follow `command` (or "
+        "`commandUpdated`); the version is `ready` when it succeeds."
+    )
+    async def create_dataset_version(
+        self, info: strawberry.Info, dataset_id: strawberry.ID, input: DatasetVersionInput
+    ) -> DatasetVersion:
+        access = await info.context.access()
+        doc = await snapshots.create_version(
+            access,
+            object_id(dataset_id, "datasetId"),
+            as_input(input),
+            info.context.enqueue_command,
+        )
+        return DatasetVersion.from_doc(doc)
+
+    @strawberry.mutation(description="Rename or describe a version (its data never changes).")
+    async def update_dataset_version(
+        self, info: strawberry.Info, id: strawberry.ID, input: DatasetVersionChangesInput
+    ) -> DatasetVersion:
+        access = await info.context.access()
+        doc = await lifecycle.update_version(access, object_id(id), as_input(input))
+        return DatasetVersion.from_doc(doc)
+
+    @strawberry.mutation(
+        description="Delete a version and its copies; refused while a model's subset uses it."
+    )
+    async def delete_dataset_version(self, info: strawberry.Info, id: strawberry.ID) -> bool:
+        access = await info.context.access()
+        await lifecycle.delete_version(access, object_id(id))
+        return True
