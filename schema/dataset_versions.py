@@ -10,8 +10,9 @@ from strawberry.scalars import JSON
 
 from resolvers.inputs import object_id
 from resolvers.items import IN_VERSION
-from resolvers.versions import lifecycle, snapshots
+from resolvers.versions import lifecycle, snapshots, splits
 from schema.commands import Command
+from schema.dataset_stats import DatasetStats, stats_of
 from schema.datasets import Dataset, Label
 from schema.inputs import as_input
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
@@ -25,6 +26,71 @@ class DatasetVersionStatus(Enum):
     CREATING = "creating"
     READY = "ready"
     FAILED = "failed"
+
+
+@strawberry.type(description="Picsellia's label repartition: labels and their counts.")
+class LabelRepartition:
+    x: list[str] = strawberry.field(description="The labels, by name.")
+    y: list[int] = strawberry.field(description="Annotations of each label, in x's order.")
+
+
+@strawberry.type(description="One named subset of a version's split.")
+class SplitSubset:
+    version_id: strawberry.Private[Any]
+    name: str
+    ratio: float
+    items_count: int
+    repartition: LabelRepartition
+
+    @strawberry.field(description="The DQL that selects this subset among the version's items.")
+    def filter(self) -> JSON:
+        return {"split": self.name}
+
+    @strawberry.field(description="The subset's items, in keyset pages.")
+    async def items(
+        self,
+        info: strawberry.Info,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+    ) -> Connection[Annotated["Item", strawberry.lazy("schema.items")]]:
+        from schema.items import list_items
+
+        subset = {"split": self.name}
+        return await list_items(
+            info, self.version_id, subset, first, after, None, source=IN_VERSION
+        )
+
+
+@strawberry.enum
+class StratifyBy(Enum):
+    LABEL = "label"
+    NONE = "none"
+
+
+@strawberry.type(description="How a version was split: the same seed gives the same subsets.")
+class VersionSplit:
+    seed: str = strawberry.field(description="The seed (a 64-bit integer, as a string).")
+    stratify_by: StratifyBy
+    subsets: list[SplitSubset]
+    created_at: datetime
+
+    @classmethod
+    def from_doc(cls, version_id: Any, doc: dict[str, Any]) -> "VersionSplit":
+        return cls(
+            seed=str(doc["seed"]),
+            stratify_by=StratifyBy(doc["stratifyBy"]),
+            subsets=[
+                SplitSubset(
+                    version_id=version_id,
+                    name=subset["name"],
+                    ratio=subset["ratio"],
+                    items_count=subset["itemsCount"],
+                    repartition=LabelRepartition(**subset["repartition"]),
+                )
+                for subset in doc["subsets"]
+            ],
+            created_at=doc["at"],
+        )
 
 
 @strawberry.type(
@@ -43,6 +109,9 @@ class DatasetVersion(Node):
     labels: list[Label] = strawberry.field(description="The dataset's ontology at that moment.")
     snapshot_at: datetime | None = strawberry.field(
         description="The moment the version holds the dataset as of (its request's commit)."
+    )
+    split: VersionSplit | None = strawberry.field(
+        description="Its named subsets, once splitDatasetVersion has made them."
     )
     created_at: datetime
     updated_at: datetime
@@ -73,6 +142,10 @@ class DatasetVersion(Node):
             info, object_id(self.id), filter, first, after, order_by, source=IN_VERSION
         )
 
+    @strawberry.field(description="Counts and histograms of what the version holds.")
+    async def stats(self, info: strawberry.Info) -> DatasetStats:
+        return await stats_of(info, IN_VERSION, object_id(self.id))
+
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "DatasetVersion":
         moment = doc["snapshotTime"]
@@ -88,6 +161,7 @@ class DatasetVersion(Node):
             items_count=doc["itemsCount"],
             annotations_count=doc["annotationsCount"],
             labels=[Label.from_doc(label) for label in doc["labels"]],
+            split=VersionSplit.from_doc(doc["_id"], doc["split"]) if doc["split"] else None,
             snapshot_at=datetime.fromtimestamp(moment.time, UTC) if moment else None,
             created_at=doc["createdAt"],
             updated_at=doc["updatedAt"],
@@ -117,6 +191,21 @@ class DatasetVersionInput:
 class DatasetVersionChangesInput:
     name: str | None = strawberry.UNSET
     description: str | None = strawberry.UNSET
+
+
+@strawberry.input
+class SubsetRatioInput:
+    name: str
+    ratio: float
+
+
+@strawberry.input
+class SplitInput:
+    ratios: list[SubsetRatioInput] = strawberry.field(
+        description="Named shares adding up to 1, e.g. train 0.7, val 0.2, test 0.1."
+    )
+    seed: str = strawberry.field(description="A whole number from 0 to 2^63 - 1 (a string).")
+    stratify_by: StratifyBy | None = strawberry.UNSET
 
 
 @strawberry.type
@@ -152,6 +241,17 @@ class DatasetVersionMutations:
     ) -> DatasetVersion:
         access = await info.context.access()
         doc = await lifecycle.update_version(access, object_id(id), as_input(input))
+        return DatasetVersion.from_doc(doc)
+
+    @strawberry.mutation(
+        description="Split a version into named subsets: the same seed and version always "
+        "give the same split; stratified by label, each label keeps its share within one item."
+    )
+    async def split_dataset_version(
+        self, info: strawberry.Info, id: strawberry.ID, input: SplitInput
+    ) -> DatasetVersion:
+        access = await info.context.access()
+        doc = await splits.split_version(access, object_id(id), as_input(input))
         return DatasetVersion.from_doc(doc)
 
     @strawberry.mutation(

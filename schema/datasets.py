@@ -13,6 +13,7 @@ from schema.inputs import as_input
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
 
 if TYPE_CHECKING:
+    from schema.dataset_stats import DatasetStats
     from schema.dataset_versions import DatasetVersion
     from schema.items import DuplicateGroup, Item, ItemOrder
     from schema.projects import Project
@@ -80,6 +81,15 @@ class Dataset(Node):
         from schema.dataset_versions import dataset_versions
 
         return await dataset_versions(info, object_id(self.id), first, after)
+
+    @strawberry.field(description="Counts and histograms of its items and annotations.")
+    async def stats(
+        self, info: strawberry.Info
+    ) -> Annotated["DatasetStats", strawberry.lazy("schema.dataset_stats")]:
+        from resolvers.items import LIVE
+        from schema.dataset_stats import stats_of
+
+        return await stats_of(info, LIVE, object_id(self.id))
 
     @strawberry.field(description="Groups of items with identical content, largest first.")
     async def duplicates(
