@@ -77,6 +77,9 @@ Labels = Annotated[list[LabelPath], Field(max_length=MAX_LABELS), AfterValidator
 class Subset(Input):
     name: Name
     filter: dict[str, Any] = Field(description="DQL over items: a whole query or a filter.")
+    dataset_version_id: str | None = Field(
+        None, description="A dataset version of the project whose items the filter selects."
+    )
 
 
 class Functions(Input):
@@ -221,15 +224,35 @@ async def _checked_functions(
     return stored
 
 
-def _subset(subset: Subset, field: str) -> dict[str, Any]:
-    """A subset as stored, its filter validated as batches validate theirs."""
+async def _subset(
+    access: Access, project_id: ObjectId, subset: Subset, field: str
+) -> dict[str, Any]:
+    """A subset as stored, its filter validated as batches validate theirs; one over a
+    dataset version names a ready version of the project (its filter may pick a split)."""
+    version_id = None
+    if subset.dataset_version_id is not None:
+        where = field.removesuffix("filter") + "datasetVersionId"
+        version_id = object_id(subset.dataset_version_id, where)
+        version = await access.db.dataset_versions.find_one(
+            {"_id": version_id, "projectId": project_id, "deleting": False, "status": "ready"}
+        )
+        if version is None:
+            raise BadUserInput(
+                f"Subset {subset.name!r}: {where} names no ready dataset version of this project",
+                field=where,
+                subset=subset.name,
+            )
     try:
-        dql.parse(dql.envelope("items", subset.filter))
+        dql.parse(dql.envelope("items", subset.filter), in_version=version_id is not None)
     except LoomError as exc:
         raise BadUserInput(
             f"Subset {subset.name!r}: {exc.message}", field=field, subset=subset.name
         ) from exc
-    return {"name": subset.name, "filter": json.dumps(subset.filter, sort_keys=True)}
+    return {
+        "name": subset.name,
+        "filter": json.dumps(subset.filter, sort_keys=True),
+        "datasetVersionId": version_id,
+    }
 
 
 def _configuration(value: dict[str, Any]) -> dict[str, Any]:
@@ -288,7 +311,10 @@ async def create_model(
         configuration=_configuration(model.configuration),
         inputType=model.input_type,
         outputType=model.output_type,
-        subsets=[_subset(s, f"subsets.{i}.filter") for i, s in enumerate(model.subsets)],
+        subsets=[
+            await _subset(access, project["_id"], s, f"subsets.{i}.filter")
+            for i, s in enumerate(model.subsets)
+        ],
         functions=functions,
         clonedFrom=None,
     )
@@ -365,7 +391,7 @@ async def set_model_status(access: Access, model_id: ObjectId, status: Any) -> d
 async def add_subset(access: Access, model_id: ObjectId, data: dict[str, Any]) -> dict[str, Any]:
     """Add a subset, or replace the model's subset of that name (as dtlpy's add_subset)."""
     model = await _writable(access, model_id)
-    stored = _subset(parse(Subset, data), "filter")
+    stored = await _subset(access, model["projectId"], parse(Subset, data), "filter")
     names = {s["name"] for s in model["subsets"]}
     if stored["name"] not in names and len(names) >= MAX_SUBSETS:
         raise BadUserInput(f"A model has at most {MAX_SUBSETS} subsets", field="name")
@@ -377,7 +403,7 @@ async def add_subset(access: Access, model_id: ObjectId, data: dict[str, Any]) -
             "cond": {"$ne": ["$$this.name", {"$literal": stored["name"]}]},
         }
     }
-    subset = {"name": {"$literal": stored["name"]}, "filter": {"$literal": stored["filter"]}}
+    subset = {key: {"$literal": value} for key, value in stored.items()}
     return await _changed(
         access,
         model_id,
@@ -608,6 +634,6 @@ async def delete_version(access: Access, version_id: ObjectId) -> None:
     await in_transaction(access.db, work)
 
 
-def subsets_of(doc: dict[str, Any]) -> list[tuple[str, Any]]:
-    """A model's or version's subsets as (name, DQL JSON)."""
-    return [(s["name"], json.loads(s["filter"])) for s in doc["subsets"]]
+def subsets_of(doc: dict[str, Any]) -> list[tuple[str, Any, ObjectId | None]]:
+    """A model's or version's subsets as (name, DQL JSON, the dataset version it is over)."""
+    return [(s["name"], json.loads(s["filter"]), s.get("datasetVersionId")) for s in doc["subsets"]]

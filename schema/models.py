@@ -15,6 +15,7 @@ from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, optional_id, page_
 from schema.users import User, load_user
 
 if TYPE_CHECKING:
+    from schema.dataset_versions import DatasetVersion
     from schema.datasets import Dataset
     from schema.model_runs import ModelRun
     from schema.projects import Project
@@ -27,10 +28,26 @@ ModelStatusEnum = strawberry.enum(
 )
 
 
-@strawberry.type(description="A named DQL filter over items (e.g. train, validation).")
+@strawberry.type(
+    description="A named DQL filter over items (e.g. train, validation), of a dataset version "
+    "when it names one."
+)
 class ModelSubset:
     name: str
     filter: JSON
+    dataset_version_id: strawberry.ID | None
+
+    @strawberry.field(description="The dataset version the filter selects from, while it exists.")
+    async def dataset_version(
+        self, info: strawberry.Info
+    ) -> Annotated["DatasetVersion", strawberry.lazy("schema.dataset_versions")] | None:
+        from schema.dataset_versions import DatasetVersion
+
+        if self.dataset_version_id is None:
+            return None
+        access = await info.context.access()
+        found = await access.find_visible("dataset_versions", object_id(self.dataset_version_id))
+        return DatasetVersion.from_doc(found) if found and not found["deleting"] else None
 
 
 @strawberry.type(description="The functions of a service of the project that serve a model.")
@@ -63,7 +80,14 @@ class ModelFunctions:
 
 
 def _subsets(doc: dict[str, Any]) -> list[ModelSubset]:
-    return [ModelSubset(name=name, filter=value) for name, value in models.subsets_of(doc)]
+    return [
+        ModelSubset(
+            name=name,
+            filter=value,
+            dataset_version_id=strawberry.ID(str(version)) if version else None,
+        )
+        for name, value, version in models.subsets_of(doc)
+    ]
 
 
 async def _creator(info: strawberry.Info, user_id: Any) -> User | None:
@@ -245,6 +269,11 @@ class Model(Node):
 class ModelSubsetInput:
     name: str
     filter: JSON = strawberry.field(description="DQL over items: a whole query or a filter.")
+    dataset_version_id: strawberry.ID | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="A ready dataset version of the project: the filter selects its items "
+        '(`{"split": "train"}` picks a split\'s subset).',
+    )
 
 
 @strawberry.input
@@ -358,12 +387,16 @@ class ModelMutations:
 
     @strawberry.mutation(description="Add a subset, or replace the one of that name.")
     async def add_model_subset(
-        self, info: strawberry.Info, model_id: strawberry.ID, name: str, filter: JSON
+        self,
+        info: strawberry.Info,
+        model_id: strawberry.ID,
+        name: str,
+        filter: JSON,
+        dataset_version_id: strawberry.ID | None = None,
     ) -> Model:
         access = await info.context.access()
-        doc = await models.add_subset(
-            access, object_id(model_id, "modelId"), {"name": name, "filter": filter}
-        )
+        subset = {"name": name, "filter": filter, "datasetVersionId": dataset_version_id}
+        doc = await models.add_subset(access, object_id(model_id, "modelId"), subset)
         return Model.from_doc(doc)
 
     @strawberry.mutation

@@ -20,7 +20,9 @@ DELETE_BATCH = 1000
 async def users_of(db: AsyncDatabase, version_ids: list[ObjectId]) -> list[dict[str, Any]]:
     """Models and model versions whose subsets name one of these versions."""
     query = {"subsets.datasetVersionId": {"$in": version_ids}}
-    return await db.models.find(query, {"name": 1}).to_list(10)
+    models = await db.models.find(query, {"name": 1}).to_list(10)
+    versions = await db.model_versions.find(query, {"name": 1}).to_list(10)
+    return models + versions
 
 
 async def remove_versions(db: AsyncDatabase, version_ids: list[ObjectId]) -> None:
