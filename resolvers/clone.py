@@ -1,5 +1,6 @@
 """Cloning a dataset: a Command that copies items (sharing their files) and, if asked,
-annotations and user metadata, batch by batch.
+annotations, tags and user metadata, batch by batch — from the dataset's live items, or from a
+dataset version's copies of them (forking a version, resolvers/versions/forks.py).
 
 Each batch commits in one transaction — new items, their annotations, file references,
 counters and the command's cursor together — so a worker killed mid-way leaves a clone that
@@ -44,39 +45,69 @@ async def start_clone(
     source = await get_dataset(access, dataset_id)
     await access.require_project(source, Action.MANAGE_DATASETS)
     clone = parse(CloneInput, data)
+    spec = {
+        "sourceId": dataset_id,
+        "withAnnotations": clone.with_annotations,
+        "withMetadata": clone.with_metadata,
+    }
+    labels = source["labels"] if clone.with_labels else []
+    return await start_copy(
+        access, source, clone.name, f"Clone of {source['name']}", labels, spec, enqueue
+    )
+
+
+async def start_copy(
+    access: Access,
+    origin: dict[str, Any],
+    name: str,
+    description: str,
+    labels: list[dict[str, Any]],
+    spec: dict[str, Any],
+    enqueue: Callable[[dict[str, Any]], Awaitable[None]],
+) -> dict[str, Any]:
+    """Create the target dataset of `origin`'s project — readonly and empty until the copy is
+    done — and the command copying into it, and queue the work."""
     target = await create_dataset(
-        access,
-        source["projectId"],
-        {"name": clone.name, "description": f"Clone of {source['name']}"},
+        access, origin["projectId"], {"name": name, "description": description}
     )
     await access.db.datasets.update_one(
-        {"_id": target["_id"]},
-        {"$set": {"readonly": True, "labels": source["labels"] if clone.with_labels else []}},
+        {"_id": target["_id"]}, {"$set": {"readonly": True, "labels": labels}}
     )
-    command = commands.new_command(
-        access,
-        source,
-        KIND,
-        {
-            "sourceId": dataset_id,
-            "targetId": target["_id"],
-            "withAnnotations": clone.with_annotations,
-            "withMetadata": clone.with_metadata,
-        },
-    )
+    command = commands.new_command(access, origin, KIND, {**spec, "targetId": target["_id"]})
     await access.db.commands.insert_one(command)
     await enqueue(command)
     return command
 
 
-def _copy_item(item: dict[str, Any], target: ObjectId, with_metadata: bool) -> dict[str, Any]:
+VERSION_FIELDS = ("versionId", "itemId", "annotationId", "split")
+"""What a version's copy holds beyond the live document (resolvers/versions/snapshots.py)."""
+
+
+def _source(spec: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """Where a clone reads: its items' collection, its annotations', and their scope."""
+    if spec.get("versionId") is not None:
+        return "version_items", "version_annotations", {"versionId": spec["versionId"]}
+    return "items", "annotations", {"datasetId": spec["sourceId"]}
+
+
+def _original_id(doc: dict[str, Any], field: str) -> ObjectId:
+    """The live id of a document, or of the live document a version's copy was made of."""
+    return doc.get(field, doc["_id"])
+
+
+def _live(doc: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in doc.items() if key not in VERSION_FIELDS}
+
+
+def _copy_item(item: dict[str, Any], target: ObjectId, spec: dict[str, Any]) -> dict[str, Any]:
     moment = now()
     return {
-        **item,
+        **_live(item),
         "_id": ObjectId(),
         "datasetId": target,
-        "clonedFrom": item["_id"],
-        "metadata": item["metadata"] if with_metadata else {"user": {}, "system": {}},
+        "clonedFrom": _original_id(item, "itemId"),
+        "metadata": item["metadata"] if spec["withMetadata"] else {"user": {}, "system": {}},
+        "tags": item["tags"] if spec.get("withTags", True) else [],
         "annotated": False,
         "annotationsCount": 0,
         "createdAt": moment,
@@ -89,8 +120,9 @@ async def run_clone(
 ) -> None:
     """Copy the rest of the source, from the command's cursor on, batch by batch."""
     spec = command["input"]
-    source_id, target_id = spec["sourceId"], spec["targetId"]
-    total = max(await db.items.count_documents({"datasetId": source_id}), 1)
+    target_id = spec["targetId"]
+    items, annotations_of, scope = _source(spec)
+    total = max(await db[items].count_documents(scope), 1)
     cursor: ObjectId | None = command["cursor"]
     done = await db.items.count_documents({"datasetId": target_id})
     while True:
@@ -103,20 +135,23 @@ async def run_clone(
             again, so no copy ever references a file its deletion let go."""
             after = {"_id": {"$gt": cursor}} if cursor else {}
             batch = (
-                await db.items.find({"datasetId": source_id, **after}, session=session)
+                await db[items]
+                .find({**scope, **after}, session=session)
                 .sort("_id", 1)
                 .limit(batch_size)
                 .to_list()
             )
             if not batch:
                 return None
-            copies = [_copy_item(item, target_id, spec["withMetadata"]) for item in batch]
+            copies = [_copy_item(item, target_id, spec) for item in batch]
             new_ids = {copy["clonedFrom"]: copy["_id"] for copy in copies}
             annotations = []
             if spec["withAnnotations"]:
-                annotations = await db.annotations.find(
-                    {"itemId": {"$in": list(new_ids)}}, session=session
-                ).to_list()
+                annotations = (
+                    await db[annotations_of]
+                    .find({**scope, "itemId": {"$in": list(new_ids)}}, session=session)
+                    .to_list()
+                )
             last, copied = batch[-1]["_id"], done + len(batch)
             await _insert_batch(db, target_id, copies, annotations, new_ids, session)
             progress = min(99, copied * 100 // total)
@@ -143,12 +178,12 @@ async def _insert_batch(
     """One batch of the clone, written inside its transaction."""
     await db.items.insert_many(copies, session=session)
     await files.add_references(db, Counter(copy["sha256"] for copy in copies), session)
-    new_annotation_ids = {a["_id"]: ObjectId() for a in annotations}
+    new_annotation_ids = {_original_id(a, "annotationId"): ObjectId() for a in annotations}
     moment = now()
     copied = [
         {
-            **a,
-            "_id": new_annotation_ids[a["_id"]],
+            **_live(a),
+            "_id": new_annotation_ids[_original_id(a, "annotationId")],
             "datasetId": target_id,
             "itemId": new_ids[a["itemId"]],
             "parentId": new_annotation_ids.get(a["parentId"]) if a["parentId"] else None,

@@ -10,7 +10,7 @@ from strawberry.scalars import JSON
 
 from resolvers.inputs import object_id
 from resolvers.items import IN_VERSION
-from resolvers.versions import lifecycle, snapshots, splits
+from resolvers.versions import comparison, forks, lifecycle, snapshots, splits
 from schema.commands import Command
 from schema.dataset_stats import DatasetStats, stats_of
 from schema.datasets import Dataset, Label
@@ -208,12 +208,79 @@ class SplitInput:
     stratify_by: StratifyBy | None = strawberry.UNSET
 
 
+@strawberry.input
+class ForkInput:
+    name: str = strawberry.field(description="The new dataset's name.")
+    description: str | None = strawberry.UNSET
+    with_annotations: bool | None = strawberry.UNSET
+    with_tags: bool | None = strawberry.UNSET
+    with_metadata: bool | None = strawberry.UNSET
+    with_labels: bool | None = strawberry.UNSET
+
+
+@strawberry.type(description="Items of one kind of change, and the first of their ids.")
+class ItemChanges:
+    count: int
+    item_ids: list[strawberry.ID]
+
+
+@strawberry.type(description="Items changed from one version to the other.")
+class ItemComparison:
+    added: ItemChanges
+    removed: ItemChanges
+    changed: ItemChanges = strawberry.field(
+        description="Present in both, with a field or an annotation that differs."
+    )
+
+
+@strawberry.type(description="Annotations added, removed and changed (of one label, or all).")
+class AnnotationChanges:
+    label: str | None
+    added: int
+    removed: int
+    changed: int
+
+
+@strawberry.type(description="What changed from version `a` to version `b`.")
+class VersionComparison:
+    items: ItemComparison
+    annotations: AnnotationChanges
+    labels: list[AnnotationChanges] = strawberry.field(description="Per label, by name.")
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "VersionComparison":
+        def changes(kind: str) -> ItemChanges:
+            found = doc["items"][kind]
+            ids = [strawberry.ID(str(i)) for i in found["itemIds"]]
+            return ItemChanges(count=found["count"], item_ids=ids)
+
+        return cls(
+            items=ItemComparison(
+                added=changes("added"), removed=changes("removed"), changed=changes("changed")
+            ),
+            annotations=AnnotationChanges(label=None, **doc["annotations"]),
+            labels=[AnnotationChanges(**per_label) for per_label in doc["labels"]],
+        )
+
+
 @strawberry.type
 class DatasetVersionQueries:
     @strawberry.field
     async def dataset_version(self, info: strawberry.Info, id: strawberry.ID) -> DatasetVersion:
         access = await info.context.access()
         return DatasetVersion.from_doc(await lifecycle.get_version(access, object_id(id)))
+
+    @strawberry.field(
+        description="Items and annotations added, removed and changed from version a to b "
+        "(two versions of one dataset); `first` item ids are listed per kind."
+    )
+    async def compare_dataset_versions(
+        self, info: strawberry.Info, a: strawberry.ID, b: strawberry.ID, first: int = 100
+    ) -> VersionComparison:
+        access = await info.context.access()
+        page_request(info, first, None)
+        found = await comparison.compare(access, object_id(a, "a"), object_id(b, "b"), first)
+        return VersionComparison.from_doc(found)
 
 
 @strawberry.type
@@ -253,6 +320,20 @@ class DatasetVersionMutations:
         access = await info.context.access()
         doc = await splits.split_version(access, object_id(id), as_input(input))
         return DatasetVersion.from_doc(doc)
+
+    @strawberry.mutation(
+        description="Fork a version into a new, editable dataset of the project (Picsellia's "
+        "fork): with or without its annotations, tags, metadata and ontology. Returns the "
+        "Command; the dataset is readonly until it succeeds."
+    )
+    async def fork_dataset_version(
+        self, info: strawberry.Info, id: strawberry.ID, input: ForkInput
+    ) -> Command:
+        access = await info.context.access()
+        doc = await forks.start_fork(
+            access, object_id(id), as_input(input), info.context.enqueue_command
+        )
+        return Command.from_doc(doc)
 
     @strawberry.mutation(
         description="Delete a version and its copies; refused while a model's subset uses it."

@@ -64,11 +64,27 @@ async def redis(stack: dict[str, str]) -> AsyncIterator[ArqRedis]:
     await client.aclose()
 
 
+async def end_abandoned_transactions(mongo: AsyncMongoClient) -> None:
+    """End the transactions a process the test killed left open. MongoDB would abort them
+    only at their 60 s lifetime limit, holding their locks until then, so dropping the test's
+    database would wait for them. Each test process has its own mongod, so every idle
+    transaction left at a test's end is that test's."""
+    pipeline = [
+        {"$currentOp": {"idleSessions": True, "allUsers": True}},
+        {"$match": {"transaction": {"$exists": True}, "active": False}},
+    ]
+    idle = await (await mongo.admin.aggregate(pipeline)).to_list()
+    sessions = [op["lsid"] for op in idle if "lsid" in op]
+    if sessions:
+        await mongo.admin.command("killSessions", sessions)
+
+
 @pytest.fixture
 async def db(mongo: AsyncMongoClient, settings: Settings) -> AsyncIterator[AsyncDatabase]:
     database = mongo[settings.db_name]
     await ensure_indexes(database)
     yield database
+    await end_abandoned_transactions(mongo)
     await mongo.drop_database(settings.db_name)
 
 

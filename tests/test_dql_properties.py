@@ -26,8 +26,8 @@ from pymongo.collection import Collection
 
 from resolvers.dql import matches, to_mongo
 
-EXAMPLES = 400
-FILTERS_PER_EXAMPLE = 8
+EXAMPLES = 200
+FILTERS_PER_EXAMPLE = 10
 MAX_FILTER_DEPTH = 5
 
 IDS = [ObjectId(f"{i:024x}") for i in range(1, 22)]
