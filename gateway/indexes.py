@@ -255,7 +255,6 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "version_annotations": [
         IndexModel([("versionId", ASCENDING), ("itemId", ASCENDING), ("_id", ASCENDING)]),
-        IndexModel([("versionId", ASCENDING), ("annotationId", ASCENDING)], unique=True),
     ],
     # A commit's per-item matching state and match records (resolvers/model_run_commit.py).
     "model_run_items": [

@@ -176,6 +176,21 @@ RESOURCE_FIELDS: dict[str, dict[str, str]] = {
         "updatedAt": "updatedAt",
         "creator": "creator",
     },
+    "dataset_versions": {
+        "id": "_id",
+        "datasetId": "datasetId",
+        "projectId": "projectId",
+        "name": "name",
+        "description": "description",
+        "status": "status",
+        "itemsCount": "itemsCount",
+        "annotationsCount": "annotationsCount",
+        "split.seed": "split.seed",
+        "split.stratifyBy": "split.stratifyBy",
+        "createdAt": "createdAt",
+        "updatedAt": "updatedAt",
+        "creator": "creator",
+    },
     "predicted_assets": {
         "id": "_id",
         "deploymentId": "deploymentId",
@@ -214,6 +229,7 @@ _OPEN_PREFIXES = {
     "executions": ("input", "output"),
     "deployments": (),
     "predicted_assets": ("metadata",),
+    "dataset_versions": (),
 }
 _OPEN_PREFIXES.update({stored: _OPEN_PREFIXES[resource] for resource, stored in IN_VERSION.items()})
 """Free-form sub-documents: any `prefix.<path>` may be filtered on."""

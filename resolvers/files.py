@@ -27,6 +27,7 @@ from bson import ObjectId
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import NoFile
 from PIL import Image, UnidentifiedImageError
+from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -103,14 +104,17 @@ async def reference(
 async def add_references(
     db: AsyncDatabase, counts: dict[str, int], session: AsyncClientSession | None = None
 ) -> None:
-    """More references to stored content (clones share files, they never copy them). Content
-    that is gone aborts the caller's transaction: a reference to it would be a dangling one."""
-    for sha256, count in counts.items():
-        added = await db.blobs.update_one(
-            {"_id": sha256}, {"$inc": {"refs": count}}, session=session
-        )
-        if not added.matched_count:
-            raise RuntimeError(f"stored content {sha256} is gone; nothing may reference it")
+    """More references to stored content (clones and versions share files, they never copy
+    them), in one round trip. Content that is gone aborts the caller's transaction: a
+    reference to it would be a dangling one."""
+    if not counts:
+        return
+    updates = [UpdateOne({"_id": sha}, {"$inc": {"refs": n}}) for sha, n in counts.items()]
+    added = await db.blobs.bulk_write(updates, ordered=False, session=session)
+    if added.matched_count < len(counts):
+        found = await db.blobs.distinct("_id", {"_id": {"$in": list(counts)}}, session=session)
+        gone = sorted(set(counts) - set(found))
+        raise RuntimeError(f"stored content {gone[0]} is gone; nothing may reference it")
 
 
 async def discard(db: AsyncDatabase, upload: Upload) -> None:

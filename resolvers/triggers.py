@@ -41,6 +41,7 @@ class Resource(StrEnum):
     Execution = "Execution"
     Deployment = "Deployment"
     PredictedAsset = "PredictedAsset"
+    DatasetVersion = "DatasetVersion"
 
 
 class TriggerAction(StrEnum):
@@ -62,6 +63,7 @@ COLLECTIONS = {
     Resource.Execution: "executions",
     Resource.Deployment: "deployments",
     Resource.PredictedAsset: "predicted_assets",
+    Resource.DatasetVersion: "dataset_versions",
 }
 """Each resource's collection, which is also its DQL resource name."""
 RESOURCES = {collection: resource for resource, collection in COLLECTIONS.items()}

@@ -8,7 +8,9 @@ from bson import ObjectId
 
 from tests.datasets_world import image_bytes, make_world
 from tests.test_clone import _finished
-from tests.workers import run_command_here, start_worker, stop
+from tests.test_deployment_predict import _service
+from tests.test_trigger_firing import _relaying
+from tests.workers import run_command_here, start_worker, stop, worker_processes
 
 ADD_LABELS = "mutation($id: ID!, $l: JSON!) { addLabels(datasetId: $id, labels: $l) { id } }"
 CREATE_MANY = """mutation($inputs: [AnnotationInput!]!) {
@@ -280,3 +282,45 @@ async def test_a_bad_version_filter_or_name_is_refused_and_writes_nothing(member
     )
     assert await db.dataset_versions.count_documents({}) == 0
     assert await db.commands.count_documents({}) == 0
+
+
+CREATE_TRIGGER = """mutation($p: ID!, $input: TriggerInput!) {
+  createTrigger(projectId: $p, input: $input) { id } }"""
+
+
+async def _ready_trigger(world, name: str) -> ObjectId:
+    service = await _service(world)
+    operation = {"type": "function", "serviceId": service, "functionName": "echo"}
+    trigger = {
+        "name": name,
+        "resource": "DatasetVersion",
+        "actions": ["Updated"],
+        "filter": {"status": "ready"},
+        "operation": operation,
+    }
+    created = await world.client.data(CREATE_TRIGGER, p=world.project, input=trigger)
+    return ObjectId(created["createTrigger"]["id"])
+
+
+async def test_a_version_becoming_ready_fires_its_projects_triggers_only(member, db, settings):
+    world = await make_world(member)
+    await _seeded(world)
+    ready = await _ready_trigger(world, "on ready")
+    rival = await make_world(member, org="rival")
+    spy = await _ready_trigger(rival, "spy")
+    with worker_processes(settings) as start:
+        start()
+        await _relaying(db)
+        created = await world.client.data(CREATE_VERSION, d=world.dataset, input={"name": "v1"})
+        async with await db.executions.watch() as changes:
+            while not await db.executions.count_documents({"triggerId": ready}):
+                await changes.next()
+    version = ObjectId(created["createDatasetVersion"]["id"])
+    [run] = await db.executions.find({"triggerId": ready}).to_list()
+    event = await db.events.find_one({"_id": run["eventId"]})
+    assert (event["resource"], event["action"]) == ("DatasetVersion", "Updated")
+    assert (event["before"]["status"], event["after"]["status"]) == ("creating", "ready")
+    assert event["after"]["itemsCount"] == 3
+    actions = [e["action"] async for e in db.events.find({"resourceId": version}).sort("token")]
+    assert actions == ["Created", "Updated"]  # noting the snapshot's moment is no event
+    assert await db.executions.count_documents({"triggerId": spy}) == 0

@@ -16,17 +16,21 @@ that history for `minSnapshotHistoryWindowInSeconds` (300 s by default): a copy 
 start or finish within it fails with a message saying so.
 
 The copy itself moves raw BSON: the server reshapes each document (`$set` / `$unset` in the
-read's pipeline) and the worker inserts the bytes it got, decoding only ids and hashes. Each
-chunk commits in one transaction — its items, their annotations, file references and the
-command's cursor — so a resumed command continues after the last chunk, copying nothing twice.
+read's pipeline) and the worker inserts the bytes it got, decoding only ids and hashes. A
+chunk's annotations go first, outside any transaction (tens of thousands of them would not
+fit in one); then one transaction commits the chunk's items, their file references and the
+command's cursor. A resumed command first deletes the annotations a cut-short attempt copied
+after that cursor, then continues there: nothing is copied twice. Each chunk is read while
+the one before it is written.
 """
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson import ObjectId, Timestamp
 from bson.codec_options import CodecOptions
@@ -119,26 +123,15 @@ async def create_version(
     return version
 
 
-def _snapshot_read(
-    collection: str, pipeline: list[dict[str, Any]], moment: Timestamp
-) -> dict[str, Any]:
-    return {
-        "aggregate": collection,
-        "pipeline": pipeline,
-        "cursor": {},
-        "readConcern": {"level": "snapshot", "atClusterTime": moment},
-    }
-
-
 async def _read_at(
     db: AsyncDatabase, collection: str, pipeline: list[dict[str, Any]], moment: Timestamp
 ) -> list[RawBSONDocument]:
-    """Raw documents of `collection` as they were at `moment`."""
+    """Raw documents of `collection` as they were at `moment` (an aggregate given its own
+    read concern: PyMongo's command cursors are several times slower at this)."""
+    raw = db[collection].with_options(codec_options=_RAW)
+    at = {"level": "snapshot", "atClusterTime": moment}
     try:
-        cursor = await db.cursor_command(
-            _snapshot_read(collection, pipeline, moment), codec_options=_RAW
-        )
-        return await cursor.to_list()
+        return await (await raw.aggregate(pipeline, readConcern=at)).to_list()
     except OperationFailure as exc:
         if exc.code == SNAPSHOT_TOO_OLD:
             raise SnapshotLost(
@@ -213,6 +206,71 @@ async def _moment(db: AsyncDatabase, version: dict[str, Any]) -> Timestamp:
     return moment
 
 
+async def _insert_annotations(db: AsyncDatabase, docs: list[RawBSONDocument]) -> None:
+    """Insert a chunk's annotation copies in parallel halves (MongoDB inserts each batch on
+    one core)."""
+    half = (len(docs) + 1) // 2
+    halves = [part for part in (docs[:half], docs[half:]) if part]
+    await asyncio.gather(*(db.version_annotations.insert_many(part) for part in halves))
+
+
+class _Chunk(NamedTuple):
+    """The next items of a version (after the cursor) and their annotations, as copies."""
+
+    items: list[RawBSONDocument]
+    annotations: list[RawBSONDocument]
+    last: ObjectId | None
+    """The last item read (the next chunk starts after it); None when none is left."""
+
+
+async def _read_chunk(
+    db: AsyncDatabase,
+    version: dict[str, Any],
+    cursor: ObjectId | None,
+    batch_size: int,
+    moment: Timestamp,
+) -> _Chunk:
+    query, join = _items_query(version)
+    after = [{"_id": {"$gt": cursor}}] if cursor else []
+    marks = {"versionId": version["_id"], "split": None}
+    items = await _read_at(
+        db,
+        "items",
+        [
+            {"$match": {"$and": [query, *after]}},
+            {"$sort": {"_id": 1}},
+            {"$limit": batch_size},
+            {"$set": {**marks, "itemId": "$_id"}},
+            {"$unset": "_id"},
+        ],
+        moment,
+    )
+    if not items:
+        return _Chunk([], [], None)
+    last = items[-1]["itemId"]
+    if version["filter"] is None:
+        # Every item of the dataset from the cursor to `last`: their annotations are one
+        # range of the {datasetId, itemId} index.
+        span = {"$gt": cursor, "$lte": last} if cursor else {"$lte": last}
+        chosen: dict[str, Any] = {"datasetId": version["datasetId"], "itemId": span}
+    else:
+        if join is not None:
+            kept = await _joined(db, join, [item["itemId"] for item in items], moment)
+            items = [item for item in items if item["itemId"] in kept]
+        chosen = {"itemId": {"$in": [item["itemId"] for item in items]}}
+    annotations = await _read_at(
+        db,
+        "annotations",
+        [
+            {"$match": chosen},
+            {"$set": {"versionId": version["_id"], "annotationId": "$_id"}},
+            {"$unset": "_id"},
+        ],
+        moment,
+    )
+    return _Chunk(items, annotations, last)
+
+
 async def _copy(
     db: AsyncDatabase,
     version: dict[str, Any],
@@ -220,59 +278,38 @@ async def _copy(
     batch_size: int,
     lease: timedelta,
 ) -> None:
+    """Copy chunk after chunk, reading the next one while the last one is written."""
     moment = await _moment(db, version)
-    query, join = _items_query(version)
+    query, _ = _items_query(version)
     counted = await _read_at(db, "items", [{"$match": query}, {"$count": "n"}], moment)
     total = max(counted[0]["n"] if counted else 0, 1)
-    marks = {"versionId": version["_id"], "split": None}
-    cursor: ObjectId | None = command["cursor"]
     done = await db.version_items.count_documents({"versionId": version["_id"]})
-    while True:
-        after = [{"_id": {"$gt": cursor}}] if cursor else []
-        items = await _read_at(
-            db,
-            "items",
-            [
-                {"$match": {"$and": [query, *after]}},
-                {"$sort": {"_id": 1}},
-                {"$limit": batch_size},
-                {"$set": {**marks, "itemId": "$_id"}},
-                {"$unset": "_id"},
-            ],
-            moment,
+    if command["cursor"] is not None:
+        # A cut-short attempt may have inserted annotations of the chunk after its cursor.
+        await db.version_annotations.delete_many(
+            {"versionId": version["_id"], "itemId": {"$gt": command["cursor"]}}
         )
-        if not items:
-            return
-        cursor = items[-1]["itemId"]
-        if join is not None:
-            kept = await _joined(db, join, [item["itemId"] for item in items], moment)
-            items = [item for item in items if item["itemId"] in kept]
-        annotations = await _read_at(
-            db,
-            "annotations",
-            [
-                {"$match": {"itemId": {"$in": [item["itemId"] for item in items]}}},
-                {"$set": {"versionId": version["_id"], "annotationId": "$_id"}},
-                {"$unset": "_id"},
-            ],
-            moment,
-        )
-        done += len(items)
-        progress = min(99, done * 100 // total)
+    ahead = asyncio.create_task(_read_chunk(db, version, command["cursor"], batch_size, moment))
+    try:
+        while (chunk := await ahead).last is not None:
+            ahead = asyncio.create_task(_read_chunk(db, version, chunk.last, batch_size, moment))
+            done += len(chunk.items)
+            await _write_chunk(db, command, chunk, min(99, done * 100 // total), lease)
+    finally:
+        ahead.cancel()
+        await asyncio.gather(ahead, return_exceptions=True)
 
-        async def commit(
-            session: AsyncClientSession,
-            items: list[RawBSONDocument] = items,
-            annotations: list[RawBSONDocument] = annotations,
-            last: ObjectId = cursor,
-            progress: int = progress,
-        ) -> None:
-            if items:
-                await db.version_items.insert_many(items, session=session)
-                hashes = Counter(item["sha256"] for item in items)
-                await files.add_references(db, hashes, session)
-            if annotations:
-                await db.version_annotations.insert_many(annotations, session=session)
-            await commands.advance(db, command, last, progress, lease, session)
 
-        await in_transaction(db, commit)
+async def _write_chunk(
+    db: AsyncDatabase, command: dict[str, Any], chunk: _Chunk, progress: int, lease: timedelta
+) -> None:
+    await _insert_annotations(db, chunk.annotations)
+
+    async def commit(session: AsyncClientSession) -> None:
+        if chunk.items:
+            await db.version_items.insert_many(chunk.items, session=session)
+            hashes = Counter(item["sha256"] for item in chunk.items)
+            await files.add_references(db, hashes, session)
+        await commands.advance(db, command, chunk.last, progress, lease, session)
+
+    await in_transaction(db, commit)

@@ -22,7 +22,7 @@ from gateway.change_feed import touched_fields
 from resolvers.timestamps import now
 from resolvers.triggers import RESOURCES, Resource, TriggerAction
 
-DATA = ("items", "annotations", "datasets", "deployments", "predicted_assets")
+DATA = ("items", "annotations", "datasets", "deployments", "predicted_assets", "dataset_versions")
 """Collections every change of which is an event; executions' changes are events only in
 projects with triggers on executions, and the relay's stream also reads `triggers`."""
 BOOKKEEPING: dict[str, frozenset[str]] = {
@@ -31,6 +31,7 @@ BOOKKEEPING: dict[str, frozenset[str]] = {
     "datasets": frozenset({"updatedAt"}),
     "deployments": frozenset({"updatedAt"}),
     "predicted_assets": frozenset({"updatedAt", "rolledUp"}),
+    "dataset_versions": frozenset({"updatedAt", "snapshotTime", "splitting"}),
     "executions": frozenset({"updatedAt", "leaseUntil"}),
 }
 """Per collection, the top-level fields whose updates alone make no event."""

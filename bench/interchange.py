@@ -1,0 +1,285 @@
+"""Dataset versions and interchange: taking a version of a large dataset through the gateway
+and a worker, next to MongoDB copying the same documents by itself.
+
+    .venv/bin/python bench/interchange.py            # about two minutes on 2 cores
+
+Starts a throw-away embedded stack (real mongod + valkey) unless LOOM_MONGODB_URL and
+LOOM_REDIS_URL are set. On a fresh database: an organization with an owner key, a project
+and a dataset of --items items (100,000 by default) with --per-item box annotations each
+(10: 1,000,000 annotations), written with insert_many in the shape uploads and
+createAnnotations write, 1,000 distinct files among them. One Loom gateway runs under uvicorn
+in a child process, one real `loom worker` beside it (LOOM_LOG_LEVEL=WARNING).
+
+1. Bare copy: what MongoDB does alone — one `$match → $set → $unset _id → $out` aggregation
+   per collection, copying the dataset's items and annotations into new collections, then
+   building the same indexes as a version's (no snapshot read, no transactions, no file
+   references).
+2. Loom: `createDatasetVersion` through the gateway, until the version is ready (the worker's
+   Command copying at the mutation's moment, chunk by chunk): seconds, and its ratio to the
+   bare copy. Its counts must equal the dataset's.
+
+Goal, printed as `(goal <op> <target>: MET | NOT MET)`: versioning the dataset in at most 20 s.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import harness
+import httpx
+
+EMAIL = "bench@interchange.io"
+SETUP = {
+    "project": """mutation($org: ID!) { createProject(organizationId: $org,
+      input: {name: "interchange"}) { id } }""",
+    "dataset": """mutation($p: ID!) { createDataset(projectId: $p, input: {name: "large",
+      labels: [{name: "car"}, {name: "person"}, {name: "bike"}]}) { id } }""",
+}
+CREATE_VERSION = """mutation($d: ID!) { createDatasetVersion(datasetId: $d,
+  input: {name: "bench"}) { id } }"""
+LABELS = ("car", "person", "bike")
+FILES = 1000
+GOAL_S = 20.0
+
+
+def _items(dataset: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """Items as an upload writes them (resolvers/items.py), FILES distinct contents."""
+    from bson import ObjectId
+
+    from resolvers.timestamps import new_document
+
+    return [
+        new_document(
+            None,
+            _id=ObjectId(),
+            orgId=dataset["orgId"],
+            projectId=dataset["projectId"],
+            datasetId=dataset["_id"],
+            name=f"{n:07}.jpg",
+            dir="/",
+            filename=f"/{n:07}.jpg",
+            type="file",
+            mimetype="image/jpeg",
+            size=120_000,
+            width=1280,
+            height=720,
+            sha256=f"{n % FILES:064x}",
+            metadata={"user": {"camera": n % 7}, "system": {"originalName": f"{n:07}.jpg"}},
+            tags=[],
+            description="",
+            hidden=False,
+            annotated=True,
+            annotationsCount=0,
+        )
+        for n in range(count)
+    ]
+
+
+def _annotations(item: dict[str, Any], per_item: int) -> list[dict[str, Any]]:
+    """Boxes as createAnnotations writes them (resolvers/annotations.py)."""
+    from resolvers.timestamps import new_document
+
+    return [
+        new_document(
+            None,
+            orgId=item["orgId"],
+            projectId=item["projectId"],
+            datasetId=item["datasetId"],
+            itemId=item["_id"],
+            type="box",
+            label=LABELS[k % len(LABELS)],
+            coordinates={
+                "left": 10.0 * k,
+                "top": 5.0 * k,
+                "right": 10.0 * k + 40,
+                "bottom": 5.0 * k + 30,
+            },
+            attributes={"occluded": k % 2 == 0},
+            status="clear",
+            automated=False,
+            parentId=None,
+            objectId=None,
+            frames=[],
+            modelInfo=None,
+            metadata={"user": {}},
+        )
+        for k in range(per_item)
+    ]
+
+
+class Bench:
+    def __init__(self, mongodb_url: str, redis_url: str) -> None:
+        self.mongodb_url, self.redis_url = mongodb_url, redis_url
+        self.db_name = f"bench_{uuid.uuid4().hex[:12]}"
+        self.env = harness.server_env(mongodb_url, redis_url, self.db_name)
+        self.logs = Path(tempfile.mkdtemp(prefix="loom-bench-logs-"))
+        self.server: harness.Server | None = None
+        self.worker: harness.LoomWorker | None = None
+
+    async def __aenter__(self) -> "Bench":
+        from pymongo import AsyncMongoClient
+
+        self.mongo = AsyncMongoClient(self.mongodb_url, w="majority", tz_aware=True)
+        self.db = self.mongo[self.db_name]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        if self.server is not None:
+            self.server.stop()
+        with contextlib.suppress(Exception):
+            await self.mongo.drop_database(self.db_name)
+        await self.mongo.close()
+
+    async def graphql(self, client: httpx.AsyncClient, query: str, **variables: Any) -> Any:
+        response = await client.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=self.headers
+        )
+        body = response.json()
+        if body.get("errors"):
+            raise SystemExit(f"GraphQL failed: {str(body)[:500]}")
+        return body["data"]
+
+    async def setup(self, items: int, per_item: int) -> str:
+        """The dataset's id, seeded, with the gateway and a worker running."""
+        from bson import ObjectId
+
+        from gateway.bootstrap import create_key
+        from gateway.indexes import ensure_indexes
+        from resolvers.access import OrgRole
+
+        await ensure_indexes(self.db)
+        key, key_doc = await create_key(self.db, "Bench", OrgRole.OWNER, EMAIL, "bench")
+        self.headers = {"authorization": f"Bearer {key}"}
+        self.server = harness.Server(__file__, "loom", self.env)
+        probe = httpx.Request("GET", f"{self.server.url}/readyz")
+        await asyncio.to_thread(self.server.wait_ready, probe)
+        self.worker = harness.LoomWorker(self.env, self.logs / "worker.log")
+        async with httpx.AsyncClient(base_url=self.server.url, timeout=60) as client:
+            org = str(key_doc["orgId"])
+            project = (await self.graphql(client, SETUP["project"], org=org))["createProject"]
+            created = await self.graphql(client, SETUP["dataset"], p=project["id"])
+        dataset = await self.db.datasets.find_one({"_id": ObjectId(created["createDataset"]["id"])})
+        started = time.monotonic()
+        docs = _items(dataset, items)
+        for doc in docs:
+            doc["annotationsCount"] = per_item
+        for at in range(0, len(docs), 5000):
+            chunk = docs[at : at + 5000]
+            await self.db.items.insert_many(chunk, ordered=False)
+            boxes = [box for item in chunk for box in _annotations(item, per_item)]
+            await self.db.annotations.insert_many(boxes, ordered=False)
+        await self.db.blobs.insert_many(
+            [
+                {"_id": f"{n:064x}", "gridfsId": ObjectId(), "size": 120_000, "refs": 0}
+                for n in range(FILES)
+            ]
+        )
+        for n in range(FILES):
+            refs = len(range(n, items, FILES))
+            await self.db.blobs.update_one({"_id": f"{n:064x}"}, {"$set": {"refs": refs}})
+        await self.db.datasets.update_one(
+            {"_id": dataset["_id"]},
+            {"$set": {"itemsCount": items, "annotationsCount": items * per_item}},
+        )
+        print(
+            f"seeded {items:,} items and {items * per_item:,} annotations in "
+            f"{time.monotonic() - started:.1f} s; gateway and worker ready",
+            flush=True,
+        )
+        return str(dataset["_id"])
+
+    async def bare_copy(self, dataset: str) -> float:
+        """MongoDB copying the same documents by itself: `$out` into new collections, then
+        the same indexes as a version's collections."""
+        from bson import ObjectId
+
+        from gateway.indexes import INDEXES
+
+        marks = {"versionId": ObjectId(), "split": None}
+        copies = (
+            ("items", "itemId", "bare_items", "version_items"),
+            ("annotations", "annotationId", "bare_annotations", "version_annotations"),
+        )
+        started = time.monotonic()
+        for source, key, copy, indexed_as in copies:
+            pipeline = [
+                {"$match": {"datasetId": ObjectId(dataset)}},
+                {"$set": {**marks, key: "$_id"}},
+                {"$unset": "_id"},
+                {"$out": copy},
+            ]
+            await (await self.db[source].aggregate(pipeline)).to_list()
+            await self.db[copy].create_indexes(INDEXES[indexed_as])
+        elapsed = time.monotonic() - started
+        for _, _, copy, _ in copies:
+            await self.db[copy].drop()
+        return elapsed
+
+    async def version(self, dataset: str) -> tuple[float, dict[str, Any]]:
+        """createDatasetVersion through the gateway, until the version is ready."""
+        from bson import ObjectId
+
+        async with (
+            httpx.AsyncClient(base_url=self.server.url, timeout=60) as client,
+            await self.db.dataset_versions.watch(full_document="updateLookup") as changes,
+        ):
+            started = time.monotonic()
+            created = await self.graphql(client, CREATE_VERSION, d=dataset)
+            version_id = ObjectId(created["createDatasetVersion"]["id"])
+            while True:
+                change = await changes.next()
+                doc = change.get("fullDocument") or {}
+                if doc.get("_id") == version_id and doc.get("status") != "creating":
+                    return time.monotonic() - started, doc
+
+
+async def run(args: argparse.Namespace) -> int:
+    print(f"bench/interchange.py — {harness.machine_info(1)}", flush=True)
+    with harness.database_urls() as (mongodb_url, redis_url, origin):
+        print(f"databases: {origin}", flush=True)
+        async with Bench(mongodb_url, redis_url) as bench:
+            dataset = await bench.setup(args.items, args.per_item)
+            bare = await bench.bare_copy(dataset)
+            print(f"bare MongoDB copy ($merge) of the items and annotations: {bare:.1f} s")
+            loom, version = await bench.version(dataset)
+            expected = (args.items, args.items * args.per_item)
+            held = (version["itemsCount"], version["annotationsCount"])
+            if version["status"] != "ready" or held != expected:
+                raise SystemExit(f"the version is {version['status']} holding {held}")
+            print(
+                f"createDatasetVersion until ready: {loom:.1f} s for {held[0]:,} items and "
+                f"{held[1]:,} annotations ({held[1] / loom:,.0f} annotations/s)"
+            )
+            print(f"ratio loom / bare = {loom / bare:.2f}x (no goal)")
+            verdict = "MET" if loom <= GOAL_S else "NOT MET"
+            print(
+                f"versioning {args.items:,} x {args.per_item} = {loom:.1f} s "
+                f"(goal <= {GOAL_S:.0f} s: {verdict})"
+            )
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--per-item", type=int, default=10)
+    parser.add_argument("--serve")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--parent", type=int)
+    args = parser.parse_args()
+    if args.serve:
+        harness.run_uvicorn(harness.loom_app(), args.port, args.parent)
+        return 0
+    return harness.run_async(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
