@@ -41,9 +41,9 @@ def by_id(db: AsyncDatabase, collection: str) -> DataLoader[ObjectId, dict[str, 
     return DataLoader(load_fn=load)
 
 
-AnnotationsKey = tuple[ObjectId, str, tuple[str, ...] | None, ObjectId | None]
+AnnotationsKey = tuple[ObjectId, str, tuple[str, ...] | None]
 """(item id, the canonical JSON of the MongoDB query the annotations must match, the document
-fields to read — None for all, the dataset version read — None for the live annotations)."""
+fields to read — None for all)."""
 
 
 def annotations_of_items(db: AsyncDatabase) -> DataLoader[AnnotationsKey, list[dict[str, Any]]]:
@@ -51,15 +51,13 @@ def annotations_of_items(db: AsyncDatabase) -> DataLoader[AnnotationsKey, list[d
     per tick."""
 
     async def load(keys: list[AnnotationsKey]) -> list[list[dict[str, Any]]]:
-        by_read: dict[tuple[str, tuple[str, ...] | None, ObjectId | None], list[ObjectId]] = {}
-        for item_id, *read in keys:
-            by_read.setdefault(tuple(read), []).append(item_id)
+        by_read: dict[tuple[str, tuple[str, ...] | None], list[ObjectId]] = {}
+        for item_id, query, fields in keys:
+            by_read.setdefault((query, fields), []).append(item_id)
         found: dict[AnnotationsKey, list[dict[str, Any]]] = {}
-        for (query, fields, version), item_ids in by_read.items():
-            grouped = await annotations.of_items(
-                db, item_ids, json_util.loads(query), fields, version
-            )
-            found.update({(item, query, fields, version): docs for item, docs in grouped.items()})
+        for (query, fields), item_ids in by_read.items():
+            grouped = await annotations.of_items(db, item_ids, json_util.loads(query), fields)
+            found.update({(item_id, query, fields): docs for item_id, docs in grouped.items()})
         return [found.get(key, []) for key in keys]
 
     return DataLoader(load_fn=load)

@@ -6,7 +6,8 @@ fire as soon as anything in the project changes (upload an image, annotate one, 
 execution fail) — a cron trigger running echo every minute, a webhook to `loom dev`'s
 inbox (GET /dev/inbox) that every new image is delivered to, signed, pinged once at seed, and
 a model (Loom's built-in colour-region detector) with a committed run — metrics and match
-records to browse — and a second run its predict function fills on the worker.
+records to browse — and a second run its predict function fills on the worker, a deployment
+with its feedback loop, and a dataset version of the scenes split train / val / test.
 
 The seed is a sequence of named steps (STEPS); a later feature adds itself to the demo as one
 more step. Each step first looks for what it would create and creates only what is missing, so a
@@ -20,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -31,6 +33,7 @@ from gateway import demo_images
 from gateway.bootstrap import create_key
 from resolvers import (
     annotations,
+    commands,
     cron_triggers,
     datasets,
     deliveries,
@@ -54,6 +57,7 @@ from resolvers.deployments import lifecycle as deployments
 from resolvers.deployments import predictions as deployment_predictions
 from resolvers.deployments import promotion
 from resolvers.errors import Unauthenticated
+from resolvers.versions import snapshots, splits
 from triggers import colour_detector
 from triggers.commands import enqueue as enqueue_command
 from triggers.executions import enqueue
@@ -489,6 +493,49 @@ async def _feedback_loop(demo: Demo) -> None:
     )
 
 
+VERSION = "baseline"
+SPLIT = [
+    {"name": "train", "ratio": 0.7},
+    {"name": "val", "ratio": 0.2},
+    {"name": "test", "ratio": 0.1},
+]
+
+
+async def _dataset_version(demo: Demo) -> None:
+    """A version of the scenes as seeded ("baseline"), split train / val / test stratified by
+    label, and a subset of the demo model naming its train split. The seed copies the version
+    with the worker's own code (its command claimed here), so it is ready at once."""
+    query = {"datasetId": demo.dataset["_id"], "name": VERSION}
+    version = await demo.db.dataset_versions.find_one(query)
+    if version is None:
+
+        async def enqueue(command: dict[str, Any]) -> None:
+            await enqueue_command(demo.redis, command)
+
+        version = await snapshots.create_version(
+            demo.access, demo.dataset["_id"], {"name": VERSION, "description": "As seeded"}, enqueue
+        )
+    if version["status"] == snapshots.VersionStatus.CREATING:
+        lease = timedelta(seconds=60)
+        command = await commands.claim(demo.db, version["commandId"], "demo seed", lease)
+        if command is None:
+            return
+        await snapshots.run_snapshot(demo.db, command, 2000, lease)
+        await commands.finish(demo.db, command)
+        version = await demo.db.dataset_versions.find_one({"_id": version["_id"]})
+    if version["split"] is None:
+        split = {"ratios": SPLIT, "seed": 2026, "stratifyBy": "label"}
+        await splits.split_version(demo.access, version["_id"], split)
+    model = await demo.db.models.find_one({"projectId": demo.project["_id"], "name": MODEL})
+    if not any(subset["name"] == "baseline train" for subset in model["subsets"]):
+        subset = {
+            "name": "baseline train",
+            "filter": {"split": "train"},
+            "datasetVersionId": str(version["_id"]),
+        }
+        await models.add_subset(demo.access, model["_id"], subset)
+
+
 Step = Callable[[Demo], Awaitable[None]]
 STEPS: list[tuple[str, Step]] = [
     ("owner key", _owner_key),
@@ -504,6 +551,7 @@ STEPS: list[tuple[str, Step]] = [
     ("model", _model),
     ("deployment", _deployment),
     ("feedback loop", _feedback_loop),
+    ("dataset version", _dataset_version),
 ]
 
 

@@ -253,9 +253,6 @@ INDEXES: dict[str, list[IndexModel]] = {
             for field in ("filename", "name", "createdAt", "updatedAt", "size", "split")
         ),
     ],
-    "version_annotations": [
-        IndexModel([("versionId", ASCENDING), ("itemId", ASCENDING), ("_id", ASCENDING)]),
-    ],
     # A commit's per-item matching state and match records (resolvers/model_run_commit.py).
     "model_run_items": [
         IndexModel([("runId", ASCENDING), ("itemId", ASCENDING)], unique=True),

@@ -336,28 +336,18 @@ async def of_items(
     item_ids: list[ObjectId],
     query: dict[str, Any],
     fields: Iterable[str] | None = None,
-    version_id: ObjectId | None = None,
 ) -> dict[ObjectId, list[dict[str, Any]]]:
     """The annotations of already-visible items matching `query`, grouped by item, in one
     query — what the per-request loader batches every `item.annotations` field into. Only
-    `fields` (with `_id` and `itemId`) are read, when given. With `version_id`: the items'
-    annotations in that dataset version, each under its original id (`query` is then a
-    version's, `read_of(..., in_version=True)`)."""
+    `fields` (with `_id` and `itemId`) are read, when given."""
     grouped: dict[ObjectId, list[dict[str, Any]]] = {}
-    extra = ["itemId", "annotationId"] if version_id else ["itemId"]
-    projection = None if fields is None else dict.fromkeys([*fields, *extra], 1)
-    scope: dict[str, Any] = {"itemId": {"$in": item_ids}}
-    if version_id is not None:
-        scope = {"versionId": version_id, **scope}
-    collection = db.version_annotations if version_id else db.annotations
+    projection = None if fields is None else dict.fromkeys([*fields, "itemId"], 1)
     cursor = (
-        collection.find({"$and": [scope, query]}, projection)
+        db.annotations.find({"$and": [{"itemId": {"$in": item_ids}}, query]}, projection)
         .sort([("itemId", 1), ("_id", 1)])
         .batch_size(MAX_BULK)
     )
     async for doc in cursor:
-        if version_id is not None:
-            doc["_id"] = doc.pop("annotationId")
         grouped.setdefault(doc["itemId"], []).append(doc)
     return grouped
 
@@ -375,23 +365,31 @@ class AnnotationRead(NamedTuple):
     window: tuple[int, int] | None
 
 
-def read_of(dql_input: Any, in_version: bool = False) -> AnnotationRead:
-    """An `annotations(filter:)` argument, a bare DQL filter or a whole query, checked;
-    `in_version`: for a dataset version's copies."""
+def read_of(dql_input: Any) -> AnnotationRead:
+    """An `annotations(filter:)` argument, a bare DQL filter or a whole query, checked."""
     if dql_input is None:
         return AnnotationRead({}, (), None)
-    query = dql.parse(dql.envelope("annotations", dql_input), in_version=in_version)
+    query = dql.parse(dql.envelope("annotations", dql_input))
     if query.join is not None:
         raise BadUserInput("Annotation filters take no join", field="join")
-    sort = [("_id" if field == "annotationId" else field, way) for field, way in query.sort]
-    unsortable = [field for field, _ in sort if field not in SORTABLE]
+    unsortable = [field for field, _ in query.sort if field not in SORTABLE]
     if unsortable:
         raise BadUserInput(
             f"An item's annotations can be ordered by {', '.join(sorted(SORTABLE - {'_id'}))}"
             f" or id, not {', '.join(unsortable)}",
             field="sort",
         )
-    return AnnotationRead(query.filter, tuple(sort), query.window)
+    return AnnotationRead(query.filter, tuple(query.sort), query.window)
+
+
+def held(docs: list[dict[str, Any]], dql_input: Any) -> list[dict[str, Any]]:
+    """Annotations held in memory (an item's in a dataset version) through an
+    `annotations(filter:)` argument: those MongoDB would select, in the order and page it
+    asks for (the in-memory matcher agrees with MongoDB, resolvers/dql.py)."""
+    read = read_of(dql_input)
+    given = dql.envelope("annotations", dql_input).get("filter") if dql_input else None
+    check = dql.matcher("annotations", given)
+    return arrange([doc for doc in sorted(docs, key=lambda d: d["_id"]) if check(doc)], read)
 
 
 def arrange(docs: list[dict[str, Any]], read: AnnotationRead) -> list[dict[str, Any]]:

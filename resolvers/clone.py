@@ -79,20 +79,16 @@ async def start_copy(
     return command
 
 
-VERSION_FIELDS = ("versionId", "itemId", "annotationId", "split")
-"""What a version's copy holds beyond the live document (resolvers/versions/snapshots.py)."""
+VERSION_FIELDS = ("versionId", "itemId", "split", "annotations")
+"""What a version's copy of an item holds beyond the live item (resolvers/versions/
+snapshots.py): its annotations, among others."""
 
 
-def _source(spec: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    """Where a clone reads: its items' collection, its annotations', and their scope."""
+def _source(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Where a clone reads: its items' collection and their scope."""
     if spec.get("versionId") is not None:
-        return "version_items", "version_annotations", {"versionId": spec["versionId"]}
-    return "items", "annotations", {"datasetId": spec["sourceId"]}
-
-
-def _original_id(doc: dict[str, Any], field: str) -> ObjectId:
-    """The live id of a document, or of the live document a version's copy was made of."""
-    return doc.get(field, doc["_id"])
+        return "version_items", {"versionId": spec["versionId"]}
+    return "items", {"datasetId": spec["sourceId"]}
 
 
 def _live(doc: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +101,7 @@ def _copy_item(item: dict[str, Any], target: ObjectId, spec: dict[str, Any]) -> 
         **_live(item),
         "_id": ObjectId(),
         "datasetId": target,
-        "clonedFrom": _original_id(item, "itemId"),
+        "clonedFrom": item.get("itemId", item["_id"]),
         "metadata": item["metadata"] if spec["withMetadata"] else {"user": {}, "system": {}},
         "tags": item["tags"] if spec.get("withTags", True) else [],
         "annotated": False,
@@ -121,7 +117,7 @@ async def run_clone(
     """Copy the rest of the source, from the command's cursor on, batch by batch."""
     spec = command["input"]
     target_id = spec["targetId"]
-    items, annotations_of, scope = _source(spec)
+    items, scope = _source(spec)
     total = max(await db[items].count_documents(scope), 1)
     cursor: ObjectId | None = command["cursor"]
     done = await db.items.count_documents({"datasetId": target_id})
@@ -146,12 +142,12 @@ async def run_clone(
             copies = [_copy_item(item, target_id, spec) for item in batch]
             new_ids = {copy["clonedFrom"]: copy["_id"] for copy in copies}
             annotations = []
-            if spec["withAnnotations"]:
-                annotations = (
-                    await db[annotations_of]
-                    .find({**scope, "itemId": {"$in": list(new_ids)}}, session=session)
-                    .to_list()
-                )
+            if spec["withAnnotations"] and "versionId" in scope:
+                annotations = [a for item in batch for a in item["annotations"]]
+            elif spec["withAnnotations"]:
+                annotations = await db.annotations.find(
+                    {"itemId": {"$in": list(new_ids)}}, session=session
+                ).to_list()
             last, copied = batch[-1]["_id"], done + len(batch)
             await _insert_batch(db, target_id, copies, annotations, new_ids, session)
             progress = min(99, copied * 100 // total)
@@ -178,12 +174,12 @@ async def _insert_batch(
     """One batch of the clone, written inside its transaction."""
     await db.items.insert_many(copies, session=session)
     await files.add_references(db, Counter(copy["sha256"] for copy in copies), session)
-    new_annotation_ids = {_original_id(a, "annotationId"): ObjectId() for a in annotations}
+    new_annotation_ids = {a["_id"]: ObjectId() for a in annotations}
     moment = now()
     copied = [
         {
-            **_live(a),
-            "_id": new_annotation_ids[_original_id(a, "annotationId")],
+            **a,
+            "_id": new_annotation_ids[a["_id"]],
             "datasetId": target_id,
             "itemId": new_ids[a["itemId"]],
             "parentId": new_annotation_ids.get(a["parentId"]) if a["parentId"] else None,

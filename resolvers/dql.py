@@ -24,11 +24,11 @@ compare with numbers (ints and floats exactly; NaN equals nothing we accept), st
 their own kind. Other BSON types (binary, Decimal128, …) never satisfy a comparison in memory;
 Loom stores none in the fields DQL reaches.
 
-A dataset version holds its items and annotations as copies (resolvers/versions/): the same
-fields, with the original ids under `itemId` / `annotationId` (each copy has its own `_id`) and
-the item's place in the version's split under `split`. `parse(..., in_version=True)` and
-`to_mongo(..., in_version=True)` translate the same DQL for those copies: `id` reads the
-original id, and items may be filtered on `split`.
+A dataset version holds copies of its items (resolvers/versions/): the same fields, with the
+original id under `itemId` (each copy has its own `_id`) and the item's place in the version's
+split under `split`. `parse(..., in_version=True)` translates the same DQL for those copies:
+`id` reads the original id, and items may be filtered on `split`. Their annotations are the
+live documents, so annotation filters are unchanged.
 
 Wildcards in plain values, as Dataloop's DQL has them: a string containing `*` given as a bare
 value, to `$eq`, `$ne`, or as a member of `$in` / `$nin`, is a `$glob` pattern (`{"name":
@@ -215,9 +215,9 @@ RESOURCE_FIELDS: dict[str, dict[str, str]] = {
 }
 """Per resource, each wire field name and the MongoDB field it reads."""
 RESOURCE_FIELDS["version_items"] = {**RESOURCE_FIELDS["items"], "id": "itemId", "split": "split"}
-RESOURCE_FIELDS["version_annotations"] = {**RESOURCE_FIELDS["annotations"], "id": "annotationId"}
-IN_VERSION = {"items": "version_items", "annotations": "version_annotations"}
-"""The resources a dataset version holds copies of, and the fields of those copies."""
+IN_VERSION = {"items": "version_items"}
+"""The resources a dataset version holds copies of, and the fields of those copies (its
+annotations are the live documents, inside its items' copies)."""
 PUBLIC_RESOURCES = tuple(r for r in RESOURCE_FIELDS if r not in IN_VERSION.values())
 QUERY_RESOURCES = ("items", "annotations", "executions", "predicted_assets")
 """What a whole DQL query may be over; datasets are only matched in memory (triggers)."""
@@ -251,7 +251,6 @@ _ID_FIELDS = frozenset(
         "targetDatasetId",
         "champion.versionId",
         "shadow.versionId",
-        "annotationId",
     }
 )
 _DATE_FIELDS = frozenset({"createdAt", "updatedAt", "startedAt"})
@@ -304,15 +303,9 @@ class DqlQuery:
         return self.page * size, size
 
 
-def to_mongo(
-    resource: str, filter: dict[str, Any] | None, *, in_version: bool = False
-) -> dict[str, Any]:
-    """The MongoDB query for a DQL filter of `resource` (`{}` for none); `in_version`: over a
-    dataset version's copies of that resource."""
-    if not in_version:
-        return _query(_validated(resource, filter))
-    _check_size(filter, "filter")
-    return _query(_compile(IN_VERSION[_resource(resource, tuple(IN_VERSION))], filter, "filter"))
+def to_mongo(resource: str, filter: dict[str, Any] | None) -> dict[str, Any]:
+    """The MongoDB query for a DQL filter of `resource` (`{}` for none)."""
+    return _query(_validated(resource, filter))
 
 
 def matches(resource: str, filter: dict[str, Any] | None, doc: dict[str, Any]) -> bool:
@@ -361,7 +354,7 @@ def parse(dql: dict[str, Any], *, in_version: bool = False) -> DqlQuery:
     query = DqlQuery(
         resource=resource,
         filter=_query(_compile(stored, dql.get("filter"), "filter")),
-        join=_join(resource, dql.get("join"), in_version),
+        join=_join(resource, dql.get("join")),
         sort=_sort(stored, dql.get("sort")),
         page=_page(dql.get("page")),
         page_size=_page_size(dql.get("pageSize")),
@@ -516,7 +509,7 @@ def _conditions(resource: str, wire: str, value: Any, where: str) -> tuple[tuple
         conditions = tuple(
             (op, _operand(op, arg, kind, f"{where}.{op}")) for op, arg in value.items()
         )
-    if resource in ("annotations", IN_VERSION["annotations"]) and wire == "type":
+    if resource == "annotations" and wire == "type":
         return tuple((op, _annotation_types(op, arg)) for op, arg in conditions)
     return conditions
 
@@ -654,7 +647,7 @@ def _milliseconds(moment: datetime) -> datetime:
 # -- the envelope ---------------------------------------------------------------------------
 
 
-def _join(resource: str, join: Any, in_version: bool) -> DqlJoin | None:
+def _join(resource: str, join: Any) -> DqlJoin | None:
     if join is None:
         return None
     if resource != "items":
@@ -673,19 +666,11 @@ def _join(resource: str, join: Any, in_version: bool) -> DqlJoin | None:
             'join.on must be {"resource": "annotations", "local": "itemId", "forigen": "id"}',
             field="join.on",
         )
-    items, annotations = (
-        (IN_VERSION["items"], IN_VERSION["annotations"])
-        if in_version
-        else (
-            "items",
-            "annotations",
-        )
-    )
     return DqlJoin(
         resource="annotations",
-        filter=_query(_compile(annotations, join.get("filter"), "join.filter")),
-        local=RESOURCE_FIELDS[annotations]["itemId"],
-        foreign=RESOURCE_FIELDS[items]["id"],
+        filter=_query(_compile("annotations", join.get("filter"), "join.filter")),
+        local=RESOURCE_FIELDS["annotations"]["itemId"],
+        foreign=RESOURCE_FIELDS["items"]["id"],
     )
 
 

@@ -311,20 +311,18 @@ MAX_SCANNED_SORT_ITEMS = 100_000
 @dataclass(frozen=True)
 class ItemSource:
     """Where pages of items are read: datasets' live items, or dataset versions' copies of
-    them (resolvers/versions/snapshots.py), which hold the original id under `id_field`."""
+    them (resolvers/versions/snapshots.py), which hold the original id under `id_field` and
+    their annotations inside."""
 
     items: str
-    annotations: str
     parent_field: str
     parents: str
     id_field: str
     in_version: bool
 
 
-LIVE = ItemSource("items", "annotations", "datasetId", "datasets", "_id", False)
-IN_VERSION = ItemSource(
-    "version_items", "version_annotations", "versionId", "dataset_versions", "itemId", True
-)
+LIVE = ItemSource("items", "datasetId", "datasets", "_id", False)
+IN_VERSION = ItemSource("version_items", "versionId", "dataset_versions", "itemId", True)
 
 
 def _sort_keys(sort: Sort, source: ItemSource) -> list[str]:
@@ -379,12 +377,13 @@ async def items_of_datasets(
     if dql_input is not None:
         query = dql.parse(dql.envelope("items", dql_input), in_version=source.in_version)
         clauses.append(query.filter)
-        if query.join is not None:
-            parents = {source.parent_field: {"$in": dataset_ids}}
-            item_ids = await access.db[source.annotations].distinct(
-                query.join.local, {"$and": [parents, query.join.filter]}
+        if query.join is not None and source.in_version:
+            clauses.append({"annotations": {"$elemMatch": query.join.filter}})
+        elif query.join is not None:
+            item_ids = await access.db.annotations.distinct(
+                "itemId", {"$and": [{"datasetId": {"$in": dataset_ids}}, query.join.filter]}
             )
-            clauses.append({query.join.foreign: {"$in": item_ids}})
+            clauses.append({"_id": {"$in": item_ids}})
         sort = sort or query.sort
         if query.window is not None:
             page = replace(page, window=Window(*query.window))

@@ -114,20 +114,16 @@ DOCUMENT_FIELDS: dict[str, tuple[str, ...]] = {
 """The document fields each GraphQL field of Annotation is built from (`_id` always comes)."""
 
 
-async def item_annotations(
-    info: strawberry.Info, item_id: Any, dql: Any, version_id: Any = None
-) -> list[Annotation]:
-    """An item's annotations (in a dataset version, with `version_id`) through the
-    per-request loader: the items of one page cost one query together, whatever their
-    number."""
-    read = annotations.read_of(dql, in_version=version_id is not None)
+async def item_annotations(info: strawberry.Info, item_id: Any, dql: Any) -> list[Annotation]:
+    """An item's annotations through the per-request loader: the items of one page cost one
+    query together, whatever their number."""
+    read = annotations.read_of(dql)
     query = json_util.dumps(read.query, sort_keys=True)
     fields = projection(info, DOCUMENT_FIELDS, "itemId")
     if fields is not None:
         fields = tuple(sorted({*fields, *(field for field, _ in read.sort)}))
-    key = (item_id, query, fields, version_id)
-    docs = await info.context.loaders.annotations_of_item.load(key)
-    return [Annotation.from_doc(doc, version_id) for doc in annotations.arrange(docs, read)]
+    docs = await info.context.loaders.annotations_of_item.load((item_id, query, fields))
+    return [Annotation.from_doc(doc) for doc in annotations.arrange(docs, read)]
 
 
 @strawberry.input

@@ -9,7 +9,7 @@ import strawberry
 from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 
-from resolvers import items
+from resolvers import annotations, items
 from resolvers.inputs import object_id
 from schema.annotations import Annotation, item_annotations
 from schema.datasets import Dataset
@@ -47,6 +47,7 @@ class Item(Node):
     id_value: strawberry.Private[Any]
     dataset_id: strawberry.Private[Any]
     version_id: strawberry.Private[Any]
+    held_annotations: strawberry.Private[list[dict[str, Any]] | None]
     name: str
     dir: str
     filename: str = strawberry.field(description="dir + name: the item's path in the dataset.")
@@ -80,7 +81,10 @@ class Item(Node):
     async def annotations(
         self, info: strawberry.Info, filter: JSON | None = None
     ) -> list[Annotation]:
-        return await item_annotations(info, self.id_value, filter, self.version_id)
+        if self.held_annotations is not None:
+            held = annotations.held(self.held_annotations, filter)
+            return [Annotation.from_doc(doc, self.version_id) for doc in held]
+        return await item_annotations(info, self.id_value, filter)
 
     @strawberry.field(description="The item's predictions in a model run.")
     async def predictions(
@@ -105,6 +109,7 @@ class Item(Node):
             id_value=item_id,
             dataset_id=doc["datasetId"],
             version_id=version_id,
+            held_annotations=doc["annotations"] if version_id is not None else None,
             name=doc["name"],
             dir=doc["dir"],
             filename=doc["filename"],

@@ -55,6 +55,8 @@ SEEDED = [
     "deployments",
     "predicted_assets",
     "commands",
+    "dataset_versions",
+    "version_items",
 ]
 
 
@@ -332,3 +334,21 @@ async def test_the_demo_deployment_has_a_prediction_its_worker_fills(db, redis, 
     assert filled["champion"]["status"] == "success", filled["champion"]
     assert filled["champion"]["predictions"]
     assert filled["tags"] == ["demo"]
+
+
+async def test_the_demo_has_a_split_version_of_the_scenes_its_model_names(db, redis):
+    await demo.seed(db, redis)
+    dataset = await db.datasets.find_one({"name": demo.DATASET})
+    version = await db.dataset_versions.find_one({"datasetId": dataset["_id"]})
+    assert (version["name"], version["status"]) == (demo.VERSION, "ready")
+    assert version["itemsCount"] == demo.IMAGES
+    assert version["annotationsCount"] == await db.annotations.count_documents(
+        {"datasetId": dataset["_id"]}
+    )
+    subsets = {s["name"]: s["itemsCount"] for s in version["split"]["subsets"]}
+    assert subsets == {"train": 35, "val": 10, "test": 5}
+    copies = db.version_items.find({"versionId": version["_id"]}, {"split": 1})
+    assert sorted({copy["split"] async for copy in copies}) == ["test", "train", "val"]
+    model = await db.models.find_one({"name": demo.MODEL})
+    [named] = [s for s in model["subsets"] if s["name"] == "baseline train"]
+    assert named["datasetVersionId"] == version["_id"]

@@ -1,11 +1,12 @@
 """Comparing two versions of a dataset: items and annotations added, removed and changed.
 
-A copy is matched with the other version's copy of the same live document (`itemId`,
-`annotationId`); two copies differ when any field of the live document differed — MongoDB
-compares them whole, as stored, so nothing is read into Python but the verdicts. An item
-whose own fields are equal counts as changed when one of its annotations was added, removed
-or changed. Annotations are counted per label: an added or changed one under its label in the
-second version, a removed one under its label in the first.
+An item's copy is matched with the other version's copy of the same live item (`itemId`), an
+annotation with the other version's annotation of the same id; two copies differ when any
+field differed — MongoDB compares them whole, as stored, so nothing is read into Python but
+the verdicts. An item's copy holds its annotations, so an item counts as changed when one of
+its annotations was added, removed or changed too. Annotations are counted per label: an added
+or changed one under its label in the second version, a removed one under its label in the
+first.
 """
 
 from collections import Counter
@@ -22,34 +23,38 @@ KINDS = ("added", "removed", "changed")
 _OWN_FIELDS = ("_id", "versionId", "split")
 
 
-def _content() -> dict[str, Any]:
-    """The document without what only its version gives it."""
+def _item_content() -> dict[str, Any]:
+    """An item's copy without what only its version gives it."""
     doc: Any = "$$ROOT"
     for field in _OWN_FIELDS:
         doc = {"$unsetField": {"field": field, "input": doc}}
     return doc
 
 
-def _verdicts(scope: list[ObjectId], key: str) -> list[dict[str, Any]]:
-    """Per live document of the two versions (`scope`: the first, then the second): added,
-    removed or changed (the same ones are left out)."""
+def _verdicts(scope: list[ObjectId], of_annotations: bool) -> list[dict[str, Any]]:
+    """Per item (or annotation) of the two versions (`scope`: the first, then the second):
+    added, removed or changed (the same ones are left out)."""
     first = scope[0]
+    if of_annotations:
+        unwound: list[dict[str, Any]] = [{"$unwind": "$annotations"}]
+        key, content, label = "$annotations._id", "$annotations", "$annotations.label"
+    else:
+        unwound, key, content, label = [], "$itemId", _item_content(), None
     return [
         {"$match": {"versionId": {"$in": scope}}},
         # `$group` keeps the order documents arrive in: the first version's copy first.
         {"$sort": {"versionId": 1 if first < scope[1] else -1}},
+        *unwound,
         {
             "$group": {
-                "_id": f"${key}",
-                "copies": {"$push": {"v": "$versionId", "doc": _content()}},
-                "item": {"$first": "$itemId"},
-                "label": {"$last": "$label"},
-                "firstLabel": {"$first": "$label"},
+                "_id": key,
+                "copies": {"$push": {"v": "$versionId", "doc": content}},
+                "label": {"$last": label},
+                "firstLabel": {"$first": label},
             }
         },
         {
             "$project": {
-                "item": 1,
                 "label": 1,
                 "firstLabel": 1,
                 "kind": {
@@ -94,11 +99,10 @@ async def compare(
         raise BadUserInput("Both versions must be versions of one dataset", field="b")
     db: AsyncDatabase = access.db
     scope = [first_id, second_id]
-    touched: set[ObjectId] = set()
     labels: dict[str, Counter[str]] = {}
     counted: dict[str, list[ObjectId]] = {kind: [] for kind in KINDS}
     if first_id != second_id:
-        await _compare(db, scope, touched, labels, counted)
+        await _compare(db, scope, labels, counted)
     return {
         "items": {
             kind: {"count": len(ids), "itemIds": sorted(ids)[:listed]}
@@ -117,19 +121,14 @@ async def compare(
 async def _compare(
     db: AsyncDatabase,
     scope: list[ObjectId],
-    touched: set[ObjectId],
     labels: dict[str, Counter[str]],
     counted: dict[str, list[ObjectId]],
 ) -> None:
     """Fill the verdicts of two different versions in."""
-    annotations = _verdicts(scope, "annotationId")
-    cursor = await db.version_annotations.aggregate(annotations, allowDiskUse=True)
-    async for verdict in cursor:
-        touched.add(verdict["item"])
+    annotations = _verdicts(scope, of_annotations=True)
+    async for verdict in await db.version_items.aggregate(annotations, allowDiskUse=True):
         label = verdict["firstLabel"] if verdict["kind"] == "removed" else verdict["label"]
         labels.setdefault(label, Counter())[verdict["kind"]] += 1
-    items = _verdicts(scope, "itemId")
+    items = _verdicts(scope, of_annotations=False)
     async for verdict in await db.version_items.aggregate(items, allowDiskUse=True):
         counted[verdict["kind"]].append(verdict["_id"])
-    present = set(counted["added"]) | set(counted["removed"]) | set(counted["changed"])
-    counted["changed"].extend(touched - present)

@@ -32,7 +32,6 @@ async def remove_versions(db: AsyncDatabase, version_ids: list[ObjectId]) -> Non
     await db.dataset_versions.update_many(
         {"_id": {"$in": version_ids}}, {"$set": {"deleting": True}}
     )
-    await db.version_annotations.delete_many({"versionId": {"$in": version_ids}})
 
     async def next_batch(session: AsyncClientSession) -> list[dict[str, Any]]:
         """Delete a batch of copies and drop their references: only copies this transaction

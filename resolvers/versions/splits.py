@@ -125,9 +125,10 @@ async def _labels_of_items(db: Any, version_id: ObjectId) -> tuple[dict[str, set
     per_item: dict[str, Counter[str]] = {}
     pipeline = [
         {"$match": {"versionId": version_id}},
-        {"$group": {"_id": {"item": "$itemId", "label": "$label"}, "n": {"$sum": 1}}},
+        {"$unwind": "$annotations"},
+        {"$group": {"_id": {"item": "$itemId", "label": "$annotations.label"}, "n": {"$sum": 1}}},
     ]
-    async for group in await db.version_annotations.aggregate(pipeline):
+    async for group in await db.version_items.aggregate(pipeline):
         item_id, label = str(group["_id"]["item"]), group["_id"]["label"]
         items.setdefault(item_id, set()).add(label)
         per_item.setdefault(item_id, Counter())[label] = group["n"]

@@ -1,8 +1,8 @@
 """Statistics of a dataset's live items or of a version's copies, computed by MongoDB.
 
-Two aggregations, one over the items and one over the annotations, each a `$facet` of
-groups and buckets, so the figures of a million annotations cost two passes on the server
-and never bring the documents into Python.
+Two aggregations, one over the items and one over the annotations (a version's: unwound
+from its items' copies), each a `$facet` of groups and buckets, so the figures of a million
+annotations cost two passes on the server and never bring the documents into Python.
 
 Histograms use fixed edges, so two datasets (or a dataset and its versions) compare bucket for
 bucket: box areas in pixels at COCO's small / medium / large boundaries (32², 96²) and powers of
@@ -89,8 +89,14 @@ async def stats(db: AsyncDatabase, source: ItemSource, parent_id: ObjectId) -> d
         {"$set": _BOX_SIDES},
         {"$set": {"area": {"$multiply": ["$w", "$h"]}, "aspect": {"$divide": ["$w", "$h"]}}},
     ]
+    annotations_of = [{"$match": scope}]
+    if source.in_version:
+        annotations_of += [
+            {"$unwind": "$annotations"},
+            {"$replaceRoot": {"newRoot": "$annotations"}},
+        ]
     annotations_pipeline = [
-        {"$match": scope},
+        *annotations_of,
         {
             "$facet": {
                 "labels": [
@@ -109,7 +115,8 @@ async def stats(db: AsyncDatabase, source: ItemSource, parent_id: ObjectId) -> d
         },
     ]
     (items,) = await (await db[source.items].aggregate(items_pipeline)).to_list()
-    (annotations,) = await (await db[source.annotations].aggregate(annotations_pipeline)).to_list()
+    collection = db[source.items] if source.in_version else db.annotations
+    (annotations,) = await (await collection.aggregate(annotations_pipeline)).to_list()
     counts = items["counts"][0] if items["counts"] else {"items": 0, "annotated": 0}
     return {
         "itemsCount": counts["items"],
