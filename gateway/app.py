@@ -15,7 +15,7 @@ from gateway.auth_cache import AuthCache
 from gateway.change_feed import ChangeFeed
 from gateway.connections import Connections
 from gateway.dev_inbox import Inbox
-from gateway.downloads import item_file, version_item_file
+from gateway.downloads import export_archive, item_file, version_item_file
 from gateway.graphql_endpoint import GraphQLEndpoint
 from gateway.health import healthz, readyz
 from gateway.indexes import ensure_indexes
@@ -74,6 +74,7 @@ def create_app(settings: Settings, connections: Connections | None = None) -> St
             Route("/metrics", metrics),
             Route("/items/{item_id}/file", item_file),
             Route("/versions/{version_id}/items/{item_id}/file", version_item_file),
+            Route("/commands/{command_id}/archive", export_archive),
             *(Inbox().routes() if settings.dev_inbox else []),
         ],
         middleware=[Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware)],

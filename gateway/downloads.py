@@ -1,5 +1,6 @@
-"""`GET /items/{id}/file` (and `/versions/{version}/items/{id}/file`): an item's bytes,
-streamed from GridFS, for callers who may see it."""
+"""`GET /items/{id}/file` (and `/versions/{version}/items/{id}/file`): an item's bytes, and
+`GET /commands/{id}/archive`: an export's archive — streamed from GridFS, for callers who may
+see them."""
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -10,9 +11,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.context import bearer_key
 from resolvers.access import Access
+from resolvers.commands import get_command
 from resolvers.errors import LoomError, NotFound, Unauthenticated
 from resolvers.files import CHUNK, open_content
 from resolvers.inputs import object_id
+from resolvers.interchange.exports import open_archive
 from resolvers.items import get_item
 from resolvers.versions.lifecycle import get_version
 
@@ -24,11 +27,15 @@ def _error(error: LoomError, request_id: str) -> JSONResponse:
     return JSONResponse(body, status_code=_STATUS.get(error.code, 400))
 
 
+Opened = tuple[Any, str, dict[str, str]]
+"""A GridFS stream, its media type and its headers."""
+
+
 async def item_file(request: Request) -> Response:
     async def find(access: Access) -> dict[str, Any]:
         return await get_item(access, object_id(request.path_params["item_id"]))
 
-    return await _file(request, find)
+    return await _serve(request, lambda access: _item_content(access, find))
 
 
 async def version_item_file(request: Request) -> Response:
@@ -44,10 +51,39 @@ async def version_item_file(request: Request) -> Response:
             raise NotFound("Item not found in this version", id=str(item_id))
         return item
 
-    return await _file(request, find)
+    return await _serve(request, lambda access: _item_content(access, find))
 
 
-async def _file(request: Request, find: Callable[[Access], Awaitable[dict[str, Any]]]) -> Response:
+async def export_archive(request: Request) -> Response:
+    """An export's archive (resolvers/interchange/exports.py), once its command succeeded."""
+
+    async def open_it(access: Access) -> Opened:
+        command = await get_command(access, object_id(request.path_params["command_id"]))
+        stream = await open_archive(access.db, command)
+        if stream is None:
+            raise NotFound("This command has no archive (yet)", id=str(command["_id"]))
+        disposition = f'attachment; filename="{stream.filename}"'
+        return stream, "application/zip", {"Content-Disposition": disposition}
+
+    return await _serve(request, open_it)
+
+
+async def _item_content(
+    access: Access, find: Callable[[Access], Awaitable[dict[str, Any]]]
+) -> Opened:
+    item = await find(access)
+    stream = await open_content(access.db, item["sha256"])
+    if stream is None:
+        raise NotFound("The item's file is missing", id=str(item.get("itemId", item["_id"])))
+    headers = {
+        "ETag": f'"{item["sha256"]}"',
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(item['name'])}",
+    }
+    return stream, item["mimetype"], headers
+
+
+async def _serve(request: Request, open_it: Callable[[Access], Awaitable[Opened]]) -> Response:
+    """Authenticate as the gateway does, open what the route serves, stream it."""
     db = request.app.state.connections.db
     request_id = request.scope["state"]["request_id"]
     try:
@@ -55,10 +91,7 @@ async def _file(request: Request, find: Callable[[Access], Awaitable[dict[str, A
         if key is None:
             raise Unauthenticated("Send an API key: 'Authorization: Bearer <key>'")
         access, _ = await request.app.state.auth_cache.authenticate(db, key)
-        item = await find(access)
-        stream = await open_content(db, item["sha256"])
-        if stream is None:
-            raise NotFound("The item's file is missing", id=str(request.path_params["item_id"]))
+        stream, media_type, headers = await open_it(access)
     except LoomError as exc:
         return _error(exc, request_id)
 
@@ -66,12 +99,5 @@ async def _file(request: Request, find: Callable[[Access], Awaitable[dict[str, A
         while chunk := await stream.read(CHUNK):
             yield chunk
 
-    return StreamingResponse(
-        chunks(),
-        media_type=item["mimetype"],
-        headers={
-            "Content-Length": str(item["size"]),
-            "ETag": f'"{item["sha256"]}"',
-            "Content-Disposition": f"inline; filename*=UTF-8''{quote(item['name'])}",
-        },
-    )
+    headers = {"Content-Length": str(stream.length), **headers}
+    return StreamingResponse(chunks(), media_type=media_type, headers=headers)

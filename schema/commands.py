@@ -39,6 +39,13 @@ class Command:
     created_at: datetime
     updated_at: datetime
 
+    @strawberry.field(
+        description="Where to GET an export's archive (with the same Bearer key), once done."
+    )
+    def archive_url(self) -> str | None:
+        has_archive = isinstance(self.result, dict) and "archiveId" in self.result
+        return f"/commands/{self.id}/archive" if has_archive else None
+
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "Command":
         return cls(
@@ -48,7 +55,7 @@ class Command:
             progress=doc["progress"],
             input=_plain(doc["input"]),
             error=doc["error"],
-            result=doc.get("result"),
+            result=_plain(doc.get("result")),
             attempts=doc["attempts"],
             created_at=doc["createdAt"],
             updated_at=doc["updatedAt"],

@@ -27,6 +27,7 @@ from schema.dataset_versions import (
 from schema.datasets import Dataset, DatasetMutations, DatasetQueries
 from schema.deployment_feedback import DeploymentFeedbackMutations
 from schema.deployments import Deployment, DeploymentMutations, DeploymentQueries
+from schema.exports import ExportMutations
 from schema.items import Item, ItemMutations, ItemQueries
 from schema.model_runs import ModelRun, ModelRunMutations, ModelRunQueries, Prediction
 from schema.models import Model, ModelMutations, ModelQueries, ModelVersion
@@ -122,6 +123,7 @@ class Mutation(
     ProjectMutations,
     DatasetMutations,
     DatasetVersionMutations,
+    ExportMutations,
     ItemMutations,
     AnnotationMutations,
     CommandMutations,

@@ -25,6 +25,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import batches, clone, commands, model_run_commit, prediction_uploads
 from resolvers.deployments import batches as deployment_batches
+from resolvers.interchange import exports
 from resolvers.versions import snapshots
 from triggers.executions import enqueue_many
 from triggers.patience import MAX_WAIT_S, GaveUp, Patience
@@ -40,6 +41,10 @@ async def _clone(ctx: dict[str, Any], command: dict[str, Any], lease: timedelta)
 
 async def _snapshot(ctx: dict[str, Any], command: dict[str, Any], lease: timedelta) -> None:
     await snapshots.run_snapshot(ctx["db"], command, ctx["settings"].version_batch_size, lease)
+
+
+async def _export(ctx: dict[str, Any], command: dict[str, Any], lease: timedelta) -> None:
+    await exports.run_export(ctx["db"], command, lease)
 
 
 def _enqueue(ctx: dict[str, Any]) -> Callable[[list[dict[str, Any]], int], Awaitable[None]]:
@@ -86,6 +91,7 @@ async def _commit_model_run(ctx: dict[str, Any], command: dict[str, Any], lease:
 RUNNERS: dict[str, Runner] = {
     clone.KIND: _clone,
     snapshots.KIND: _snapshot,
+    exports.KIND: _export,
     batches.EXECUTE: _execute_batch,
     batches.RERUN: _rerun_batch,
     prediction_uploads.KIND: _upload_predictions,
