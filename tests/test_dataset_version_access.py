@@ -1,6 +1,7 @@
 """Dataset versions and tenancy, roles and the models that use them: every field and mutation
-follows the role tables, another organization sees and touches nothing, and a version a
-model's subset names cannot be deleted or split again."""
+(exports too: reading a project is enough to export from it) follows the role tables,
+another organization sees and touches nothing, and a version a model's subset names cannot be
+deleted or split again."""
 
 from bson import ObjectId
 
@@ -29,6 +30,7 @@ ADD_SUBSET = """mutation($m: ID!, $f: JSON!, $v: ID) {
   addModelSubset(modelId: $m, name: "train", filter: $f, datasetVersionId: $v) {
     subsets { name filter datasetVersionId datasetVersion { id name } } } }"""
 DELETE_SUBSET = """mutation($m: ID!) { deleteModelSubset(modelId: $m, name: "train") { id } }"""
+EXPORT = "mutation($id: ID!) { exportDatasetVersion(id: $id, input: {}) { id } }"
 DELETE_DATASET = 'mutation($id: ID!) { deleteDataset(id: $id, confirmName: "cars") }'
 
 
@@ -45,6 +47,7 @@ async def test_version_fields_and_mutations_follow_the_role_tables(member, db, r
         seen = None if project_visible(case) else "NOT_FOUND"
         assert await _attempt(client, READ, id=shared) == seen, case.id
         assert await _attempt(client, VERSIONS, id=world.dataset) == seen, case.id
+        assert await _attempt(client, EXPORT, id=shared) == seen, case.id
         managing = project_outcome(case, Action.MANAGE_DATASETS)
         name = {"name": f"by-{case.id}"}
         assert await _attempt(client, CREATE_VERSION, d=world.dataset, input=name) == managing
