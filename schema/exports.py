@@ -1,4 +1,5 @@
-"""Exports: a dataset or a version as a COCO archive, written by a Command."""
+"""Exports: a dataset or a version as a COCO, YOLO or Pascal VOC archive, written by a
+Command."""
 
 from enum import Enum
 
@@ -15,6 +16,8 @@ from schema.inputs import as_input
 @strawberry.enum
 class ExportFormat(Enum):
     COCO = "coco"
+    YOLO = "yolo"
+    VOC = "voc"
 
 
 @strawberry.input

@@ -211,3 +211,65 @@ async def test_exports_are_refused_clearly_and_their_archives_kept_from_other_te
     other = {"Authorization": f"Bearer {rival.client.key}"}
     assert (await http.get(exported["url"], headers=other)).status_code == 404
     assert (await http.get(exported["url"])).status_code == 401
+
+
+def _counted(dataset) -> tuple[Counter, dict[str, list]]:
+    """Objects per class name, and each image's sorted boxes, as supervision loaded them."""
+    seen: Counter[str] = Counter()
+    boxes: dict[str, list] = {}
+    for image_path, _, detections in dataset:
+        seen.update(dataset.classes[class_id] for class_id in detections.class_id)
+        boxes[Path(image_path).name] = sorted(detections.xyxy.round(3).tolist())
+    return seen, boxes
+
+
+async def test_yolo_and_voc_exports_load_in_supervision_with_their_splits(
+    member, db, redis, settings, http, tmp_path: Path
+):
+    world = await make_world(member)
+    await _scenes(world)
+    version = await _version(world, db, redis, settings)
+    halves = {"ratios": [{"name": "train", "ratio": 0.5}, {"name": "val", "ratio": 0.5}],
+              "seed": "11"}  # fmt: skip
+    await world.client.data(SPLIT, id=version, input=halves)
+    split = {
+        f"{d['name']}": d["split"]
+        async for d in db.version_items.find({"versionId": ObjectId(version)})
+    }
+    both = {"format": "YOLO", "includeFiles": True}
+    yolo = await _exported(world, db, redis, settings, http, EXPORT_VERSION, id=version, input=both)
+    assert yolo["result"]["skipped"] == {"segmentation": 1, "point": 1}
+    yolo["archive"].extractall(tmp_path / "yolo")
+    data = (tmp_path / "yolo" / "data.yaml").read_text()
+    assert 'train: "train.txt"' in data
+    assert 'val: "val.txt"' in data
+    listed = (tmp_path / "yolo" / "train.txt").read_text().split()
+    train = [f"./images/train/{name}" for name, subset in split.items() if subset == "train"]
+    assert sorted(listed) == sorted(train)
+    loaded = sv.DetectionDataset.from_yolo(
+        images_directory_path=str(tmp_path / "yolo" / "images" / "train"),
+        annotations_directory_path=str(tmp_path / "yolo" / "labels" / "train"),
+        data_yaml_path=str(tmp_path / "yolo" / "data.yaml"),
+    )
+    seen, boxes = _counted(loaded)
+    assert seen == {"vehicle.car": 1, "vehicle": 2}
+    assert boxes["0.png"] == sorted([[2, 3, 12, 9], [1, 1, 15, 14]])
+    assert boxes["2.png"] == [[2, 3, 12, 9]]
+    voc = await _exported(
+        world, db, redis, settings, http, EXPORT_VERSION, id=version,
+        input={"format": "VOC", "includeFiles": True},
+    )  # fmt: skip
+    assert voc["result"]["skipped"] == {"segmentation": 1, "point": 1, "polygon": 1}
+    voc["archive"].extractall(tmp_path / "voc")
+    subsets = tmp_path / "voc" / "ImageSets" / "Main"
+    assert sorted((subsets / "val.txt").read_text().split()) == sorted(
+        f"train/{Path(n).stem}" for n, s in split.items() if s == "val"
+    )
+    loaded = sv.DetectionDataset.from_pascal_voc(
+        images_directory_path=str(tmp_path / "voc" / "images" / "train"),
+        annotations_directory_path=str(tmp_path / "voc" / "Annotations" / "train"),
+    )
+    seen, boxes = _counted(loaded)
+    assert seen == {"vehicle.car": 1, "vehicle": 1}
+    assert boxes["0.png"] == [[2, 3, 12, 9]]
+    assert boxes["2.png"] == [[2, 3, 12, 9]]

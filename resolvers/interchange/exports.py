@@ -1,12 +1,11 @@
 """Exporting a dataset or a dataset version: a Command writing a zip archive into file storage.
 
-The archive holds `annotations/instances.json` (COCO, resolvers/interchange/coco.py) and, when
-asked, the files under `images/` at their paths in the dataset (COCO's `file_name`). It is
-written while the items are read, page by page, into a temporary file on disk — images into
-the zip as they come, the JSON's images and annotations arrays into two spools joined at the
-end — so a 100,000-item export never holds the archive, or the JSON, in memory; then it is
-uploaded to GridFS (bucket `exports`) and named by the command's `result`, and downloaded from
-`GET /commands/{id}/archive` by whoever may read the command's project.
+The archive is COCO, YOLO or Pascal VOC (resolvers/interchange/archives.py) and, when asked,
+holds the files under `images/` at their paths in the dataset. It is written while the items
+are read, page by page, into a temporary file on disk, so a 100,000-item export never holds
+the archive in memory; then it is uploaded to GridFS (bucket `exports`), named by the
+command's `result`, and downloaded from `GET /commands/{id}/archive` by whoever may read the
+command's project.
 
 A worker that dies mid-export leaves nothing behind but its temporary file; the command is
 queued again and the next worker writes the archive afresh, from the same data when the
@@ -14,15 +13,13 @@ source is a version.
 """
 
 import asyncio
+import contextlib
 import json
-import shutil
 import tempfile
-import zipfile
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from enum import StrEnum
-from typing import IO, Any
+from typing import Any
 
 from bson import ObjectId
 from gridfs import AsyncGridFSBucket
@@ -35,7 +32,7 @@ from resolvers.annotations import AnnotationStatus
 from resolvers.datasets import get_dataset
 from resolvers.errors import BadUserInput, NotFound
 from resolvers.inputs import Input, Name, parse
-from resolvers.interchange import coco
+from resolvers.interchange import archives
 from resolvers.items import IN_VERSION, LIVE, ItemSource
 from resolvers.labels import paths
 from resolvers.versions.lifecycle import ready_version
@@ -47,6 +44,8 @@ PAGE = 500
 
 class ExportFormat(StrEnum):
     COCO = "coco"
+    YOLO = "yolo"
+    VOC = "voc"
 
 
 class ExportInput(Input):
@@ -121,44 +120,6 @@ def _items_query(spec: dict[str, Any]) -> tuple[dict[str, Any], dql.DqlJoin | No
     return {"$and": clauses}, join
 
 
-def _file_name(item: dict[str, Any]) -> str:
-    return item["filename"].lstrip("/")
-
-
-class _Archive:
-    """The zip being written, on disk, and the two spools of the JSON's arrays."""
-
-    def __init__(self, file: IO[bytes], images: IO[bytes], annotations: IO[bytes]) -> None:
-        self.file = file
-        self.zip = zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED)
-        self.images = images
-        self.annotations = annotations
-
-    @staticmethod
-    def append(spool: IO[bytes], entries: list[dict[str, Any]], first: bool) -> None:
-        if entries:
-            text = ",".join(json.dumps(entry, separators=(",", ":")) for entry in entries)
-            spool.write((text if first else "," + text).encode())
-
-    def add_file(self, name: str, content: bytes) -> None:
-        self.zip.writestr(f"images/{name}", content, zipfile.ZIP_STORED)
-
-    def finish(self, categories: list[dict[str, Any]]) -> None:
-        head = {"info": {"description": "Exported by Loom"}, "licenses": [], "categories": []}
-        opening = json.dumps(head, separators=(",", ":"))[: -len("[]}")]
-        with self.zip.open("annotations/instances.json", "w") as entry:
-            entry.write(opening.encode())
-            entry.write(json.dumps(categories, separators=(",", ":")).encode())
-            for key, spool in (("images", self.images), ("annotations", self.annotations)):
-                entry.write(f',"{key}":['.encode())
-                spool.seek(0)
-                shutil.copyfileobj(spool, entry)
-                entry.write(b"]")
-            entry.write(b"}")
-        self.zip.close()
-        self.file.seek(0)
-
-
 async def _annotations_of(
     db: Any, source: ItemSource, items: list[dict[str, Any]], statuses: list[str] | None
 ) -> dict[ObjectId, list[dict[str, Any]]]:
@@ -198,18 +159,16 @@ async def run_export(db: Any, command: dict[str, Any], lease: timedelta) -> None
         used = await db.version_items.distinct("annotations.label", {"versionId": parent})
     else:
         used = await db.annotations.distinct("label", {"datasetId": parent})
-    categories = coco.categories([*paths(owner["labels"]), *used])
+    names = sorted({*paths(owner["labels"]), *used})
     total = max(await db[source.items].count_documents(query), 1)
-    with (
-        tempfile.TemporaryFile() as file,
-        tempfile.TemporaryFile() as images,
-        tempfile.TemporaryFile() as annotations,
-    ):
-        archive = _Archive(file, images, annotations)
-        counts = await _write(db, command, source, query, archive, categories, total, lease)
-        await asyncio.to_thread(archive.finish, categories)
+    with contextlib.ExitStack() as stack:
+        file = stack.enter_context(tempfile.TemporaryFile())
+        archive = archives.ARCHIVES[spec["format"]](file, names, stack)
+        counts = await _write(db, command, source, query, archive, total, lease)
+        await asyncio.to_thread(archive.finish)
+        file.seek(0)
         stored = await AsyncGridFSBucket(db, bucket_name=BUCKET).upload_from_stream(
-            f"export-{command['_id']}.zip",
+            f"export-{command['_id']}-{spec['format']}.zip",
             file,
             metadata={"commandId": command["_id"], "projectId": command["projectId"]},
         )
@@ -222,40 +181,25 @@ async def _write(
     command: dict[str, Any],
     source: ItemSource,
     query: dict[str, Any],
-    archive: _Archive,
-    categories: list[dict[str, Any]],
+    archive: archives.Archive,
     total: int,
     lease: timedelta,
 ) -> dict[str, Any]:
-    """Page through the items, writing their images, annotations and files."""
+    """Page through the items, writing their annotations and files into the archive."""
     spec = command["input"]
-    category_of = {category["name"]: category["id"] for category in categories}
     images = annotations = 0
-    skipped: Counter[str] = Counter()
     page: list[dict[str, Any]] = []
 
     async def flush() -> None:
         nonlocal images, annotations
         held = await _annotations_of(db, source, page, spec["statuses"])
-        image_entries, annotation_entries = [], []
+        entries = []
         for item in page:
             images += 1
-            image_entries.append(coco.image(images, item, _file_name(item)))
-            for doc in held[item.get("itemId", item["_id"])]:
-                if doc["type"] not in coco.SHAPES:
-                    skipped[doc["type"]] += 1
-                    continue
-                annotations += 1
-                category = category_of[doc["label"]]
-                annotation_entries.append(coco.annotation(annotations, images, category, doc))
+            entries.append((images, item, held[item.get("itemId", item["_id"])]))
             if spec["includeFiles"]:
                 await _add_file(db, archive, item)
-        first_images = images == len(page)
-        first_annotations = annotations == len(annotation_entries)
-        await asyncio.to_thread(archive.append, archive.images, image_entries, first_images)
-        await asyncio.to_thread(
-            archive.append, archive.annotations, annotation_entries, first_annotations
-        )
+        annotations += await asyncio.to_thread(archive.add_page, entries)
         page.clear()
         progress = min(99, images * 100 // total)
         async with db.client.start_session() as session:
@@ -267,15 +211,15 @@ async def _write(
             await flush()
     if page:
         await flush()
-    return {"images": images, "annotations": annotations, "skipped": dict(skipped)}
+    return {"images": images, "annotations": annotations, "skipped": dict(archive.skipped)}
 
 
-async def _add_file(db: Any, archive: _Archive, item: dict[str, Any]) -> None:
+async def _add_file(db: Any, archive: archives.Archive, item: dict[str, Any]) -> None:
     stream = await files.open_content(db, item["sha256"])
     if stream is None:
         return
     content = await stream.read()
-    await asyncio.to_thread(archive.add_file, _file_name(item), content)
+    await asyncio.to_thread(archive.add_file, archives.file_name(item), content)
 
 
 async def open_archive(db: Any, command: dict[str, Any]) -> Any:
