@@ -161,6 +161,12 @@ async def delete_dataset(access: Access, dataset_id: ObjectId, confirm_name: str
         raise Conflict(f"Dataset {dataset['name']!r} is readonly", id=str(dataset_id))
     db = access.db
     version_ids = await db.dataset_versions.distinct("_id", {"datasetId": dataset_id})
+    taking = {"_id": {"$in": version_ids}, "status": "creating", "deleting": False}
+    if await db.dataset_versions.find_one(taking, {"_id": 1}) is not None:
+        raise Conflict(
+            f"A version of dataset {dataset['name']!r} is being taken; delete it once done",
+            id=str(dataset_id),
+        )
     if users := await removal.users_of(db, version_ids):
         names = ", ".join(repr(model["name"]) for model in users)
         raise Conflict(

@@ -120,3 +120,6 @@ async def test_a_version_a_model_subset_names_is_kept_until_the_subset_goes(
     pending = creating["createDatasetVersion"]["id"]
     assert await world.client.code(ADD_SUBSET, m=model, f={}, v=pending) == "BAD_USER_INPUT"
     assert await world.client.code(ADD_SUBSET, m=model, f={}, v="nope") == "BAD_USER_INPUT"
+    assert await world.client.code(DELETE_VERSION, id=pending) == "CONFLICT"
+    assert await world.client.code(DELETE_DATASET, id=world.dataset) == "CONFLICT"
+    assert await db.items.count_documents({"datasetId": ObjectId(world.dataset)}) == 3
