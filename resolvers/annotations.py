@@ -159,13 +159,16 @@ async def _targets(
 
 
 def new_annotation(
-    access: Access, annotation: AnnotationInput, item: dict[str, Any], dataset: dict[str, Any]
+    creator: ObjectId | None,
+    annotation: AnnotationInput,
+    item: dict[str, Any],
+    dataset: dict[str, Any],
 ) -> dict[str, Any]:
     """The annotation as stored, not yet written: its label in the dataset's ontology, its
     shape checked against the item's size."""
     _check_label(annotation.label, dataset)
     return new_document(
-        access.user_id,
+        creator,
         orgId=item["orgId"],
         projectId=item["projectId"],
         datasetId=item["datasetId"],
@@ -186,14 +189,14 @@ def new_annotation(
     )
 
 
-async def _count(
-    access: Access, per_item: Counter, session: AsyncClientSession, items: dict[ObjectId, dict]
+async def count(
+    db: AsyncDatabase, per_item: Counter, session: AsyncClientSession, items: dict[ObjectId, dict]
 ) -> None:
     """Move the item and dataset counters by the annotations added (or removed, if negative)."""
     per_dataset: Counter = Counter()
     for item_id, n in per_item.items():
         per_dataset[items[item_id]["datasetId"]] += n
-        await access.db.items.update_one(
+        await db.items.update_one(
             {"_id": item_id},
             [
                 {"$set": {"annotationsCount": {"$add": ["$annotationsCount", n]}}},
@@ -202,7 +205,7 @@ async def _count(
             session=session,
         )
     for dataset_id, n in per_dataset.items():
-        await access.db.datasets.update_one(
+        await db.datasets.update_one(
             {"_id": dataset_id}, {"$inc": {"annotationsCount": n}}, session=session
         )
 
@@ -237,14 +240,15 @@ async def create_annotations(access: Access, data: list[dict[str, Any]]) -> list
     for index, annotation in enumerate(inputs):
         item = items[ObjectId(annotation.item_id)]
         try:
-            docs.append(new_annotation(access, annotation, item, datasets[item["datasetId"]]))
+            dataset = datasets[item["datasetId"]]
+            docs.append(new_annotation(access.user_id, annotation, item, dataset))
         except LoomError as exc:
             raise _prefixed(exc, index) from exc
 
     async def work(session: AsyncClientSession) -> None:
         await _check_parents(access, docs, session)
         await access.db.annotations.insert_many(docs, ordered=False, session=session)
-        await _count(access, Counter(d["itemId"] for d in docs), session, items)
+        await count(access.db, Counter(d["itemId"] for d in docs), session, items)
 
     await in_transaction(access.db, work)
     return docs
@@ -325,7 +329,7 @@ async def delete_annotations(access: Access, annotation_ids: list[ObjectId]) -> 
         per_item = Counter({})
         for annotation in doomed.values():
             per_item[annotation["itemId"]] -= 1
-        await _count(access, per_item, session, items)
+        await count(access.db, per_item, session, items)
         return len(doomed)
 
     return await in_transaction(access.db, work)

@@ -7,6 +7,7 @@ from bson import ObjectId
 from pydantic import Field
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from resolvers import directories, files, idempotency, labels
@@ -208,6 +209,30 @@ async def _change_labels(access: Access, dataset_id: ObjectId, change: Any) -> d
         if updated is not None:
             return updated
     raise Conflict("The ontology kept changing under this request; try again")
+
+
+async def add_missing_labels(
+    db: AsyncDatabase, dataset_id: ObjectId, names: list[str]
+) -> dict[str, Any]:
+    """Top-level labels for the names the dataset's ontology lacks (an import's
+    createMissingLabels), with the ontology's optimistic concurrency."""
+    for _ in range(LABEL_UPDATE_ATTEMPTS):
+        dataset = await db.datasets.find_one({"_id": dataset_id})
+        known = set(labels.paths(dataset["labels"]))
+        missing = [Label(name=name) for name in dict.fromkeys(names) if name not in known]
+        if not missing:
+            return dataset
+        updated = await db.datasets.find_one_and_update(
+            {"_id": dataset_id, "labelsVersion": dataset["labelsVersion"]},
+            {
+                "$set": {"labels": labels.add(dataset["labels"], missing), "updatedAt": now()},
+                "$inc": {"labelsVersion": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        if updated is not None:
+            return updated
+    raise Conflict("The ontology kept changing under this import; try again")
 
 
 async def add_labels(

@@ -1,23 +1,19 @@
-"""Exports: a dataset or a version as a COCO, YOLO or Pascal VOC archive, written by a
-Command."""
-
-from enum import Enum
+"""Exports (a dataset or a version as a COCO, YOLO or Pascal VOC archive) and imports (COCO
+annotations into a dataset), each carried out by a Command."""
 
 import strawberry
+from strawberry.file_uploads import Upload
 from strawberry.scalars import JSON
 
 from resolvers.inputs import object_id
-from resolvers.interchange import exports
+from resolvers.interchange import exports, imports
 from schema.commands import Command
 from schema.enums import AnnotationStatusEnum
 from schema.inputs import as_input
 
-
-@strawberry.enum
-class ExportFormat(Enum):
-    COCO = "coco"
-    YOLO = "yolo"
-    VOC = "voc"
+ExportFormat = strawberry.enum(exports.ExportFormat, name="ExportFormat")
+ImportFormat = strawberry.enum(imports.ImportFormat, name="ImportFormat")
+ImportMode = strawberry.enum(imports.ImportMode, name="ImportMode")
 
 
 @strawberry.input
@@ -34,6 +30,20 @@ class ExportInput:
     )
     include_files: bool | None = strawberry.field(
         default=strawberry.UNSET, description="Put the files in the archive, under images/."
+    )
+
+
+@strawberry.input
+class ImportInput:
+    format: ImportFormat | None = strawberry.UNSET
+    mode: ImportMode | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="What happens to an item's annotations: REPLACE (the default) deletes "
+        "them, CONCATENATE keeps them, SKIP leaves an item that has any untouched.",
+    )
+    create_missing_labels: bool | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Add the categories the ontology lacks as top-level labels.",
     )
 
 
@@ -66,5 +76,28 @@ class ExportMutations:
         access = await info.context.access()
         doc = await exports.start_export(
             access, object_id(id), as_input(input), info.context.enqueue_command, of_version=True
+        )
+        return Command.from_doc(doc)
+
+    @strawberry.mutation(
+        description="Import a COCO file (or a zip holding one) into a dataset's items, matched "
+        "by path; returns the Command, whose result reports what was imported and each "
+        "refused element."
+    )
+    async def import_annotations(
+        self,
+        info: strawberry.Info,
+        dataset_id: strawberry.ID,
+        file: Upload,
+        input: ImportInput | None = None,
+    ) -> Command:
+        access = await info.context.access()
+        doc = await imports.start_import(
+            access,
+            object_id(dataset_id, "datasetId"),
+            file.file,
+            file.filename or "",
+            as_input(input) if input else {},
+            info.context.enqueue_command,
         )
         return Command.from_doc(doc)

@@ -25,7 +25,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers import batches, clone, commands, model_run_commit, prediction_uploads
 from resolvers.deployments import batches as deployment_batches
-from resolvers.interchange import exports
+from resolvers.interchange import exports, imports
 from resolvers.versions import snapshots
 from triggers.executions import enqueue_many
 from triggers.patience import MAX_WAIT_S, GaveUp, Patience
@@ -45,6 +45,10 @@ async def _snapshot(ctx: dict[str, Any], command: dict[str, Any], lease: timedel
 
 async def _export(ctx: dict[str, Any], command: dict[str, Any], lease: timedelta) -> None:
     await exports.run_export(ctx["db"], command, lease)
+
+
+async def _import(ctx: dict[str, Any], command: dict[str, Any], lease: timedelta) -> None:
+    await imports.run_import(ctx["db"], command, lease)
 
 
 def _enqueue(ctx: dict[str, Any]) -> Callable[[list[dict[str, Any]], int], Awaitable[None]]:
@@ -92,6 +96,7 @@ RUNNERS: dict[str, Runner] = {
     clone.KIND: _clone,
     snapshots.KIND: _snapshot,
     exports.KIND: _export,
+    imports.KIND: _import,
     batches.EXECUTE: _execute_batch,
     batches.RERUN: _rerun_batch,
     prediction_uploads.KIND: _upload_predictions,

@@ -194,7 +194,7 @@ async def _feedback(
         for index, fields in enumerate(truth):
             annotation = parse(AnnotationInput, {**fields, "itemId": str(copy["_id"])})
             try:
-                made.append(new_annotation(access, annotation, copy, dataset))
+                made.append(new_annotation(access.user_id, annotation, copy, dataset))
             except BadUserInput as exc:
                 raise BadUserInput(
                     f"annotations[{index}]: {exc.message}", field="annotations"
