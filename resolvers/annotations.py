@@ -11,7 +11,7 @@ from typing import Annotated, Any, NamedTuple
 
 from bson import ObjectId
 from pydantic import Field, StringConstraints, ValidationError, field_validator, model_validator
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -192,18 +192,19 @@ def new_annotation(
 async def count(
     db: AsyncDatabase, per_item: Counter, session: AsyncClientSession, items: dict[ObjectId, dict]
 ) -> None:
-    """Move the item and dataset counters by the annotations added (or removed, if negative)."""
+    """Move the item and dataset counters by the annotations added (or removed, if negative):
+    the items' in one round trip."""
     per_dataset: Counter = Counter()
+    updates = []
     for item_id, n in per_item.items():
         per_dataset[items[item_id]["datasetId"]] += n
-        await db.items.update_one(
-            {"_id": item_id},
-            [
-                {"$set": {"annotationsCount": {"$add": ["$annotationsCount", n]}}},
-                {"$set": {"annotated": {"$gt": ["$annotationsCount", 0]}}},
-            ],
-            session=session,
-        )
+        moved = [
+            {"$set": {"annotationsCount": {"$add": ["$annotationsCount", n]}}},
+            {"$set": {"annotated": {"$gt": ["$annotationsCount", 0]}}},
+        ]
+        updates.append(UpdateOne({"_id": item_id}, moved))
+    if updates:
+        await db.items.bulk_write(updates, ordered=False, session=session)
     for dataset_id, n in per_dataset.items():
         await db.datasets.update_one(
             {"_id": dataset_id}, {"$inc": {"annotationsCount": n}}, session=session
