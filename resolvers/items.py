@@ -13,6 +13,7 @@ from bson import ObjectId
 from pydantic import Field, StringConstraints
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from resolvers import directories, dql, files, idempotency, json_documents, predictions
@@ -358,6 +359,19 @@ async def _check_scan(
         )
 
 
+async def joined(
+    db: AsyncDatabase, source: ItemSource, parent_ids: list[ObjectId], join: dql.DqlJoin
+) -> dict[str, Any]:
+    """The clause keeping the items (of these datasets, or versions) that have an annotation
+    matching a DQL join: a version's items hold theirs, a dataset's are looked up."""
+    if source.in_version:
+        return {"annotations": {"$elemMatch": join.filter}}
+    item_ids = await db.annotations.distinct(
+        "itemId", {"$and": [{"datasetId": {"$in": parent_ids}}, join.filter]}
+    )
+    return {"_id": {"$in": item_ids}}
+
+
 async def items_of_datasets(
     access: Access,
     dataset_ids: list[ObjectId],
@@ -377,13 +391,8 @@ async def items_of_datasets(
     if dql_input is not None:
         query = dql.parse(dql.envelope("items", dql_input), in_version=source.in_version)
         clauses.append(query.filter)
-        if query.join is not None and source.in_version:
-            clauses.append({"annotations": {"$elemMatch": query.join.filter}})
-        elif query.join is not None:
-            item_ids = await access.db.annotations.distinct(
-                "itemId", {"$and": [{"datasetId": {"$in": dataset_ids}}, query.join.filter]}
-            )
-            clauses.append({"_id": {"$in": item_ids}})
+        if query.join is not None:
+            clauses.append(await joined(access.db, source, dataset_ids, query.join))
         sort = sort or query.sort
         if query.window is not None:
             page = replace(page, window=Window(*query.window))

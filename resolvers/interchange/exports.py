@@ -33,7 +33,7 @@ from resolvers.datasets import get_dataset
 from resolvers.errors import BadUserInput, NotFound
 from resolvers.inputs import Input, Name, parse
 from resolvers.interchange import archives
-from resolvers.items import IN_VERSION, LIVE, ItemSource
+from resolvers.items import IN_VERSION, LIVE, ItemSource, joined
 from resolvers.labels import paths
 from resolvers.versions.lifecycle import ready_version
 
@@ -123,7 +123,8 @@ def _items_query(spec: dict[str, Any]) -> tuple[dict[str, Any], dql.DqlJoin | No
 async def _annotations_of(
     db: Any, source: ItemSource, items: list[dict[str, Any]], statuses: list[str] | None
 ) -> dict[ObjectId, list[dict[str, Any]]]:
-    """Each item's annotations of COCO's shapes (and statuses), in id order."""
+    """Each item's annotations of the statuses asked for, in id order (a version's copies
+    hold theirs in that order)."""
     if source.in_version:
         found = {item["itemId"]: item["annotations"] for item in items}
     else:
@@ -132,11 +133,7 @@ async def _annotations_of(
         async for doc in db.annotations.find(query).sort([("itemId", 1), ("_id", 1)]):
             found[doc["itemId"]].append(doc)
     return {
-        item_id: [
-            doc
-            for doc in sorted(docs, key=lambda d: d["_id"])
-            if statuses is None or doc["status"] in statuses
-        ]
+        item_id: [doc for doc in docs if statuses is None or doc["status"] in statuses]
         for item_id, docs in found.items()
     }
 
@@ -145,13 +142,8 @@ async def run_export(db: Any, command: dict[str, Any], lease: timedelta) -> None
     spec = command["input"]
     source, parent = _source(spec)
     query, join = _items_query(spec)
-    if join is not None and source.in_version:
-        query = {"$and": [query, {"annotations": {"$elemMatch": join.filter}}]}
-    elif join is not None:
-        joined = await db.annotations.distinct(
-            "itemId", {"$and": [{"datasetId": parent}, join.filter]}
-        )
-        query = {"$and": [query, {"_id": {"$in": joined}}]}
+    if join is not None:
+        query = {"$and": [query, await joined(db, source, [parent], join)]}
     owner = await db[source.parents].find_one({"_id": parent}, {"labels": 1})
     if owner is None:
         raise NotFound("The export's dataset or version is gone")
