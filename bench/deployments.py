@@ -30,14 +30,10 @@ stats at p50 at most 500 ms. `--part predict` or `--part stats` runs one part on
 """
 
 import argparse
-import asyncio
-import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -126,53 +122,10 @@ async def direct_round_trips(rounds: int) -> list[float]:
     return times
 
 
-class Bench:
-    def __init__(self, mongodb_url: str, redis_url: str) -> None:
-        self.mongodb_url, self.redis_url = mongodb_url, redis_url
-        self.db_name = f"bench_{uuid.uuid4().hex[:12]}"
-        self.env = harness.server_env(mongodb_url, redis_url, self.db_name)
-        self.logs = Path(tempfile.mkdtemp(prefix="loom-bench-logs-"))
-        self.server: harness.Server | None = None
-        self.worker: harness.LoomWorker | None = None
-
-    async def __aenter__(self) -> "Bench":
-        from pymongo import AsyncMongoClient
-
-        self.mongo = AsyncMongoClient(self.mongodb_url, w="majority", tz_aware=True)
-        self.db = self.mongo[self.db_name]
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-        if self.server is not None:
-            self.server.stop()
-        with contextlib.suppress(Exception):
-            await self.mongo.drop_database(self.db_name)
-        await self.mongo.close()
-
-    async def graphql(self, client: httpx.AsyncClient, query: str, **variables: Any) -> Any:
-        response = await client.post(
-            "/graphql", json={"query": query, "variables": variables}, headers=self.headers
-        )
-        body = response.json()
-        if body.get("errors"):
-            raise SystemExit(f"GraphQL failed: {str(body)[:500]}")
-        return body["data"]
-
+class Bench(harness.GatewayBench):
     async def setup(self) -> tuple[str, str]:
         """(deployment id, item id), the gateway and a worker running."""
-        from gateway.bootstrap import create_key
-        from gateway.indexes import ensure_indexes
-        from resolvers.access import OrgRole
-
-        await ensure_indexes(self.db)
-        key, key_doc = await create_key(self.db, "Bench", OrgRole.OWNER, EMAIL, "bench")
-        self.headers = {"authorization": f"Bearer {key}"}
-        self.server = harness.Server(__file__, "loom", self.env)
-        probe = httpx.Request("GET", f"{self.server.url}/readyz")
-        await asyncio.to_thread(self.server.wait_ready, probe)
-        self.worker = harness.LoomWorker(self.env, self.logs / "worker.log")
+        key_doc = await self.start(__file__, EMAIL)
         async with httpx.AsyncClient(base_url=self.server.url, timeout=60) as client:
             gql = self.graphql
             project = (await gql(client, SETUP["project"], org=str(key_doc["orgId"])))[

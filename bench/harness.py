@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,6 +303,61 @@ class LoomWorker:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+class GatewayBench:
+    """A benchmark's fresh database, one Loom gateway (the calling script in `--serve loom`
+    mode) and one `loom worker` on it, an owner key, and GraphQL through the gateway;
+    everything stopped and dropped on leaving."""
+
+    def __init__(self, mongodb_url: str, redis_url: str) -> None:
+        self.mongodb_url, self.redis_url = mongodb_url, redis_url
+        self.db_name = f"bench_{uuid.uuid4().hex[:12]}"
+        self.env = server_env(mongodb_url, redis_url, self.db_name)
+        self.logs = Path(tempfile.mkdtemp(prefix="loom-bench-logs-"))
+        self.server: Server | None = None
+        self.worker: LoomWorker | None = None
+
+    async def __aenter__(self) -> Any:
+        from pymongo import AsyncMongoClient
+
+        self.mongo = AsyncMongoClient(self.mongodb_url, w="majority", tz_aware=True)
+        self.db = self.mongo[self.db_name]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        if self.server is not None:
+            self.server.stop()
+        with contextlib.suppress(Exception):
+            await self.mongo.drop_database(self.db_name)
+        await self.mongo.close()
+
+    async def start(self, script: str, email: str) -> dict[str, Any]:
+        """Indexes, an owner key for `email` (kept for `graphql`), the gateway and a worker
+        running; the key's document (its `orgId`)."""
+        from gateway.bootstrap import create_key
+        from gateway.indexes import ensure_indexes
+        from resolvers.access import OrgRole
+
+        await ensure_indexes(self.db)
+        key, key_doc = await create_key(self.db, "Bench", OrgRole.OWNER, email, "bench")
+        self.headers = {"authorization": f"Bearer {key}"}
+        self.server = Server(script, "loom", self.env)
+        probe = httpx.Request("GET", f"{self.server.url}/readyz")
+        await asyncio.to_thread(self.server.wait_ready, probe)
+        self.worker = LoomWorker(self.env, self.logs / "worker.log")
+        return key_doc
+
+    async def graphql(self, client: httpx.AsyncClient, query: str, **variables: Any) -> Any:
+        response = await client.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=self.headers
+        )
+        body = response.json()
+        if body.get("errors"):
+            raise SystemExit(f"GraphQL failed: {str(body)[:500]}")
+        return body["data"]
 
 
 def raise_open_files_limit() -> int:

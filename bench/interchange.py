@@ -30,12 +30,9 @@ Goals, printed as `(goal <op> <target>: MET | NOT MET)`: versioning the dataset 
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -125,55 +122,12 @@ def _annotations(item: dict[str, Any], per_item: int) -> list[dict[str, Any]]:
     ]
 
 
-class Bench:
-    def __init__(self, mongodb_url: str, redis_url: str) -> None:
-        self.mongodb_url, self.redis_url = mongodb_url, redis_url
-        self.db_name = f"bench_{uuid.uuid4().hex[:12]}"
-        self.env = harness.server_env(mongodb_url, redis_url, self.db_name)
-        self.logs = Path(tempfile.mkdtemp(prefix="loom-bench-logs-"))
-        self.server: harness.Server | None = None
-        self.worker: harness.LoomWorker | None = None
-
-    async def __aenter__(self) -> "Bench":
-        from pymongo import AsyncMongoClient
-
-        self.mongo = AsyncMongoClient(self.mongodb_url, w="majority", tz_aware=True)
-        self.db = self.mongo[self.db_name]
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-        if self.server is not None:
-            self.server.stop()
-        with contextlib.suppress(Exception):
-            await self.mongo.drop_database(self.db_name)
-        await self.mongo.close()
-
-    async def graphql(self, client: httpx.AsyncClient, query: str, **variables: Any) -> Any:
-        response = await client.post(
-            "/graphql", json={"query": query, "variables": variables}, headers=self.headers
-        )
-        body = response.json()
-        if body.get("errors"):
-            raise SystemExit(f"GraphQL failed: {str(body)[:500]}")
-        return body["data"]
-
+class Bench(harness.GatewayBench):
     async def setup(self, items: int, per_item: int) -> str:
         """The dataset's id, seeded, with the gateway and a worker running."""
         from bson import ObjectId
 
-        from gateway.bootstrap import create_key
-        from gateway.indexes import ensure_indexes
-        from resolvers.access import OrgRole
-
-        await ensure_indexes(self.db)
-        key, key_doc = await create_key(self.db, "Bench", OrgRole.OWNER, EMAIL, "bench")
-        self.headers = {"authorization": f"Bearer {key}"}
-        self.server = harness.Server(__file__, "loom", self.env)
-        probe = httpx.Request("GET", f"{self.server.url}/readyz")
-        await asyncio.to_thread(self.server.wait_ready, probe)
-        self.worker = harness.LoomWorker(self.env, self.logs / "worker.log")
+        key_doc = await self.start(__file__, EMAIL)
         async with httpx.AsyncClient(base_url=self.server.url, timeout=60) as client:
             org = str(key_doc["orgId"])
             project = (await self.graphql(client, SETUP["project"], org=org))["createProject"]
@@ -188,15 +142,16 @@ class Bench:
             await self.db.items.insert_many(chunk, ordered=False)
             boxes = [box for item in chunk for box in _annotations(item, per_item)]
             await self.db.annotations.insert_many(boxes, ordered=False)
+        # Each blob is written with its references at once: the worker's file sweep deletes
+        # any blob it finds at 0.
+        refs = {n: len(range(n, items, FILES)) for n in range(FILES)}
         await self.db.blobs.insert_many(
             [
-                {"_id": f"{n:064x}", "gridfsId": ObjectId(), "size": 120_000, "refs": 0}
-                for n in range(FILES)
+                {"_id": f"{n:064x}", "gridfsId": ObjectId(), "size": 120_000, "refs": count}
+                for n, count in refs.items()
+                if count
             ]
         )
-        for n in range(FILES):
-            refs = len(range(n, items, FILES))
-            await self.db.blobs.update_one({"_id": f"{n:064x}"}, {"$set": {"refs": refs}})
         await self.db.datasets.update_one(
             {"_id": dataset["_id"]},
             {"$set": {"itemsCount": items, "annotationsCount": items * per_item}},
