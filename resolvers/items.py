@@ -59,7 +59,7 @@ class ItemChanges(Changes):
     reference_id: ReferenceId | None = None
 
 
-def _mimetype(declared: str | None, name: str) -> str:
+def mimetype_of(declared: str | None, name: str) -> str:
     guessed = mimetypes.guess_type(name)[0]
     usable = declared if declared and declared != "application/octet-stream" else guessed
     return parse(_MimeTypeInput, {"mimetype": usable or "application/octet-stream"}).mimetype
@@ -83,6 +83,62 @@ def _taken(exc: DuplicateKeyError, filename: str, reference_id: str | None) -> C
     return _name_taken(filename)
 
 
+def new_item(
+    creator: ObjectId | None,
+    dataset: dict[str, Any],
+    item_input: ItemInput,
+    mimetype: str,
+    upload: files.Upload,
+    metadata: dict[str, Any],
+) -> dict[str, Any]:
+    """The item of an uploaded file as stored, not yet written (its directory normalised)."""
+    directory = directories.normalise(item_input.dir)
+    return new_document(
+        creator,
+        orgId=dataset["orgId"],
+        projectId=dataset["projectId"],
+        datasetId=dataset["_id"],
+        name=item_input.name,
+        dir=directory,
+        filename=directories.join(directory, item_input.name),
+        type="file",
+        mimetype=mimetype,
+        size=upload.size,
+        width=upload.width,
+        height=upload.height,
+        sha256=upload.sha256,
+        metadata=metadata,
+        tags=item_input.tags,
+        description=item_input.description,
+        hidden=item_input.hidden,
+        **({"referenceId": item_input.reference_id} if item_input.reference_id else {}),
+        annotated=False,
+        annotationsCount=0,
+    )
+
+
+async def store_new_item(
+    db: AsyncDatabase, item: dict[str, Any], upload: files.Upload, session: AsyncClientSession
+) -> bool:
+    """Insert the item, reference its file and count it in its dataset, in the caller's
+    transaction; True when the upload's own copy of the file is kept (see files.reference).
+    CONFLICT when its path or reference id is taken."""
+    try:
+        await db.items.insert_one(item, session=session)
+    except DuplicateKeyError as exc:
+        raise _taken(exc, item["filename"], item.get("referenceId")) from exc
+    kept = await files.reference(db, upload, item["mimetype"], session)
+    await db.datasets.update_one(
+        {"_id": item["datasetId"]},
+        {
+            "$inc": {"itemsCount": 1},
+            "$addToSet": {"directories": {"$each": directories.with_ancestors(item["dir"])}},
+        },
+        session=session,
+    )
+    return kept
+
+
 async def upload_item(
     access: Access,
     dataset_id: ObjectId,
@@ -96,9 +152,9 @@ async def upload_item(
     With an idempotency key used before (for the same content), the item that key created."""
     dataset = await writable_dataset(access, dataset_id, Action.WRITE_ITEMS)
     item_input = parse(ItemInput, data)
-    directory = directories.normalise(item_input.dir)
+    directories.normalise(item_input.dir)  # a bad directory is refused before the file is stored
     metadata = json_documents.check(item_input.metadata, "metadata")
-    mimetype = _mimetype(declared_mimetype, item_input.name)
+    mimetype = mimetype_of(declared_mimetype, item_input.name)
     upload = await files.write(access.db, content, item_input.name)
     arguments = [str(dataset_id), data, declared_mimetype, upload.sha256]
     key = idempotency.key(access, "uploadItem", idempotency_key, arguments)
@@ -110,46 +166,18 @@ async def upload_item(
     if first is not None:
         await files.discard(access.db, upload)
         return await get_item(access, first)
-    filename = directories.join(directory, item_input.name)
-    item = new_document(
+    item = new_item(
         access.user_id,
-        orgId=dataset["orgId"],
-        projectId=dataset["projectId"],
-        datasetId=dataset_id,
-        name=item_input.name,
-        dir=directory,
-        filename=filename,
-        type="file",
-        mimetype=mimetype,
-        size=upload.size,
-        width=upload.width,
-        height=upload.height,
-        sha256=upload.sha256,
+        dataset,
+        item_input,
+        mimetype,
+        upload,
         metadata={"user": metadata, "system": {"originalName": item_input.name}},
-        tags=item_input.tags,
-        description=item_input.description,
-        hidden=item_input.hidden,
-        **({"referenceId": item_input.reference_id} if item_input.reference_id else {}),
-        annotated=False,
-        annotationsCount=0,
     )
 
     async def work(session: AsyncClientSession) -> bool:
         await idempotency.hold(access.db, key, item["_id"], session)
-        try:
-            await access.db.items.insert_one(item, session=session)
-        except DuplicateKeyError as exc:
-            raise _taken(exc, filename, item_input.reference_id) from exc
-        kept = await files.reference(access.db, upload, mimetype, session)
-        await access.db.datasets.update_one(
-            {"_id": dataset_id},
-            {
-                "$inc": {"itemsCount": 1},
-                "$addToSet": {"directories": {"$each": directories.with_ancestors(directory)}},
-            },
-            session=session,
-        )
-        return kept
+        return await store_new_item(access.db, item, upload, session)
 
     try:
         kept = await in_transaction(access.db, work)

@@ -80,9 +80,10 @@ class ExportMutations:
         return Command.from_doc(doc)
 
     @strawberry.mutation(
-        description="Import a COCO file (or a zip holding one) into a dataset's items, matched "
-        "by path; returns the Command, whose result reports what was imported and each "
-        "refused element."
+        description="Import COCO, YOLO or Pascal VOC annotations (a zip, or a COCO .json or "
+        "VOC .xml file) into a dataset's items, matched by path; images the archive carries "
+        "that no item has are uploaded as items. Returns the Command, whose result reports "
+        "what was imported and each refused element."
     )
     async def import_annotations(
         self,
