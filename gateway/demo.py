@@ -7,7 +7,8 @@ execution fail) — a cron trigger running echo every minute, a webhook to `loom
 inbox (GET /dev/inbox) that every new image is delivered to, signed, pinged once at seed, and
 a model (Loom's built-in colour-region detector) with a committed run — metrics and match
 records to browse — and a second run its predict function fills on the worker, a deployment
-with its feedback loop, and a dataset version of the scenes split train / val / test.
+with its feedback loop, a dataset version of the scenes split train / val / test, and its val
+split exported as COCO and imported into a dataset of its own.
 
 The seed is a sequence of named steps (STEPS); a later feature adds itself to the demo as one
 more step. Each step first looks for what it would create and creates only what is missing, so a
@@ -18,6 +19,7 @@ API (an item is stored as uploadItem stores it) — so the demo is data the grap
 
 import io
 import logging
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -57,6 +59,7 @@ from resolvers.deployments import lifecycle as deployments
 from resolvers.deployments import predictions as deployment_predictions
 from resolvers.deployments import promotion
 from resolvers.errors import Unauthenticated
+from resolvers.interchange import exports, imports
 from resolvers.versions import snapshots, splits
 from triggers import colour_detector
 from triggers.commands import enqueue as enqueue_command
@@ -485,7 +488,7 @@ async def _feedback_loop(demo: Demo) -> None:
     await deployment_batches.start_predict_batch(
         demo.access,
         deployment["_id"],
-        {"filter": {"dir": "/train"}, "tags": ["batch"]},
+        {"filter": {"datasetId": str(demo.dataset["_id"]), "dir": "/train"}, "tags": ["batch"]},
         queue,
     )
     await promotion.set_continuous_deployment(
@@ -494,11 +497,45 @@ async def _feedback_loop(demo: Demo) -> None:
 
 
 VERSION = "baseline"
+IMPORTED = "Streets val, from COCO"
 SPLIT = [
     {"name": "train", "ratio": 0.7},
     {"name": "val", "ratio": 0.2},
     {"name": "test", "ratio": 0.1},
 ]
+
+
+Runner = Callable[[AsyncDatabase, dict[str, Any], timedelta], Awaitable[None]]
+
+
+async def _run_here(
+    demo: Demo,
+    command_id: ObjectId,
+    run: Runner,
+) -> bool:
+    """Carry out a queued command with the worker's own code, so the seed leaves its result
+    ready; False when a worker holds it already (the next seed looks again)."""
+    lease = timedelta(seconds=60)
+    command = await commands.claim(demo.db, command_id, "demo seed", lease)
+    if command is None:
+        return False
+    await run(demo.db, command, lease)
+    await commands.finish(demo.db, command)
+    return True
+
+
+def _copied_in_batches_of(size: int) -> Runner:
+    async def copy(db: AsyncDatabase, command: dict[str, Any], lease: timedelta) -> None:
+        await snapshots.run_snapshot(db, command, size, lease)
+
+    return copy
+
+
+def _enqueue(demo: Demo) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def enqueue(command: dict[str, Any]) -> None:
+        await enqueue_command(demo.redis, command)
+
+    return enqueue
 
 
 async def _dataset_version(demo: Demo) -> None:
@@ -508,20 +545,16 @@ async def _dataset_version(demo: Demo) -> None:
     query = {"datasetId": demo.dataset["_id"], "name": VERSION}
     version = await demo.db.dataset_versions.find_one(query)
     if version is None:
-
-        async def enqueue(command: dict[str, Any]) -> None:
-            await enqueue_command(demo.redis, command)
-
         version = await snapshots.create_version(
-            demo.access, demo.dataset["_id"], {"name": VERSION, "description": "As seeded"}, enqueue
+            demo.access,
+            demo.dataset["_id"],
+            {"name": VERSION, "description": "As seeded"},
+            _enqueue(demo),
         )
     if version["status"] == snapshots.VersionStatus.CREATING:
-        lease = timedelta(seconds=60)
-        command = await commands.claim(demo.db, version["commandId"], "demo seed", lease)
-        if command is None:
+        copy = _copied_in_batches_of(2000)
+        if not await _run_here(demo, version["commandId"], copy):
             return
-        await snapshots.run_snapshot(demo.db, command, 2000, lease)
-        await commands.finish(demo.db, command)
         version = await demo.db.dataset_versions.find_one({"_id": version["_id"]})
     if version["split"] is None:
         split = {"ratios": SPLIT, "seed": 2026, "stratifyBy": "label"}
@@ -534,6 +567,45 @@ async def _dataset_version(demo: Demo) -> None:
             "datasetVersionId": str(version["_id"]),
         }
         await models.add_subset(demo.access, model["_id"], subset)
+
+
+async def _interchange(demo: Demo) -> None:
+    """The version's val split exported as COCO with its images, and that archive imported
+    into a dataset of its own: its images uploaded as items, their annotations with them."""
+    query = {"projectId": demo.project["_id"], "name": IMPORTED, "deleting": False}
+    target = await demo.db.datasets.find_one(query)
+    if target is not None and target["itemsCount"] > 0:
+        return
+    target = target or await datasets.create_dataset(
+        demo.access,
+        demo.project["_id"],
+        {"name": IMPORTED, "description": f"The {VERSION!r} version's val split, exported "
+         "as COCO and imported", "labels": demo_images.ONTOLOGY},
+    )  # fmt: skip
+    version = await demo.db.dataset_versions.find_one(
+        {"datasetId": demo.dataset["_id"], "name": VERSION, "status": "ready"}
+    )
+    if version is None:
+        return
+    export = await exports.start_export(
+        demo.access,
+        version["_id"],
+        {"format": "coco", "split": "val", "includeFiles": True},
+        _enqueue(demo),
+        of_version=True,
+    )
+    if not await _run_here(demo, export["_id"], exports.run_export):
+        return
+    export = await demo.db.commands.find_one({"_id": export["_id"]})
+    with tempfile.TemporaryFile() as archive:
+        stream = await exports.open_archive(demo.db, export)
+        while chunk := await stream.readchunk():
+            archive.write(chunk)
+        archive.seek(0)
+        started = await imports.start_import(
+            demo.access, target["_id"], archive, f"{VERSION}-val-coco.zip", {}, _enqueue(demo)
+        )
+    await _run_here(demo, started["_id"], imports.run_import)
 
 
 Step = Callable[[Demo], Awaitable[None]]
@@ -552,6 +624,7 @@ STEPS: list[tuple[str, Step]] = [
     ("deployment", _deployment),
     ("feedback loop", _feedback_loop),
     ("dataset version", _dataset_version),
+    ("export and import", _interchange),
 ]
 
 

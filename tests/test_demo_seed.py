@@ -97,7 +97,8 @@ async def test_a_revoked_or_foreign_saved_key_is_replaced_by_a_fresh_demo_key(db
 async def test_a_second_seed_adds_nothing(db, redis):
     first = await demo.seed(db, redis)
     seeded = await _counts(db)
-    assert seeded["items"] == demo.IMAGES + 1  # and the reviewed one's copy in the feedback set
+    # and the reviewed one's copy in the feedback set, and the val split imported from COCO
+    assert seeded["items"] == demo.IMAGES + 1 + 10
     # the trigger invoked by hand, and the demo deployment's prediction
     assert seeded["executions"] == len(demo.EXECUTIONS) + 2
     assert seeded["triggers"] == len(demo.TRIGGERS)
@@ -132,7 +133,7 @@ async def test_the_readme_queries_return_the_demo_data(db, redis, gql):
     (project,) = organization["projects"]["nodes"]
     by_name = {dataset["name"]: dataset for dataset in project["datasets"]["nodes"]}
     assert project["name"] == demo.PROJECT
-    assert set(by_name) == {demo.DATASET, demo.FEEDBACK_DATASET}
+    assert set(by_name) == {demo.DATASET, demo.FEEDBACK_DATASET, demo.IMPORTED}
     dataset = by_name[demo.DATASET]
     assert dataset["itemsCount"] == demo.IMAGES
     scenes = [demo_images.layout(n) for n in range(demo.IMAGES)]
@@ -352,3 +353,23 @@ async def test_the_demo_has_a_split_version_of_the_scenes_its_model_names(db, re
     model = await db.models.find_one({"name": demo.MODEL})
     [named] = [s for s in model["subsets"] if s["name"] == "baseline train"]
     assert named["datasetVersionId"] == version["_id"]
+
+
+async def test_the_demo_imports_the_val_split_it_exported_as_coco_into_a_dataset_of_its_own(
+    db, redis
+):
+    await demo.seed(db, redis)
+    version = await db.dataset_versions.find_one({"name": demo.VERSION})
+    export = await db.commands.find_one({"type": "export", "status": "success"})
+    assert (export["input"]["versionId"], export["input"]["split"]) == (version["_id"], "val")
+    imported = await db.commands.find_one({"type": "import", "status": "success"})
+    target = await db.datasets.find_one({"name": demo.IMPORTED})
+    assert imported["input"]["datasetId"] == target["_id"]
+    val = await db.version_items.find({"versionId": version["_id"], "split": "val"}).to_list()
+    items = await db.items.find({"datasetId": target["_id"]}).to_list()
+    assert sorted(i["sha256"] for i in items) == sorted(i["sha256"] for i in val)
+    assert imported["result"]["createdItems"] == len(val) == 10
+    assert imported["result"]["importedAnnotations"] == export["result"]["annotations"] > 0
+    assert await db.annotations.count_documents({"datasetId": target["_id"]}) == (
+        export["result"]["annotations"]
+    )

@@ -87,6 +87,19 @@ def _unsafe(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
+def _safe_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    members = archive.infolist()
+    if len(members) > MAX_MEMBERS:
+        raise ImportRefused(f"The archive holds {len(members)} files (at most {MAX_MEMBERS})")
+    for info in members:
+        if (reason := _unsafe(info)) is not None:
+            raise ImportRefused(f"The archive's member {info.filename!r} is {reason}")
+    total = sum(info.file_size for info in members)
+    if total > MAX_BYTES:
+        raise ImportRefused(f"The archive inflates to {total} bytes (at most {MAX_BYTES})")
+    return members
+
+
 def _is_junk(name: str) -> bool:
     parts = PurePosixPath(name).parts
     return name.endswith("/") or "__MACOSX" in parts or (bool(parts) and parts[-1][:2] == "._")
@@ -109,15 +122,11 @@ class UploadedFiles:
             self._zip = zipfile.ZipFile(spool)
         except zipfile.BadZipFile as exc:
             raise ImportRefused(f"The upload is not a readable zip archive: {exc}") from exc
-        members = self._zip.infolist()
-        if len(members) > MAX_MEMBERS:
-            raise ImportRefused(f"The archive holds {len(members)} files (at most {MAX_MEMBERS})")
-        for info in members:
-            if (reason := _unsafe(info)) is not None:
-                raise ImportRefused(f"The archive's member {info.filename!r} is {reason}")
-        total = sum(info.file_size for info in members)
-        if total > MAX_BYTES:
-            raise ImportRefused(f"The archive inflates to {total} bytes (at most {MAX_BYTES})")
+        try:
+            members = _safe_members(self._zip)
+        except ImportRefused:
+            self._zip.close()
+            raise
         self.names = [info.filename for info in members if not _is_junk(info.filename)]
         self._named = set(self.names)
 

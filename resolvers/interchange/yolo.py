@@ -129,7 +129,7 @@ def _listed(files: UploadedFiles, config: dict[str, Any]) -> dict[str, str]:
     return paths
 
 
-def _fraction(token: str) -> float | None:
+def _number(token: str) -> float | None:
     try:
         value = float(token)
     except ValueError:
@@ -149,7 +149,7 @@ def _shape(number: int, line: str, names: dict[int, str]) -> ImportedShape | Non
     if not tokens:
         return None
     where = f"line {number}"
-    values = [_fraction(token) for token in tokens[1:]]
+    values = [_number(token) for token in tokens[1:]]
     if not tokens[0].isdigit():
         return ImportedShape(where, "", "box", None, problem=f"{tokens[0]!r} is no class number")
     if any(v is None for v in values):
