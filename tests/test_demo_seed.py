@@ -370,6 +370,7 @@ async def test_the_demo_imports_the_val_split_it_exported_as_coco_into_a_dataset
     assert sorted(i["sha256"] for i in items) == sorted(i["sha256"] for i in val)
     assert imported["result"]["createdItems"] == len(val) == 10
     assert imported["result"]["importedAnnotations"] == export["result"]["annotations"] > 0
-    assert await db.annotations.count_documents({"datasetId": target["_id"]}) == (
-        export["result"]["annotations"]
+    assert (
+        await db.annotations.count_documents({"datasetId": target["_id"]})
+        == (export["result"]["annotations"])
     )
