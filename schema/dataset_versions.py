@@ -208,14 +208,22 @@ class SplitInput:
     stratify_by: StratifyBy | None = strawberry.UNSET
 
 
+ForkTarget = strawberry.enum(forks.ForkTarget, name="ForkTarget")
+
+
 @strawberry.input
 class ForkInput:
-    name: str = strawberry.field(description="The new dataset's name.")
+    name: str = strawberry.field(description="The new dataset's (or version's) name.")
     description: str | None = strawberry.UNSET
     with_annotations: bool | None = strawberry.UNSET
     with_tags: bool | None = strawberry.UNSET
     with_metadata: bool | None = strawberry.UNSET
     with_labels: bool | None = strawberry.UNSET
+    into: ForkTarget | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="DATASET (the default): a new editable dataset; VERSION: a new version of "
+        "the same dataset.",
+    )
 
 
 @strawberry.type(description="Items of one kind of change, and the first of their ids.")
@@ -323,8 +331,9 @@ class DatasetVersionMutations:
 
     @strawberry.mutation(
         description="Fork a version into a new, editable dataset of the project (Picsellia's "
-        "fork): with or without its annotations, tags, metadata and ontology. Returns the "
-        "Command; the dataset is readonly until it succeeds."
+        "fork) or a new version of its dataset: with or without its annotations, tags, "
+        "metadata and ontology. Returns the Command; the dataset is readonly (the version "
+        "creating) until it succeeds."
     )
     async def fork_dataset_version(
         self, info: strawberry.Info, id: strawberry.ID, input: ForkInput

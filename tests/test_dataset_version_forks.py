@@ -5,6 +5,7 @@ items and annotations added, removed and changed between two versions."""
 from bson import ObjectId
 
 from tests.datasets_world import image_bytes, make_world
+from tests.test_dataset_splits import SPLIT
 from tests.test_dataset_versions import (
     BOX,
     CREATE_MANY,
@@ -12,6 +13,7 @@ from tests.test_dataset_versions import (
     LIVE,
     UPDATE_ANNOTATION,
     UPDATE_ITEM,
+    VERSION,
     _seeded,
     _version,
     _version_named,
@@ -79,6 +81,60 @@ async def test_a_fork_is_an_editable_dataset_of_what_the_version_held(
     refs = {blob["_id"]: blob["refs"] for blob in await db.blobs.find().to_list()}
     assert sorted(refs.values()) == [3, 4, 4]  # b: the version and two forks; a, c: + live
     assert await world.client.code(FORK, id=version, input={"name": "bare"}) == "CONFLICT"
+
+
+def _without_urls(nodes: list[dict]) -> list[dict]:
+    """Version items as read, but for their download URLs (which name the version)."""
+    return [{k: v for k, v in node.items() if k != "downloadUrl"} for node in nodes]
+
+
+async def _forked_version(world, db, redis, settings, version: str, **fork_input) -> dict:
+    started = await world.client.data(FORK, id=version, input={"into": "VERSION", **fork_input})
+    command = started["forkDatasetVersion"]
+    assert (command["type"], command["status"]) == ("datasetVersion", "created")
+    await run_command_here(db, redis, settings, command["id"])
+    forked = command["input"]["versionId"]
+    return (await world.client.data(VERSION, id=forked))["datasetVersion"] | {"id": forked}
+
+
+async def test_a_version_forked_into_a_version_holds_what_its_source_held_with_its_options(
+    member, db, redis, settings
+):
+    world = await make_world(member)
+    a, b, _ = await _seeded(world)
+    await world.client.data(UPDATE_ITEM, id=a["id"], input={"tags": ["reviewed"]})
+    version = await _version(world, db, redis, settings)
+    ratios = [{"name": "train", "ratio": 0.5}, {"name": "val", "ratio": 0.5}]
+    await world.client.data(SPLIT, id=version, input={"ratios": ratios, "seed": "7"})
+    await world.client.data(DELETE_ITEMS, d=world.dataset, ids=[b["id"]])
+    await world.client.data(UPDATE_ITEM, id=a["id"], input={"tags": ["late"]})
+    whole = await _forked_version(world, db, redis, settings, version, name="v1 again")
+    source = (await world.client.data(VERSION, id=version))["datasetVersion"]
+    assert (whole["status"], whole["dataset"], whole["labels"]) == (
+        "READY", {"id": world.dataset}, source["labels"])  # fmt: skip
+    assert (whole["itemsCount"], whole["annotationsCount"]) == (3, 3)
+    assert _without_urls(whole["items"]["nodes"]) == _without_urls(source["items"]["nodes"])
+    nodes = {node["name"]: node for node in whole["items"]["nodes"]}
+    assert nodes["a.png"]["tags"] == ["reviewed"]
+    assert [x["label"] for x in nodes["b.png"]["annotations"]] == ["truck"]
+    copies = await db.version_items.find({"versionId": ObjectId(whole["id"])}).to_list()
+    assert {copy["split"] for copy in copies} == {None}
+    bare = await _forked_version(
+        world, db, redis, settings, version, name="bare", withAnnotations=False,
+        withTags=False, withMetadata=False, withLabels=False,
+    )  # fmt: skip
+    assert (bare["itemsCount"], bare["annotationsCount"], bare["labels"]) == (3, 0, [])
+    assert all(node["tags"] == [] and node["annotations"] == [] for node in bare["items"]["nodes"])
+    assert all(node["metadata"]["user"] == {} for node in bare["items"]["nodes"])
+    source_after = (await world.client.data(VERSION, id=version))["datasetVersion"]
+    assert source_after == source
+    refs = {blob["_id"]: blob["refs"] for blob in await db.blobs.find().to_list()}
+    assert sorted(refs.values()) == [3, 4, 4]  # b: three versions; a, c: + live
+    taken = {"into": "VERSION", "name": "bare"}
+    assert await world.client.code(FORK, id=version, input=taken) == "CONFLICT"
+    rival = await make_world(member, org="rival")
+    assert await rival.client.code(FORK, id=version, input={**taken, "name": "x"}) == "NOT_FOUND"
+    assert await db.dataset_versions.count_documents({}) == 3
 
 
 async def test_a_comparison_names_exactly_what_was_added_removed_and_changed(

@@ -1,11 +1,15 @@
-"""Forking a dataset version: a new, editable dataset made of what the version holds.
+"""Forking a dataset version: a new, editable dataset made of what the version holds — or a
+new version of the same dataset.
 
 Picsellia's fork, on Loom's clone: the same Command copies the version's items (sharing their
 files) into a new dataset of the project, with or without annotations, tags, user metadata
-and the version's ontology. The new dataset is readonly until the copy is done.
+and the version's ontology. The new dataset is readonly until the copy is done. Forked `into:
+VERSION`, the copy is a new version of the version's dataset (snapshots.py copies it from the
+source's copies), with the same options; it has no split until it is split.
 """
 
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Any
 
 from bson import ObjectId
@@ -13,8 +17,15 @@ from pydantic import Field
 
 from resolvers import clone
 from resolvers.access import Access, Action
+from resolvers.datasets import get_dataset
 from resolvers.inputs import Description, Input, Name, parse
+from resolvers.versions import snapshots
 from resolvers.versions.lifecycle import ready_version
+
+
+class ForkTarget(StrEnum):
+    DATASET = "dataset"
+    VERSION = "version"
 
 
 class ForkInput(Input):
@@ -24,6 +35,7 @@ class ForkInput(Input):
     with_tags: bool = True
     with_metadata: bool = True
     with_labels: bool = Field(default=True, description="copy the version's ontology")
+    into: ForkTarget = ForkTarget.DATASET
 
 
 async def start_fork(
@@ -45,4 +57,13 @@ async def start_fork(
     }
     labels = version["labels"] if fork.with_labels else []
     described = fork.description or f"Fork of version {version['name']!r}"
-    return await clone.start_copy(access, version, fork.name, described, labels, spec, enqueue)
+    if fork.into == ForkTarget.DATASET:
+        return await clone.start_copy(access, version, fork.name, described, labels, spec, enqueue)
+    dataset = await get_dataset(access, version["datasetId"])
+    named = snapshots.VersionInput(name=fork.name, description=described)
+    forked = snapshots.new_version(access, dataset, named, labels, forkedFrom=version_id)
+    options = {key: spec[key] for key in ("withAnnotations", "withMetadata", "withTags")}
+    forked = await snapshots.record_version(
+        access, dataset, forked, {"sourceVersionId": version_id, **options}, enqueue
+    )
+    return await access.db.commands.find_one({"_id": forked["commandId"]})

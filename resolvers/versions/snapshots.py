@@ -26,9 +26,15 @@ transaction (a chunk of large items would not fit in one), skipping those a cut-
 inserted (one copy per version and item); then one transaction commits their file references
 and the command's cursor, so each reference is added once and a resumed command continues
 after the last committed chunk. Each chunk is read while the one before it is written.
+
+A version forked from another (forks.py, `into: VERSION`) is copied the same way from the
+source version's copies instead of the live items — with or without their annotations, tags
+and user metadata, and without the source's split: no snapshot moment is needed, as the
+source never changes.
 """
 
 import asyncio
+import functools
 import json
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -90,15 +96,27 @@ async def create_version(
     version_input = parse(VersionInput, data)
     if version_input.filter is not None:
         dql.parse(dql.envelope("items", version_input.filter))
-    version = new_document(
+    version = new_version(access, dataset, version_input, dataset["labels"])
+    return await record_version(access, dataset, version, {}, enqueue)
+
+
+def new_version(
+    access: Access,
+    dataset: dict[str, Any],
+    version_input: VersionInput,
+    labels: list[dict[str, Any]],
+    **fields: Any,
+) -> dict[str, Any]:
+    """The version as stored, not yet written: creating, empty, its moment not yet known."""
+    return new_document(
         access.user_id,
         orgId=dataset["orgId"],
         projectId=dataset["projectId"],
-        datasetId=dataset_id,
+        datasetId=dataset["_id"],
         name=version_input.name,
         description=version_input.description,
         filter=json.dumps(version_input.filter, sort_keys=True) if version_input.filter else None,
-        labels=dataset["labels"],
+        labels=labels,
         status=str(VersionStatus.CREATING),
         error=None,
         itemsCount=0,
@@ -106,8 +124,21 @@ async def create_version(
         split=None,
         snapshotTime=None,
         deleting=False,
+        **fields,
     )
-    command = commands.new_command(access, dataset, KIND, {"versionId": version["_id"]})
+
+
+async def record_version(
+    access: Access,
+    dataset: dict[str, Any],
+    version: dict[str, Any],
+    options: dict[str, Any],
+    enqueue: Callable[[dict[str, Any]], Awaitable[None]],
+) -> dict[str, Any]:
+    """Insert the version with its copy command in one transaction, note that commit's
+    cluster time as the version's moment, and queue the copy."""
+    spec = {"versionId": version["_id"], **options}
+    command = commands.new_command(access, dataset, KIND, spec)
     version["commandId"] = command["_id"]
     async with access.db.client.start_session() as session:
 
@@ -115,7 +146,7 @@ async def create_version(
             try:
                 await access.db.dataset_versions.insert_one(version, session=session)
             except DuplicateKeyError as exc:
-                raise name_taken(version_input.name) from exc
+                raise name_taken(version["name"]) from exc
             await access.db.commands.insert_one(command, session=session)
 
         await session.with_transaction(record)
@@ -278,6 +309,40 @@ async def _last_read(
     return found[0]["last"] if found else None
 
 
+async def _read_forked_chunk(
+    db: AsyncDatabase,
+    version: dict[str, Any],
+    cursor: ObjectId | None,
+    batch_size: int,
+    moment: Timestamp,
+    spec: dict[str, Any],
+) -> _Chunk:
+    """The next copies of the source version, as the forked version's, with what it keeps."""
+    after = {"itemId": {"$gt": cursor}} if cursor else {}
+    dropped = {
+        field: {"$literal": empty}
+        for field, empty, kept in (
+            ("annotations", [], spec["withAnnotations"]),
+            ("tags", [], spec["withTags"]),
+            ("metadata.user", {}, spec["withMetadata"]),
+        )
+        if not kept
+    }
+    items = await _read_at(
+        db,
+        "version_items",
+        [
+            {"$match": {"versionId": spec["sourceVersionId"], **after}},
+            {"$sort": {"itemId": 1}},
+            {"$limit": batch_size},
+            {"$set": {"versionId": version["_id"], "split": None, **dropped}},
+            {"$unset": "_id"},
+        ],
+        moment,
+    )
+    return _Chunk(items, items[-1]["itemId"] if items else None)
+
+
 async def _copy(
     db: AsyncDatabase,
     version: dict[str, Any],
@@ -287,14 +352,20 @@ async def _copy(
 ) -> None:
     """Copy chunk after chunk, reading the next one while the last one is written."""
     moment = await _moment(db, version)
-    query, _ = _items_query(version)
-    counted = await _read_at(db, "items", [{"$match": query}, {"$count": "n"}], moment)
+    spec = command["input"]
+    if "sourceVersionId" in spec:
+        source = "version_items", {"versionId": spec["sourceVersionId"]}
+        read = functools.partial(_read_forked_chunk, spec=spec)
+    else:
+        source = "items", _items_query(version)[0]
+        read = _read_chunk
+    counted = await _read_at(db, source[0], [{"$match": source[1]}, {"$count": "n"}], moment)
     total = max(counted[0]["n"] if counted else 0, 1)
     done = await db.version_items.count_documents({"versionId": version["_id"]})
-    ahead = asyncio.create_task(_read_chunk(db, version, command["cursor"], batch_size, moment))
+    ahead = asyncio.create_task(read(db, version, command["cursor"], batch_size, moment))
     try:
         while (chunk := await ahead).last is not None:
-            ahead = asyncio.create_task(_read_chunk(db, version, chunk.last, batch_size, moment))
+            ahead = asyncio.create_task(read(db, version, chunk.last, batch_size, moment))
             done += len(chunk.items)
             await _write_chunk(db, command, chunk, min(99, done * 100 // total), lease)
     finally:
