@@ -4,13 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# GraphiQL is built from console/ into gateway/static/graphiql/, which the gateway serves and
-# the Python package ships. npm ci runs when the lock file changes, the build when any source
-# does; each step leaves a stamp so an unchanged tree rebuilds nothing.
+# GraphiQL and the console are built from console/ into gateway/static/{graphiql,console}/,
+# which the gateway serves and the Python package ships. npm ci runs when the lock file
+# changes, the build when any source does; each step leaves a stamp so an unchanged tree
+# rebuilds nothing.
 CONSOLE := console
 CONSOLE_MODULES := $(CONSOLE)/node_modules/.installed
 CONSOLE_SOURCES := $(CONSOLE)/package.json $(CONSOLE)/tsconfig.json $(shell find $(CONSOLE)/src -type f)
-FRONTEND := gateway/static/graphiql/.built
+FRONTEND := gateway/static/.built
 
 # The graphql-http audit suite's npm packages (tests/test_http_audit.py runs it).
 HTTP_AUDIT := tests/http_audit

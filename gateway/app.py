@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from gateway import graphiql
+from gateway import console, graphiql
 from gateway.auth_cache import AuthCache
 from gateway.change_feed import ChangeFeed
 from gateway.connections import Connections
@@ -69,6 +69,9 @@ def create_app(settings: Settings, connections: Connections | None = None) -> St
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Mount(graphiql.ASSETS_PATH, app=graphiql.assets()),
+            Mount(console.ASSETS_PATH, app=console.assets()),
+            Route("/console", console.console_page),
+            Route("/console/{page:path}", console.console_page),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),

@@ -181,6 +181,18 @@ class Access:
         )
         raise Forbidden(f"Your {held} may not {action}")
 
+    async def granted(self, project: dict[str, Any]) -> list[Action]:
+        """The project actions the caller may take on a visible project: what a frontend shows
+        buttons for (the graph checks each action again when it is taken)."""
+        allowed = []
+        for action in PROJECT_GRANTS:
+            try:
+                await self.require_project(project, action)
+            except Forbidden:
+                continue
+            allowed.append(action)
+        return allowed
+
     async def scope(
         self, *, project_field: str | None = "projectId", org_field: str = "orgId"
     ) -> dict[str, Any]:

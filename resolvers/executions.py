@@ -165,10 +165,11 @@ async def list_executions(
     return await paginate(access.db.executions, scoped, page, [("createdAt", -1)])
 
 
-async def status_counts(access: Access, project_id: ObjectId) -> dict[str, int]:
-    """How many of the project's executions are in each status, for dashboards."""
+async def status_counts(access: Access, chosen: dict[str, Any]) -> dict[str, int]:
+    """How many of the chosen executions (a project's, a service's) the caller may see are in
+    each status, for dashboards."""
     pipeline = [
-        {"$match": {"$and": [{"projectId": project_id}, await access.scope()]}},
+        {"$match": {"$and": [chosen, await access.scope()]}},
         {"$group": {"_id": "$status", "count": {"$sum": 1}}},
         {"$sort": {"_id": 1}},
     ]

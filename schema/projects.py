@@ -8,7 +8,7 @@ from strawberry.scalars import JSON
 
 from resolvers import organizations, projects
 from resolvers.inputs import object_id
-from schema.enums import ProjectRoleEnum
+from schema.enums import PermissionEnum, ProjectRoleEnum
 from schema.inputs import as_input
 from schema.organizations import Organization
 from schema.relay import DEFAULT_PAGE_SIZE, Connection, Node, page_request
@@ -49,6 +49,15 @@ class Project(Node):
     async def organization(self, info: strawberry.Info) -> Organization:
         access = await info.context.access()
         return Organization.from_doc(await organizations.get_organization(access, self.org_id))
+
+    @strawberry.field(
+        description="What the caller may do in this project, by its roles: a frontend shows "
+        "only the actions that will be allowed (the graph still checks each one)."
+    )
+    async def permissions(self, info: strawberry.Info) -> list[PermissionEnum]:
+        access = await info.context.access()
+        granted = await access.granted({"_id": object_id(self.id), "orgId": self.org_id})
+        return [PermissionEnum(action) for action in granted]
 
     @strawberry.field(description="The project's datasets, by name.")
     async def datasets(
@@ -159,9 +168,9 @@ class Project(Node):
     async def execution_counts(
         self, info: strawberry.Info
     ) -> list[Annotated["StatusCount", strawberry.lazy("schema.services")]]:
-        from schema.services import project_status_counts
+        from schema.services import status_counts
 
-        return await project_status_counts(info, object_id(self.id))
+        return await status_counts(info, {"projectId": object_id(self.id)})
 
     @strawberry.field(description="The project's saved DQL queries, by name.")
     async def saved_filters(

@@ -147,6 +147,10 @@ class Service(Node):
         query = {"serviceId": object_id(self.id)}
         return await executions_page(info, query, statuses, filter, first, after)
 
+    @strawberry.field(description="How many of its executions are in each status.")
+    async def execution_counts(self, info: strawberry.Info) -> list["StatusCount"]:
+        return await status_counts(info, {"serviceId": object_id(self.id)})
+
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "Service":
         return cls(
@@ -303,9 +307,9 @@ async def project_executions(
     return await executions_page(info, query, statuses, dql_filter, first, after)
 
 
-async def project_status_counts(info: strawberry.Info, project_id: Any) -> list[StatusCount]:
+async def status_counts(info: strawberry.Info, chosen: dict[str, Any]) -> list[StatusCount]:
     access = await info.context.access()
-    counts = await executions.status_counts(access, project_id)
+    counts = await executions.status_counts(access, chosen)
     return [StatusCount(status=status, count=count) for status, count in counts.items()]
 
 

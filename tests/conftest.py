@@ -28,6 +28,9 @@ from resolvers.api_keys import issue_key
 from tests.graphql_client import GraphQLClient
 from tests.servers import running_uvicorn
 
+pytest_plugins = ["tests.chromium"]
+"""The browser fixture the browser tests share."""
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -348,3 +348,24 @@ async def test_an_import_writes_only_into_its_own_dataset_whatever_other_tenants
     rival_dataset = await db.datasets.find_one({"_id": ObjectId(rival.dataset)})
     assert (rival_dataset["itemsCount"], rival_dataset["annotationsCount"]) == (1, 0)
     assert json.dumps(done["result"]).count(rival.dataset) == 0
+
+
+async def test_a_lone_voc_xml_or_coco_json_upload_is_read_whatever_its_name(
+    member, db, redis, settings
+):
+    world = await make_world(member)
+    await world.upload("a.png", image_bytes("PNG", 20, 10))
+    xml = ("<annotation><filename>a.png</filename><object><name>car</name><bndbox><xmin>2</xmin>"
+           "<ymin>2</ymin><xmax>6</xmax><ymax>6</ymax></bndbox></object></annotation>")  # fmt: skip
+    coco = json.dumps({"images": [{"id": 1, "file_name": "a.png"}], "categories": [
+        {"id": 1, "name": "bus"}], "annotations": [
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2]}]})  # fmt: skip
+    for fmt, content in (("VOC", xml), ("COCO", coco)):
+        done = await _import(world, db, redis, settings, world.dataset, content.encode(),
+                             format=fmt, mode="CONCATENATE")  # fmt: skip
+        assert (done["status"], done["result"]["importedAnnotations"]) == ("success", 1), done
+    shapes = (await _shapes(db, world.dataset))["/a.png"]
+    assert [(d["label"], d["coordinates"]) for d in shapes] == [
+        ("bus", {"left": 0, "top": 0, "right": 2, "bottom": 2}),
+        ("car", {"left": 1, "top": 1, "right": 6, "bottom": 6}),
+    ]

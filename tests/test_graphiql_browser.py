@@ -6,7 +6,6 @@ refused to load, fails the test.
 """
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -19,7 +18,6 @@ from playwright.async_api import (
     Page,
     Request,
     WebSocket,
-    async_playwright,
     expect,
 )
 
@@ -28,15 +26,6 @@ from tests.datasets_world import make_world
 from tests.test_executions import CREATE_SERVICE, EXECUTE
 from tests.waiting import eventually
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LOCAL_SCHEMES = ("data:", "blob:")
 # Each tab parses ~5 MB of editor code; on two busy cores that can outlast the default 5 s.
 expect.set_options(timeout=20_000)
@@ -94,16 +83,6 @@ class GraphiQLTab:
     @property
     def response(self) -> Locator:
         return self.page.locator(".graphiql-response")
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
-        yield chromium
-        await chromium.close()
 
 
 @pytest.fixture

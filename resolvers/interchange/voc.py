@@ -122,7 +122,7 @@ def read(files: UploadedFiles) -> Imported:
     carried = files.images("JPEGImages", "images")
     labels: dict[str, None] = {}
     images = []
-    for name in files.ending(".xml"):
+    for name in files.ending(".xml") if files.is_zip else files.names:
         root = _parsed(name, files.read(name))
         path, stem = _path(name, root)
         without = path if stem else str(PurePosixPath(path).with_suffix(""))
