@@ -30,7 +30,7 @@ from gateway.inboxes import Inbox
 
 log = logging.getLogger("loom.feed")
 
-WATCHED = ("executions", "commands", "events", "predicted_assets")
+WATCHED = ("executions", "commands", "events", "predicted_assets", "deliveries")
 """Collections whose changed documents subscriptions receive."""
 ACCESS = ("api_keys", "users", "organizations", "org_members", "project_members")
 """Collections a caller's access is read from: any change to them clears the authentication

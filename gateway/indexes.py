@@ -196,6 +196,8 @@ INDEXES: dict[str, list[IndexModel]] = {
     "commands": [
         IndexModel([("status", ASCENDING), ("leaseUntil", ASCENDING)]),
         IndexModel([("projectId", ASCENDING)]),
+        # A project's commands, newest first (the console's commands page).
+        IndexModel([("projectId", ASCENDING), ("_id", DESCENDING)]),
     ],
     "workers": [IndexModel([("lastSeenAt", ASCENDING)], expireAfterSeconds=120)],
     "blobs": [
@@ -280,6 +282,7 @@ CHANGE_IMAGES = (
     "predicted_assets",
     "deployments",
     "dataset_versions",
+    "deliveries",
 )
 """Collections whose change events carry the document as it was right after the change (not
 as it is when the event is read), so subscribers see every state, not a later one twice, and

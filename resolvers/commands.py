@@ -16,6 +16,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from resolvers.access import Access, Action
+from resolvers.pagination import Page, PageRequest, paginate
 from resolvers.timestamps import new_document, now
 
 
@@ -50,6 +51,16 @@ def new_command(
         worker=None,
         error=None,
     )
+
+
+async def list_commands(
+    access: Access, project_id: ObjectId, types: list[str] | None, page: PageRequest
+) -> Page:
+    """A page of a project's commands (of `types`, if given), newest first."""
+    query: dict[str, Any] = {"$and": [{"projectId": project_id}, await access.scope()]}
+    if types:
+        query["$and"].append({"type": {"$in": types}})
+    return await paginate(access.db.commands, query, page, [("_id", -1)])
 
 
 async def get_command(access: Access, command_id: ObjectId) -> dict[str, Any]:

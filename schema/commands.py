@@ -7,9 +7,10 @@ import strawberry
 from bson import ObjectId
 from strawberry.scalars import JSON
 
-from resolvers import clone, commands
+from resolvers import clone, commands, projects
 from resolvers.inputs import object_id
 from schema.inputs import as_input
+from schema.relay import Connection, page_request
 
 
 def _plain(value: Any) -> Any:
@@ -60,6 +61,19 @@ class Command:
             created_at=doc["createdAt"],
             updated_at=doc["updatedAt"],
         )
+
+
+async def project_commands(
+    info: strawberry.Info,
+    project_id: ObjectId,
+    types: list[str] | None,
+    first: int,
+    after: str | None,
+) -> Connection[Command]:
+    access = await info.context.access()
+    await projects.get_project(access, project_id)
+    page = await commands.list_commands(access, project_id, types, page_request(info, first, after))
+    return Connection.of(page, Command.from_doc)
 
 
 @strawberry.input

@@ -16,6 +16,7 @@ from schema.saved_filters import SavedFilter, project_filter, project_filters
 from schema.users import Membership
 
 if TYPE_CHECKING:
+    from schema.commands import Command
     from schema.cron_triggers import CronTrigger, ScheduledRun
     from schema.datasets import Dataset
     from schema.deployments import Deployment
@@ -98,6 +99,21 @@ class Project(Node):
         from schema.triggers import project_triggers
 
         return await project_triggers(info, object_id(self.id), first, after)
+
+    @strawberry.field(
+        description="The project's commands (clones, versions, batches, imports, exports, "
+        "commits…), newest first: those of `types`, if given."
+    )
+    async def commands(
+        self,
+        info: strawberry.Info,
+        types: list[str] | None = None,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+    ) -> Connection[Annotated["Command", strawberry.lazy("schema.commands")]]:
+        from schema.commands import project_commands
+
+        return await project_commands(info, object_id(self.id), types, first, after)
 
     @strawberry.field(description="The project's events, newest first: changes the relay captured.")
     async def events(

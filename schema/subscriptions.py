@@ -1,5 +1,6 @@
 """Live subscriptions (graphql-transport-ws on /graphql): executions and commands as they change,
-a project's events as the relay captures them, and a deployment's predicted assets.
+a project's events as the relay captures them, its webhook deliveries attempt by attempt, and a
+deployment's predicted assets.
 
 Every subscription checks each document against its caller's access as it is when the document
 is delivered, on top of the filter it asked for. When access changes while it runs (a key
@@ -22,15 +23,16 @@ import strawberry
 
 from gateway.change_feed import AccessChanged
 from gateway.inboxes import Entity, Overflowed, show
-from resolvers import commands, executions, projects, services
+from resolvers import commands, executions, projects, services, webhooks
 from resolvers.access import Access
 from resolvers.deployments import lifecycle as deployments
-from resolvers.errors import RateLimited
+from resolvers.errors import BadUserInput, RateLimited
 from resolvers.inputs import object_id
 from schema.commands import Command
 from schema.predicted_assets import PredictedAsset
 from schema.services import Execution
 from schema.triggers import ActionEnum, Event, ResourceEnum
+from schema.webhooks import WebhookDelivery
 
 Document = dict[str, Any]
 Check = Callable[[Access], Awaitable[Callable[[Document], bool]]]
@@ -126,16 +128,48 @@ class Subscription:
         async for doc in _stream(info, "executions", check):
             yield Execution.from_doc(doc)
 
-    @strawberry.subscription(description="Every change of one command from now on.")
+    @strawberry.subscription(
+        description="Every change of one command, or of a project's commands, from now on."
+    )
     async def command_updated(
-        self, info: strawberry.Info, command_id: strawberry.ID
+        self,
+        info: strawberry.Info,
+        command_id: strawberry.ID | None = None,
+        project_id: strawberry.ID | None = None,
     ) -> AsyncGenerator[Command, None]:
+        if (command_id is None) == (project_id is None):
+            raise BadUserInput("Give one of commandId and projectId")
+
         async def check(access: Access) -> Callable[[Document], bool]:
-            command = await commands.get_command(access, object_id(command_id, "commandId"))
-            return lambda doc: doc["_id"] == command["_id"]
+            if command_id is not None:
+                command = await commands.get_command(access, object_id(command_id, "commandId"))
+                return lambda doc: doc["_id"] == command["_id"]
+            project = await projects.get_project(access, object_id(project_id, "projectId"))
+            return lambda doc: doc["projectId"] == project["_id"]
 
         async for doc in _stream(info, "commands", check):
             yield Command.from_doc(doc)
+
+    @strawberry.subscription(
+        description="Every change of a project's webhook deliveries (or one webhook's) from "
+        "now on: each attempt, retry, success or failure as it is written."
+    )
+    async def webhook_delivery_updated(
+        self,
+        info: strawberry.Info,
+        project_id: strawberry.ID,
+        webhook_id: strawberry.ID | None = None,
+    ) -> AsyncGenerator[WebhookDelivery, None]:
+        async def check(access: Access) -> Callable[[Document], bool]:
+            project = await projects.get_project(access, object_id(project_id, "projectId"))
+            wanted = {"projectId": project["_id"]}
+            if webhook_id is not None:
+                webhook = await webhooks.get_webhook(access, object_id(webhook_id, "webhookId"))
+                wanted["webhookId"] = webhook["_id"]
+            return lambda doc: all(doc.get(key) == value for key, value in wanted.items())
+
+        async for doc in _stream(info, "deliveries", check):
+            yield WebhookDelivery.from_doc(doc)
 
     @strawberry.subscription(
         description="A project's events from now on, as the relay captures them: optionally "
