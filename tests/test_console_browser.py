@@ -1,25 +1,34 @@
 """The console in real headless Chromium against a real uvicorn and a real worker: signing in
 with a key, a worker's status changes on the executions page within a second and without a
-reload, tenants and roles kept apart, screenshots of each page, and an accessibility check.
+reload, an upload's event in the live feed, a trigger checked with testTrigger and saved, a
+webhook delivery's retries, a command's progress bar, a dataset's thumbnails with their boxes,
+tenants and roles kept apart, screenshots of each page, and an accessibility check.
 
 Screenshots (1280 x 800) are written to .artifacts/console/, which is never committed.
 """
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import pytest
 from bson import ObjectId
 from playwright.async_api import Browser, BrowserContext, Page, expect
+from starlette.responses import Response
 
 from gateway import console as console_build
+from gateway.settings import Settings
 from resolvers.access import OrgRole, ProjectRole
 from tests.conftest import REPO
-from tests.datasets_world import make_world
+from tests.datasets_world import image_bytes, make_world
+from tests.test_dataset_versions import ADD_LABELS, CREATE_MANY
 from tests.test_executions import CREATE_SERVICE, EXECUTE
 from tests.test_roles import Case, project_caller
-from tests.workers import start_worker, stop
+from tests.test_webhook_api import PING, _webhook
+from tests.waiting import eventually
+from tests.webhook_receiver import Received, receiving
+from tests.workers import run_command_here, start_worker, stop
 
 ARTIFACTS = REPO / ".artifacts" / "console"
 AXE = REPO / "console" / "node_modules" / "axe-core" / "axe.min.js"
@@ -39,7 +48,28 @@ SEEN_AS = """([id, status]) => new Promise((resolve) => {
 })"""
 """When (the browser's clock, ms) an execution's row first shows a status."""
 
+RECORD = """(selector) => {
+  const seen = [];
+  window.recorded = seen;
+  const note = () => {
+    const text = document.querySelector(selector)?.textContent ?? null;
+    if (text !== null && seen[seen.length - 1] !== text) seen.push(text);
+  };
+  note();
+  const options = { subtree: true, childList: true, characterData: true };
+  new MutationObserver(note).observe(document.body, options);
+}"""
+"""Records every text `selector` shows, in order, in window.recorded: what a user saw."""
+RELAYING = {"LOOM_RELAY_LEASE_S": "1", "LOOM_WEBHOOK_ALLOW_PRIVATE": "true"}
+CLONE = """mutation($d: ID!) { cloneDataset(datasetId: $d, input: {name: "copy"}) { id } }"""
+
 Opener = Callable[..., Awaitable[Page]]
+
+
+@pytest.fixture
+def settings(stack: dict[str, str]) -> Settings:
+    """The test's settings, letting webhooks reach this machine's receivers."""
+    return Settings(**stack, db_name=f"test_{uuid.uuid4().hex[:12]}", webhook_allow_private=True)
 
 
 @pytest.fixture
@@ -204,3 +234,142 @@ async def test_the_executions_page_has_no_serious_accessibility_violations(conso
     found = await login.evaluate("axe.run(document, { resultTypes: ['violations'] })")
     assert [v["id"] for v in found["violations"] if v["impact"] in ("serious", "critical")] == []
     await _screenshot(login, "sign-in")
+
+
+async def _relaying(db) -> None:
+    await eventually(
+        lambda: db.relay.find_one({"_id": "relay"}), lambda doc: doc and doc.get("token")
+    )
+
+
+async def test_an_uploads_event_shows_in_the_live_feed_and_a_tested_trigger_is_saved(
+    console, member, db, settings
+):
+    world = await make_world(member)
+    await _service_with_executions(world)
+    worker = start_worker(settings, **RELAYING)
+    try:
+        await _relaying(db)
+        page = await console(world.client.key, path=f"/console/projects/{world.project}/events")
+        await expect(page.get_by_role("heading", name="Live events")).to_be_visible()
+        await expect(page.get_by_role("status")).to_have_text("Live")
+        item = await world.upload("arrived.png", image_bytes("PNG", 8, 8))
+        feed = page.get_by_role("region", name="Event feed")
+        await expect(feed.locator(f'li[data-resource="{item["id"]}"]')).to_contain_text(
+            "Item Created"
+        )
+    finally:
+        stop(worker)
+    await page.get_by_role("button", name="New trigger").click()
+    editor = page.get_by_role("form", name="New trigger")
+    await editor.get_by_label("Name").fill("big images")
+    await editor.get_by_label("DQL filter (JSON)").fill('{"width": {"$gte": 100}}')
+    await editor.get_by_label("Sample document (JSON)").fill('{"width": 50}')
+    await editor.get_by_role("button", name="Test the filter").click()
+    await expect(editor.locator("[data-tested]")).to_have_text(
+        "The sample does not match: no fire."
+    )
+    await editor.get_by_label("Sample document (JSON)").fill('{"width": 640}')
+    await editor.get_by_role("button", name="Test the filter").click()
+    await expect(editor.locator("[data-tested]")).to_have_text(
+        "The sample matches: this trigger would fire."
+    )
+    await editor.get_by_role("button", name="Save").click()
+    triggers = page.get_by_role("region", name="Triggers")
+    await expect(triggers.get_by_role("button", name="big images")).to_be_visible()
+    [saved] = await db.triggers.find({"projectId": ObjectId(world.project)}).to_list()
+    assert (saved["name"], saved["resource"]) == ("big images", "Item")
+    await _screenshot(page, "events-and-triggers")
+    annotator = await project_caller(member, world, Case(OrgRole.MEMBER, ProjectRole.ANNOTATOR))
+    theirs = await console(annotator.key, path=f"/console/projects/{world.project}/events")
+    await expect(theirs.get_by_role("region", name="Triggers")).to_contain_text("big images")
+    await expect(theirs.get_by_role("button", name="New trigger")).to_have_count(0)
+
+
+async def test_a_webhook_deliverys_retries_appear_as_the_worker_makes_them(
+    console, member, db, settings
+):
+    async def fails_twice(_: Received, seen: int) -> Response:
+        return Response("not yet", status_code=500) if seen < 2 else Response("thanks")
+
+    world = await make_world(member)
+    async with receiving(settings, fails_twice) as receiver:
+        webhook, _ = await _webhook(
+            world.client, world.project, url=receiver.url, retryPolicy={"initialDelayS": 0.3}
+        )
+        page = await console(world.client.key, path=f"/console/projects/{world.project}/hooks")
+        await expect(page.get_by_role("status")).to_have_text("Live")
+        pinged = (await world.client.data(PING, id=webhook["id"]))["pingWebhook"]
+        row = page.locator(f'tr[data-delivery="{pinged["id"]}"]')
+        await expect(row.locator("[data-state]")).to_have_text("pending")
+        await page.evaluate(RECORD, f'tr[data-delivery="{pinged["id"]}"] [data-attempts]')
+        worker = start_worker(settings, **RELAYING)
+        try:
+            await expect(row.locator("[data-state]")).to_have_text("delivered")
+        finally:
+            stop(worker)
+    await expect(row.locator("[data-attempts]")).to_have_text("3/8")
+    shown = [int(text.split("/")[0]) for text in await page.evaluate("window.recorded")]
+    assert shown == sorted(shown), shown
+    assert shown[0] == 0
+    assert shown[-1] == 3
+    assert any(0 < attempts < 3 for attempts in shown), shown  # a retry, shown while pending
+    await row.get_by_role("button", name="hook").click()
+    attempts = page.get_by_role("complementary", name=f"Delivery {pinged['id']}")
+    held = await db.deliveries.find_one({"_id": ObjectId(pinged["id"])})
+    await expect(attempts.locator(".attempts li")).to_have_count(len(held["attempts"]))
+    await expect(attempts.locator(".attempts li").last).to_contain_text("delivered 200")
+    await expect(attempts.locator(".attempts li").last).to_contain_text("thanks")
+    assert [a.get("statusCode") for a in held["attempts"] if "statusCode" in a] == [500, 500, 200]
+    await _screenshot(page, "webhooks-and-cron")
+
+
+async def test_a_commands_progress_bar_advances_as_its_worker_writes_it(
+    console, member, db, redis, settings
+):
+    world = await make_world(member)
+    for n in range(12):
+        await world.upload(f"{n}.png", image_bytes("PNG", 4, 4, (n, n, n)))
+    page = await console(world.client.key, path=f"/console/projects/{world.project}/commands")
+    await expect(page.get_by_role("status")).to_have_text("Live")
+    clone = (await world.client.data(CLONE, d=world.dataset))["cloneDataset"]
+    row = page.locator(f'tr[data-command="{clone["id"]}"]')
+    await expect(row.locator("[data-status]")).to_have_text("created")
+    await page.evaluate(RECORD, f'tr[data-command="{clone["id"]}"] [data-progress]')
+    one_at_a_time = settings.model_copy(update={"clone_batch_size": 1})
+    await run_command_here(db, redis, one_at_a_time, clone["id"])
+    await expect(row.locator("[data-status]")).to_have_text("success")
+    seen = [int(text.rstrip("%")) for text in await page.evaluate("window.recorded")]
+    assert seen == sorted(seen), seen
+    assert seen[-1] == 100
+    assert any(0 < value < 100 for value in seen), seen
+    await _screenshot(page, "commands")
+
+
+async def test_a_datasets_thumbnails_draw_their_boxes_and_a_dql_filter_narrows_them(
+    console, member
+):
+    world = await make_world(member)
+    await world.client.data(ADD_LABELS, id=world.dataset, l=[{"name": "car"}])
+    items = [await world.upload(f"{name}.png", image_bytes("PNG", 64, 48, colour))
+             for name, colour in (("red", (200, 0, 0)), ("blue", (0, 0, 200)))]  # fmt: skip
+    box = {"left": 4, "top": 4, "right": 40, "bottom": 30}
+    await world.client.data(CREATE_MANY, inputs=[
+        {"itemId": items[0]["id"], "type": "BOX", "label": "car", "coordinates": box}])  # fmt: skip
+    page = await console(world.client.key, path=f"/console/projects/{world.project}/datasets")
+    grid = page.get_by_role("list", name="Items")
+    await expect(grid.locator("li")).to_have_count(2)
+    red = grid.locator(f'li[data-item="{items[0]["id"]}"] canvas')
+    await expect(red).to_have_attribute("data-drawn", "1")
+    await expect(grid.locator(f'li[data-item="{items[1]["id"]}"] canvas')).to_have_attribute(
+        "data-drawn", "0"
+    )
+    pixel = await red.evaluate(
+        "(canvas) => Array.from(canvas.getContext('2d').getImageData(90, 90, 1, 1).data)"
+    )
+    assert pixel[:3] == [200, 0, 0]
+    await page.get_by_label("DQL filter").fill('{"name": "blue.png"}')
+    await page.get_by_role("button", name="Apply").click()
+    await expect(grid.locator("li")).to_have_count(1)
+    await expect(grid.locator("li")).to_contain_text("blue.png")
+    await _screenshot(page, "datasets")

@@ -112,6 +112,21 @@ export class Graph {
     );
   }
 
+  /** GET a file the graph names (an export's archive, an item's bytes) with the key. */
+  async fetchFile(url: string): Promise<Blob> {
+    const response = await fetch(url, { headers: { Authorization: `Bearer ${this.key}` } });
+    if (!response.ok) throw new GraphRefused([{ message: `${url} answered ${response.status}` }]);
+    return await response.blob();
+  }
+
+  async download(url: string, name: string): Promise<void> {
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await this.fetchFile(url));
+    link.download = name;
+    link.click();
+    URL.revokeObjectURL(link.href);
+  }
+
   close(): void {
     void this.ws.dispose();
   }

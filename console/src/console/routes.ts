@@ -7,7 +7,13 @@ import { useEffect, useState } from "react";
 
 export type Route = { projectId: string | null; page: string };
 
-export const PAGES = ["executions"] as const;
+export const PAGES = [
+  { page: "executions", title: "Executions" },
+  { page: "events", title: "Events and triggers" },
+  { page: "hooks", title: "Webhooks and cron" },
+  { page: "commands", title: "Commands" },
+  { page: "datasets", title: "Datasets" },
+] as const;
 
 export function parse(pathname: string): Route {
   const parts = pathname.replace(/^\/console\/?/, "").split("/").filter(Boolean);

@@ -5,9 +5,13 @@
  */
 import { useEffect, useState } from "react";
 
+import { Commands } from "./commands";
+import { Datasets } from "./datasets";
+import { Events } from "./events";
 import { Executions } from "./executions";
 import { type Connection, Graph } from "./graph";
-import { go, useRoute } from "./routes";
+import { Hooks } from "./hooks";
+import { go, href, PAGES, type Route, useRoute } from "./routes";
 import { useQuery } from "./use-graph";
 
 const PROJECTS = `query Projects {
@@ -75,9 +79,40 @@ export function Shell({ graph, onSignOut }: { graph: Graph; onSignOut: () => voi
         </p>
       )}
       {projects.data && all?.length === 0 && <p className="empty">You can see no project yet.</p>}
-      {route.projectId && route.page === "executions" && (
-        <Executions key={route.projectId} graph={graph} projectId={route.projectId} />
+      {route.projectId && (
+        <nav className="pages" aria-label="Pages">
+          {PAGES.map(({ page, title }) => (
+            <a
+              key={page}
+              href={href({ projectId: route.projectId, page })}
+              aria-current={route.page === page ? "page" : undefined}
+              onClick={(event) => {
+                event.preventDefault();
+                go({ projectId: route.projectId, page });
+              }}
+            >
+              {title}
+            </a>
+          ))}
+        </nav>
       )}
+      {route.projectId && <Page key={`${route.projectId}/${route.page}`} graph={graph} route={route} />}
     </div>
   );
+}
+
+function Page({ graph, route }: { graph: Graph; route: Route }) {
+  const projectId = route.projectId!;
+  switch (route.page) {
+    case "events":
+      return <Events graph={graph} projectId={projectId} />;
+    case "hooks":
+      return <Hooks graph={graph} projectId={projectId} />;
+    case "commands":
+      return <Commands graph={graph} projectId={projectId} />;
+    case "datasets":
+      return <Datasets graph={graph} projectId={projectId} />;
+    default:
+      return <Executions graph={graph} projectId={projectId} />;
+  }
 }
