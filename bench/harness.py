@@ -334,9 +334,9 @@ class GatewayBench:
             await self.mongo.drop_database(self.db_name)
         await self.mongo.close()
 
-    async def start(self, script: str, email: str) -> dict[str, Any]:
-        """Indexes, an owner key for `email` (kept for `graphql`), the gateway and a worker
-        running; the key's document (its `orgId`)."""
+    async def start(self, script: str, email: str, worker: bool = True) -> dict[str, Any]:
+        """Indexes, an owner key for `email` (kept for `graphql`), the gateway and (unless
+        not `worker`) a worker running; the key's document (its `orgId`)."""
         from gateway.bootstrap import create_key
         from gateway.indexes import ensure_indexes
         from resolvers.access import OrgRole
@@ -347,7 +347,8 @@ class GatewayBench:
         self.server = Server(script, "loom", self.env)
         probe = httpx.Request("GET", f"{self.server.url}/readyz")
         await asyncio.to_thread(self.server.wait_ready, probe)
-        self.worker = LoomWorker(self.env, self.logs / "worker.log")
+        if worker:
+            self.worker = LoomWorker(self.env, self.logs / "worker.log")
         return key_doc
 
     async def graphql(self, client: httpx.AsyncClient, query: str, **variables: Any) -> Any:
