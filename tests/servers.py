@@ -33,7 +33,7 @@ async def running_uvicorn(app: ASGIApp, settings: Settings, **overrides: Any) ->
             task.result()
         await asyncio.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{options['port']}"
     finally:
         server.should_exit = True
         await task

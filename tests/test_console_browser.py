@@ -22,9 +22,10 @@ from gateway.settings import Settings
 from resolvers.access import OrgRole, ProjectRole
 from tests.conftest import REPO
 from tests.datasets_world import image_bytes, make_world
+from tests.servers import free_port, running_uvicorn
 from tests.test_dataset_versions import ADD_LABELS, CREATE_MANY
 from tests.test_executions import CREATE_SERVICE, EXECUTE
-from tests.test_roles import Case, project_caller
+from tests.test_roles import ADD_PROJECT_MEMBER, Case, project_caller
 from tests.test_webhook_api import PING, _webhook
 from tests.waiting import eventually
 from tests.webhook_receiver import Received, receiving
@@ -373,3 +374,54 @@ async def test_a_datasets_thumbnails_draw_their_boxes_and_a_dql_filter_narrows_t
     await expect(grid.locator("li")).to_have_count(1)
     await expect(grid.locator("li")).to_contain_text("blue.png")
     await _screenshot(page, "datasets")
+
+
+async def test_a_lost_connection_is_said_and_the_page_goes_live_again_by_itself(
+    browser, member, app, settings
+):
+    world = await make_world(member)
+    _, [execution] = await _service_with_executions(world)
+    port = free_port()
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        async with running_uvicorn(app, settings, port=port) as base:
+            page = await context.new_page()
+            await page.goto(f"{base}/console/")
+            await page.get_by_label("API key").fill(world.client.key)
+            await page.get_by_role("button", name="Sign in").click()
+            status = page.get_by_role("status")
+            await expect(status).to_have_text("Live")
+        await expect(status).to_have_text("Connection lost: reconnecting…")
+        await _screenshot(page, "reconnecting")
+        async with running_uvicorn(app, settings, port=port):
+            await expect(status).to_have_text("Live")
+            await world.client.data(TERMINATE, id=execution)
+            row = page.locator(f'tr[data-execution="{execution}"] td[data-status]')
+            await expect(row).to_have_text("terminated")
+    finally:
+        await context.close()
+
+
+UPDATE_MEMBER = """mutation($project: ID!, $user: ID!, $role: ProjectRole!) {
+  updateProjectMember(projectId: $project, userId: $user, role: $role) { role } }"""
+
+
+async def test_an_action_the_graph_refuses_after_a_role_change_is_said_not_swallowed(
+    console, member
+):
+    world = await make_world(member)
+    _, [execution] = await _service_with_executions(world)
+    client, doc = await member("acme", "member")
+    user = str(doc["userId"])
+    await world.client.data(ADD_PROJECT_MEMBER, project=world.project, user=user, role="DEVELOPER")
+    page = await console(client.key, path=f"/console/projects/{world.project}/executions")
+    await page.locator(f'tr[data-execution="{execution}"]').get_by_role("button").click()
+    detail = page.get_by_role("complementary", name=f"Execution {execution}")
+    terminate = detail.get_by_role("button", name="Terminate")
+    await expect(terminate).to_be_enabled()
+    await world.client.data(UPDATE_MEMBER, project=world.project, user=user, role="ANNOTATOR")
+    await terminate.click()
+    await expect(detail.get_by_role("alert")).to_contain_text("FORBIDDEN")
+    await expect(page.locator(f'tr[data-execution="{execution}"] td[data-status]')).to_have_text(
+        "created"
+    )
