@@ -8,6 +8,7 @@ Screenshots (1280 x 800) are written to .artifacts/console/, which is never comm
 """
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 from starlette.responses import Response
 
 from gateway import console as console_build
+from gateway import demo
 from gateway.settings import Settings
 from resolvers.access import OrgRole, ProjectRole
 from tests.conftest import REPO
@@ -216,25 +218,41 @@ async def test_an_annotator_sees_no_terminate_or_rerun_and_the_graph_refuses_the
     assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
 
-async def test_the_executions_page_has_no_serious_accessibility_violations(console, member):
-    world = await make_world(member)
-    await _service_with_executions(world, 3)
-    # axe-core is injected as an inline script, which the console's own CSP rightly forbids.
-    page = await console(world.client.key, bypass_csp=True)
-    await expect(page.locator("tr[data-execution]")).to_have_count(3)
+async def _serious_violations(page: Page) -> list[tuple[str, str, list]]:
     await page.add_script_tag(path=str(AXE))
     found = await page.evaluate("axe.run(document, { resultTypes: ['violations'] })")
-    serious = [
+    return [
         (violation["id"], violation["help"], [node["target"] for node in violation["nodes"]])
         for violation in found["violations"]
         if violation["impact"] in ("serious", "critical")
     ]
-    assert serious == []
+
+
+async def test_no_page_of_the_console_has_serious_accessibility_violations(
+    console, db, redis, settings
+):
+    key, _ = await demo.seed(db, redis)
+    commit = await db.commands.find_one({"type": "commitModelRun"})
+    await run_command_here(db, redis, settings, str(commit["_id"]))
+    project = await db.projects.find_one({"name": demo.PROJECT})
+    # axe-core is injected as an inline script, which the console's own CSP rightly forbids.
     login = await console(bypass_csp=True)
-    await login.add_script_tag(path=str(AXE))
-    found = await login.evaluate("axe.run(document, { resultTypes: ['violations'] })")
-    assert [v["id"] for v in found["violations"] if v["impact"] in ("serious", "critical")] == []
+    assert await _serious_violations(login) == []
     await _screenshot(login, "sign-in")
+    ready = {
+        "executions": "tr[data-execution]",
+        "events": "h2:has-text('Live events')",
+        "hooks": "h2:has-text('Cron triggers')",
+        "commands": "tr[data-command]",
+        "datasets": "li[data-item] canvas[data-drawn]",
+        "models": "table[aria-label='Confusion matrix']",
+        "deployments": "[data-predictions]",
+    }
+    for name, shown in ready.items():
+        path = f"/console/projects/{project['_id']}/{name}"
+        page = await console(key, path=path, bypass_csp=True)
+        await expect(page.locator(shown).first).to_be_visible()
+        assert await _serious_violations(page) == [], name
 
 
 async def _relaying(db) -> None:
@@ -425,3 +443,32 @@ async def test_an_action_the_graph_refuses_after_a_role_change_is_said_not_swall
     await expect(page.locator(f'tr[data-execution="{execution}"] td[data-status]')).to_have_text(
         "created"
     )
+
+
+async def test_the_demos_model_run_and_deployment_show_their_metrics_curves_and_monitoring(
+    console, db, redis, settings
+):
+    key, _ = await demo.seed(db, redis)
+    commit = await db.commands.find_one({"type": "commitModelRun"})
+    await run_command_here(db, redis, settings, str(commit["_id"]))
+    project = await db.projects.find_one({"name": demo.PROJECT})
+    page = await console(key, path=f"/console/projects/{project['_id']}/models")
+    run = page.get_by_role("region", name="Run computed at seed")
+    await expect(run.get_by_role("img", name="Precision by recall")).to_have_attribute(
+        "data-points", re.compile(r"^[1-9]")
+    )
+    await expect(run.get_by_role("img", name="F1 by confidence")).to_be_visible()
+    matrix = run.get_by_role("table", name="Confusion matrix")
+    await expect(matrix.locator("tbody tr").first).to_be_visible()
+    await expect(run.get_by_role("list", name="FP matches")).to_contain_text("No FP match")
+    await run.get_by_role("button", name="FN").click()
+    fn = run.get_by_role("list", name="FN matches")
+    await expect(fn.locator("li:not(.empty)").first).to_contain_text(".png: ")
+    await _screenshot(page, "model-runs")
+    await page.get_by_role("link", name="Deployments").click()
+    monitoring = page.get_by_role("region", name=f"Monitoring of {demo.DEPLOYMENT}")
+    await expect(monitoring.get_by_role("img", name="Latency (ms)")).to_be_visible()
+    await expect(monitoring.locator("[data-predictions]")).to_contain_text(
+        "predictions in the last hour"
+    )
+    await _screenshot(page, "deployments")

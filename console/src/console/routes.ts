@@ -13,6 +13,8 @@ export const PAGES = [
   { page: "hooks", title: "Webhooks and cron" },
   { page: "commands", title: "Commands" },
   { page: "datasets", title: "Datasets" },
+  { page: "models", title: "Model runs" },
+  { page: "deployments", title: "Deployments" },
 ] as const;
 
 export function parse(pathname: string): Route {

@@ -7,10 +7,12 @@ import { useEffect, useState } from "react";
 
 import { Commands } from "./commands";
 import { Datasets } from "./datasets";
+import { Deployments } from "./deployments";
 import { Events } from "./events";
 import { Executions } from "./executions";
 import { type Connection, Graph } from "./graph";
 import { Hooks } from "./hooks";
+import { Models } from "./models";
 import { go, href, PAGES, type Route, useRoute } from "./routes";
 import { useQuery } from "./use-graph";
 
@@ -112,6 +114,10 @@ function Page({ graph, route }: { graph: Graph; route: Route }) {
       return <Commands graph={graph} projectId={projectId} />;
     case "datasets":
       return <Datasets graph={graph} projectId={projectId} />;
+    case "models":
+      return <Models graph={graph} projectId={projectId} />;
+    case "deployments":
+      return <Deployments graph={graph} projectId={projectId} />;
     default:
       return <Executions graph={graph} projectId={projectId} />;
   }
