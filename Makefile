@@ -17,9 +17,9 @@ FRONTEND := gateway/static/.built
 HTTP_AUDIT := tests/http_audit
 HTTP_AUDIT_MODULES := $(HTTP_AUDIT)/node_modules/.installed
 
-# The browser tests drive Debian's Chromium.
+# The browser tests drive Debian's Chromium: installed when missing if make runs as root;
+# otherwise it stops with one line saying how to install it.
 CHROMIUM := /usr/bin/chromium
-SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: dev test lint bench install frontend clean
 
@@ -43,8 +43,9 @@ $(HTTP_AUDIT)/node_modules/.installed: $(HTTP_AUDIT)/package-lock.json
 	touch $@
 
 $(CHROMIUM):
-	$(SUDO) apt-get update
-	$(SUDO) apt-get install -y --no-install-recommends chromium
+	@test "$$(id -u)" = 0 || { echo "The browser tests need Debian's chromium: run 'sudo apt-get install chromium', or make test as root"; exit 1; }
+	apt-get update
+	apt-get install -y --no-install-recommends chromium
 
 install: $(STAMP)
 
