@@ -151,6 +151,7 @@ def dev(settings: Settings, seed_demo: bool) -> None:
     worker.start()
     base = f"http://{settings.host}:{settings.port}"
     print(f"Loom is starting: GraphQL + GraphiQL {base}/graphql, readiness {base}/readyz")
+    print(f"Console (sign in with an API key): {base}/console")
     if settings.dev_inbox:
         print(
             f"Webhook inbox (what webhooks pointed at {base}/dev/inbox/<name> got): "

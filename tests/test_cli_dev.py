@@ -78,6 +78,8 @@ async def test_loom_dev_serves_keeps_data_and_leaves_no_process(dev_env):
             await dev.ready(http)
             graphiql = await http.get(f"{dev.base}/graphql", headers={"Accept": "text/html"})
             assert "graphiql" in graphiql.text.lower()
+            console = await http.get(f"{dev.base}/console/projects/any/executions")
+            assert "<title>Loom console</title>" in console.text
             key = _loom(
                 dev_env,
                 "keys",
