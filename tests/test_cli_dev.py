@@ -184,7 +184,11 @@ async def test_loom_dev_seed_demo_serves_the_demo_runs_its_executions_and_seeds_
             (organization,) = nested["organizations"]["nodes"]
             (project,) = organization["projects"]["nodes"]
             counts = {d["name"]: d["itemsCount"] for d in project["datasets"]["nodes"]}
-            assert counts == {demo.DATASET: demo.IMAGES, demo.FEEDBACK_DATASET: 1}
+            assert counts == {
+                demo.DATASET: demo.IMAGES,
+                demo.FEEDBACK_DATASET: 1,
+                demo.IMPORTED: 10,
+            }
         finally:
             assert again.stop() == 0
 

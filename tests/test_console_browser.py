@@ -8,6 +8,7 @@ Screenshots (1280 x 800) are written to .artifacts/console/, which is never comm
 """
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -298,6 +299,14 @@ async def test_an_uploads_event_shows_in_the_live_feed_and_a_tested_trigger_is_s
     await expect(triggers.get_by_role("button", name="big images")).to_be_visible()
     [saved] = await db.triggers.find({"projectId": ObjectId(world.project)}).to_list()
     assert (saved["name"], saved["resource"]) == ("big images", "Item")
+    await triggers.get_by_role("button", name="big images").click()
+    edited = page.get_by_role("form", name="Edit trigger big images")
+    await edited.get_by_label("DQL filter (JSON)").fill('{"width": {"$gte": 200}}')
+    await edited.get_by_role("button", name="Save").click()
+    await expect(edited).to_have_count(0)
+    changed = await db.triggers.find_one({"_id": saved["_id"]})
+    assert "200" in json.dumps(changed["filter"], default=str)
+    assert "100" not in json.dumps(changed["filter"], default=str)
     await _screenshot(page, "events-and-triggers")
     annotator = await project_caller(member, world, Case(OrgRole.MEMBER, ProjectRole.ANNOTATOR))
     theirs = await console(annotator.key, path=f"/console/projects/{world.project}/events")
