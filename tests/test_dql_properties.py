@@ -26,8 +26,8 @@ from pymongo.collection import Collection
 
 from resolvers.dql import matches, to_mongo
 
-EXAMPLES = 200
-FILTERS_PER_EXAMPLE = 10
+EXAMPLES = 120
+FILTERS_PER_EXAMPLE = 12
 MAX_FILTER_DEPTH = 5
 
 IDS = [ObjectId(f"{i:024x}") for i in range(1, 22)]
