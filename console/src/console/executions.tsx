@@ -4,9 +4,10 @@
  * output — all kept live by `executionUpdated(projectId)`. Terminate and rerun are offered only
  * to callers whose project permissions include RUN_EXECUTIONS (the graph refuses anyone else).
  */
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 
 import { Graph, GraphRefused } from "./graph";
+import { Refusal, asRefused, useThrottled } from "./parts";
 import { useQuery, useSubscription } from "./use-graph";
 
 const STATUSES = ["created", "inProgress", "success", "failed", "aborted", "terminated"];
@@ -98,22 +99,6 @@ function countOf(counts: Count[], status: string): number {
   return counts.find((entry) => entry.status === status)?.count ?? 0;
 }
 
-/** Refetch at most once per `ms` however many times `wanted` is called. */
-function useThrottled(action: () => void, ms: number): () => void {
-  const timer = useRef<number | null>(null);
-  const latest = useRef(action);
-  latest.current = action;
-  useEffect(() => () => {
-    if (timer.current !== null) clearTimeout(timer.current);
-  }, []);
-  return useCallback(() => {
-    timer.current ??= window.setTimeout(() => {
-      timer.current = null;
-      latest.current();
-    }, ms);
-  }, [ms]);
-}
-
 export function Executions({ graph, projectId }: { graph: Graph; projectId: string }) {
   const [filters, setFilters] = useState<Filters>({ status: "", fn: "", trigger: "", since: "" });
   const variables = useMemo(
@@ -156,14 +141,7 @@ export function Executions({ graph, projectId }: { graph: Graph; projectId: stri
     refreshCounts();
   });
 
-  if (page.error) {
-    return (
-      <p role="alert" className="error">
-        {page.error.message}
-        {page.error.code && ` (${page.error.code})`}
-      </p>
-    );
-  }
+  if (page.error) return <Refusal error={page.error} />;
   if (!page.data) return <p className="loading">Loading executions…</p>;
   const project = page.data.project;
   const canRun = project.permissions.includes("RUN_EXECUTIONS");
@@ -172,12 +150,7 @@ export function Executions({ graph, projectId }: { graph: Graph; projectId: stri
   return (
     <main className="executions">
       <h1>Executions · {project.name}</h1>
-      {live && (
-        <p role="alert" className="error">
-          Live updates stopped: {live.message}
-          {live.code && ` (${live.code})`}
-        </p>
-      )}
+      <Refusal error={live} prefix="Live updates stopped: " />
       <section aria-label="Executions by status">
         <table className="counts">
           <thead>
@@ -303,7 +276,7 @@ function ExecutionDetail({ graph, id, canRun }: { graph: Graph; id: string; canR
     try {
       await graph.request(mutation, { id });
     } catch (error) {
-      setRefused(error instanceof GraphRefused ? error : new GraphRefused([{ message: String(error) }]));
+      setRefused(asRefused(error));
     }
   };
   if (found.error) return <aside className="detail error">{found.error.message}</aside>;
@@ -324,12 +297,7 @@ function ExecutionDetail({ graph, id, canRun }: { graph: Graph; id: string; canR
           </button>
         </div>
       )}
-      {refused && (
-        <p role="alert" className="error">
-          {refused.message}
-          {refused.code && ` (${refused.code})`}
-        </p>
-      )}
+      <Refusal error={refused} />
       {execution.error && <p className="error">{execution.error}</p>}
       <h3>Status log</h3>
       <ol className="status-log">

@@ -2,6 +2,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 
 import { Graph, GraphRefused } from "./graph";
+import { asRefused } from "./parts";
 
 export type QueryState<T> = {
   data: T | null;
@@ -25,7 +26,7 @@ export function useQuery<T>(graph: Graph, query: string, variables: Record<strin
         }
       })
       .catch((refused: unknown) => {
-        if (current) setError(refused instanceof GraphRefused ? refused : new GraphRefused([{ message: String(refused) }]));
+        if (current) setError(asRefused(refused));
       });
     return () => {
       current = false;
